@@ -1,0 +1,26 @@
+//! vendpay's domain: the rules that decide money, with no I/O.
+//!
+//! - [`money`]: `Money` (integer minor units + ISO 4217 currency) and Alipay's decimal strings.
+//! - [`ids`]: identifiers parsed at the edge (`DeviceId`, `TradeNo`, `RefundId`, ...).
+//! - [`device`]: a machine's mode and currency.
+//! - [`session`]: the pay-first session and purchase-first order state machine (design §1–2) as pure
+//!   functions from (state, command, now) to (new state, effects, reply).
+//! - [`time`]: timestamps, the `Clock` port and the configurable windows.
+//!
+//! Every later layer (the Alipay client, DynamoDB/SQLite storage, the Lambda handlers, the local server)
+//! only translates to and from these types; no decision about money is made anywhere else.
+
+pub mod device;
+pub mod ids;
+pub mod money;
+pub mod session;
+pub mod time;
+
+pub use device::{Device, Mode};
+pub use ids::{
+    BuyerId, DeviceId, IdError, MerchantTradeNo, OrderId, RefundId, RequestId, SessionId, Slot,
+    TradeNo,
+};
+pub use money::{Currency, Money, MoneyError};
+pub use session::*;
+pub use time::{Clock, SystemClock, Timestamp, Windows};
