@@ -367,9 +367,10 @@ pub enum Reply {
     Session {
         session: SessionId,
     },
+    /// A deadline was looked at. Whether anything was due shows in the transition, not here, so a
+    /// repeated delivery gets the same answer.
     Deadline {
         session: SessionId,
-        settled: bool,
     },
     Refund {
         session: SessionId,
@@ -1143,8 +1144,8 @@ pub fn place_order(
     }
     check_price(device, price)?;
     let id = SessionId::for_order(&device.id, order_id);
-    let current = live(device, current)?;
-    if let Some(s) = current.filter(|s| s.id == id) {
+    // The same order again, whatever became of it since, is answered as before.
+    if let Some(s) = current.filter(|s| s.id == id && s.device_id == device.id) {
         return match s.order() {
             Some(o) if o.price == price && &o.slot == slot => noop(Reply::Session {
                 session: s.id.clone(),
@@ -1152,6 +1153,7 @@ pub fn place_order(
             _ => Err(Rejection::RequestConflict(order_id.to_string())),
         };
     }
+    let current = live(device, current)?;
     let mut b = Builder::new();
     if let Some(s) = current {
         let mut s = s.clone();
@@ -1208,9 +1210,15 @@ pub fn place_order(
 /// The customer ends the session on the machine ("return change"): the free balance is refunded at once;
 /// a held purchase is settled by its vend result or the deadline. An unpaid order is cancelled.
 pub fn end_session(device: &Device, current: Option<&Session>, now: Timestamp) -> Decision {
-    let Some(s) = live(device, current)? else {
+    let Some(s) = current else {
         return Err(Rejection::NoSession);
     };
+    if live(device, Some(s))?.is_none() {
+        // Already closed (ended before, or settled): ending again changes nothing.
+        return noop(Reply::Session {
+            session: s.id.clone(),
+        });
+    }
     let mut b = Builder::new();
     let mut s = s.clone();
     let mut changed = s.settle_if_due(now, &mut b.effects)?;
@@ -1343,7 +1351,6 @@ pub fn deadline_due(session: &Session, now: Timestamp) -> Decision {
     let settled = s.settle_if_due(now, &mut b.effects)?;
     let reply = Reply::Deadline {
         session: s.id.clone(),
-        settled,
     };
     if settled {
         b.write(s);

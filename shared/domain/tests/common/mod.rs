@@ -1,0 +1,184 @@
+//! Builders shared by the domain's example and property tests.
+#![allow(dead_code)]
+
+use vendpay_domain::*;
+
+pub const T0: i64 = 1_700_000_000_000;
+
+pub fn at(secs: i64) -> Timestamp {
+    Timestamp::from_millis(T0 + secs * 1000)
+}
+
+pub fn cny(minor: u64) -> Money {
+    Money::new(minor, Currency::Cny).expect("small amount")
+}
+
+pub fn device(mode: Mode) -> Device {
+    Device {
+        id: DeviceId::parse("vm-1").expect("id"),
+        mode,
+        currency: Currency::Cny,
+    }
+}
+
+pub fn payment(trade: &str, amount: Money, buyer: Option<&str>, secs: i64) -> IncomingPayment {
+    IncomingPayment {
+        trade_no: TradeNo::parse(trade).expect("trade"),
+        merchant_trade_no: MerchantTradeNo::parse(format!("M{trade}")).expect("out trade"),
+        amount,
+        buyer_id: buyer.map(|b| BuyerId::parse(b).expect("buyer")),
+        paid_at: at(secs),
+    }
+}
+
+pub fn req(id: &str) -> RequestId {
+    RequestId::parse(id).expect("request id")
+}
+
+pub fn slot(s: &str) -> Slot {
+    Slot::parse(s).expect("slot")
+}
+
+pub fn order(id: &str) -> OrderId {
+    OrderId::parse(id).expect("order id")
+}
+
+/// One machine and its sessions, applying transitions the way storage does.
+pub struct Machine {
+    pub device: Device,
+    pub current: Option<SessionId>,
+    pub sessions: Vec<Session>,
+    pub windows: Windows,
+}
+
+impl Machine {
+    pub fn new(mode: Mode) -> Machine {
+        Machine {
+            device: device(mode),
+            current: None,
+            sessions: Vec::new(),
+            windows: Windows::default(),
+        }
+    }
+
+    pub fn session(&self, id: &SessionId) -> &Session {
+        self.sessions
+            .iter()
+            .find(|s| &s.id == id)
+            .expect("session exists")
+    }
+
+    pub fn current(&self) -> Option<&Session> {
+        self.current.as_ref().map(|id| self.session(id))
+    }
+
+    pub fn apply(&mut self, d: Decision) -> Transition {
+        let t = d.expect("command accepted");
+        for s in &t.sessions {
+            s.check_invariant().expect("invariant");
+            match self.sessions.iter_mut().find(|old| old.id == s.id) {
+                Some(old) => {
+                    assert_eq!(s.version, old.version + 1, "conditional write");
+                    *old = s.clone();
+                }
+                None => {
+                    assert_eq!(s.version, 1, "new session");
+                    self.sessions.push(s.clone());
+                }
+            }
+        }
+        if let Some(id) = &t.current {
+            self.current = Some(id.clone());
+        }
+        t
+    }
+
+    pub fn pay(&mut self, p: &IncomingPayment, secs: i64) -> Transition {
+        let d = receive_payment(&self.device, self.current(), p, &self.windows, at(secs));
+        self.apply(d)
+    }
+
+    pub fn buy(&mut self, id: &str, price: u64, secs: i64) -> Transition {
+        let d = request_purchase(
+            &self.device,
+            self.current(),
+            &req(id),
+            &slot("A1"),
+            cny(price),
+            at(secs),
+        );
+        self.apply(d)
+    }
+
+    pub fn vend(
+        &mut self,
+        session: &SessionId,
+        id: &str,
+        delivered: bool,
+        secs: i64,
+    ) -> Transition {
+        let d = report_vend(self.session(session), &req(id), delivered, at(secs));
+        self.apply(d)
+    }
+
+    pub fn end(&mut self, secs: i64) -> Transition {
+        let d = end_session(&self.device, self.current(), at(secs));
+        self.apply(d)
+    }
+
+    pub fn deadline(&mut self, session: &SessionId, secs: i64) -> Transition {
+        let d = deadline_due(self.session(session), at(secs));
+        self.apply(d)
+    }
+
+    pub fn order(&mut self, id: &str, price: u64, secs: i64) -> Transition {
+        let d = place_order(
+            &self.device,
+            self.current(),
+            &order(id),
+            &slot("B2"),
+            cny(price),
+            &self.windows,
+            at(secs),
+        );
+        self.apply(d)
+    }
+
+    pub fn settle(
+        &mut self,
+        session: &SessionId,
+        refund: &RefundId,
+        outcome: RefundOutcome,
+        secs: i64,
+    ) -> Transition {
+        let d = settle_refund(self.session(session), refund, outcome, at(secs));
+        self.apply(d)
+    }
+}
+
+/// The refunds a transition issued: (trade, amount in minor units).
+pub fn refunds(t: &Transition) -> Vec<(String, u64)> {
+    t.effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::IssueRefund {
+                trade_no, amount, ..
+            } => Some((trade_no.to_string(), amount.minor())),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn outcome(t: &Transition) -> PaymentOutcome {
+    match &t.reply {
+        Reply::Payment(o) => o.clone(),
+        other => panic!("not a payment reply: {other:?}"),
+    }
+}
+
+pub fn purchase(t: &Transition) -> PurchaseAnswer {
+    match &t.reply {
+        Reply::Purchase(a) => a.clone(),
+        other => panic!("not a purchase reply: {other:?}"),
+    }
+}
