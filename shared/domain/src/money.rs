@@ -167,7 +167,8 @@ pub struct Money {
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MoneyRepr {
-    minor: i128,
+    // i64, not i128: serde's buffered content (internally tagged enums) cannot carry i128.
+    minor: i64,
     currency: Currency,
 }
 
@@ -180,14 +181,15 @@ impl TryFrom<MoneyRepr> for Money {
         u64::try_from(r.minor)
             .ok()
             .and_then(|m| Money::new(m, r.currency))
-            .ok_or_else(|| format!("minor {} is too large", r.minor))
+            .ok_or_else(|| format!("minor {} is out of range", r.minor))
     }
 }
 
 impl From<Money> for MoneyRepr {
     fn from(m: Money) -> Self {
         MoneyRepr {
-            minor: i128::from(m.minor),
+            // MAX_MINOR is i64::MAX, so this never saturates.
+            minor: i64::try_from(m.minor).unwrap_or(i64::MAX),
             currency: m.currency,
         }
     }

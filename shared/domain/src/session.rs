@@ -340,6 +340,9 @@ pub struct PaymentOutcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PurchaseAnswer {
     pub request_id: RequestId,
+    /// What was asked, so a retry with another body can be told apart from a true retry.
+    pub slot: Slot,
+    pub price: Money,
     /// `None` when approved.
     pub declined: Option<DeclineReason>,
     pub balance: Money,
@@ -1051,6 +1054,8 @@ pub fn request_purchase(
         });
         return b.finish(Reply::Purchase(PurchaseAnswer {
             request_id: request_id.clone(),
+            slot: slot.clone(),
+            price,
             declined: Some(DeclineReason::NoSession),
             balance: Money::zero(device.currency),
             session: None,
@@ -1064,6 +1069,8 @@ pub fn request_purchase(
         });
         return b.finish(Reply::Purchase(PurchaseAnswer {
             request_id: request_id.clone(),
+            slot: slot.clone(),
+            price,
             declined: Some(DeclineReason::NoSession),
             balance: Money::zero(device.currency),
             session: None,
@@ -1117,6 +1124,8 @@ pub fn request_purchase(
 fn answer(s: &Session, p: &Purchase) -> PurchaseAnswer {
     PurchaseAnswer {
         request_id: p.request_id.clone(),
+        slot: p.slot.clone(),
+        price: p.price,
         declined: match p.status {
             PurchaseStatus::Declined(r) => Some(r),
             _ => None,

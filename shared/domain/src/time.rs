@@ -42,6 +42,54 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-25T23:19:45.123Z`.
+    pub fn to_rfc3339(self) -> String {
+        let secs = self.0.div_euclid(1000);
+        let ms = self.0.rem_euclid(1000);
+        let days = secs.div_euclid(86_400);
+        let tod = secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+            tod / 3600,
+            tod % 3600 / 60,
+            tod % 60
+        )
+    }
+
+    /// Wall-clock fields (year, month, day, hour, minute, second) at a fixed offset from UTC, as
+    /// Alipay's GMT+8 timestamps need them.
+    pub fn civil_at_offset(self, offset_secs: i64) -> (i64, u32, u32, u32, u32, u32) {
+        let secs = self.0.div_euclid(1000).saturating_add(offset_secs);
+        let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+        let tod = secs.rem_euclid(86_400);
+        (
+            y,
+            m,
+            d,
+            (tod / 3600) as u32,
+            (tod % 3600 / 60) as u32,
+            (tod % 60) as u32,
+        )
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar (H. Hinnant's
+/// algorithm), so the domain needs no date library.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -90,5 +138,40 @@ impl Default for Windows {
             purchase_first: Duration::from_secs(25),
             order_payment: Duration::from_secs(120),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_answers() {
+        // `date -u -d @0`, `@951782400` (2000-02-29) and `@1764112785` computed with GNU date.
+        assert_eq!(
+            Timestamp::from_millis(0).to_rfc3339(),
+            "1970-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            Timestamp::from_millis(951_782_400_000).to_rfc3339(),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            Timestamp::from_millis(1_764_112_785_123).to_rfc3339(),
+            "2025-11-25T23:19:45.123Z"
+        );
+        assert_eq!(
+            Timestamp::from_millis(-1).to_rfc3339(),
+            "1969-12-31T23:59:59.999Z"
+        );
+    }
+
+    #[test]
+    fn gmt8_wall_clock() {
+        // 2025-11-25T23:19:45Z is 2025-11-26 07:19:45 in Beijing.
+        assert_eq!(
+            Timestamp::from_millis(1_764_112_785_000).civil_at_offset(8 * 3600),
+            (2025, 11, 26, 7, 19, 45)
+        );
     }
 }

@@ -489,3 +489,35 @@ fn refund_ids_are_the_same_when_a_decision_is_recomputed() {
     };
     assert_eq!(ids(&first), ids(&second));
 }
+
+#[test]
+fn every_kind_of_session_survives_storage_as_json() {
+    // Storage keeps sessions as JSON: every shape the state machine produces must come back equal.
+    let mut m = Machine::new(Mode::Mixed);
+    m.pay(&payment("T1", cny(1000), Some("2088A"), 0), 0);
+    m.buy("r1", 300, 1);
+    m.buy("r2", 5000, 2);
+    m.pay(&payment("T2", cny(100), Some("2088B"), 3), 3);
+    m.pay(
+        &payment("T3", Money::new(5, Currency::Usd).expect("usd"), None, 4),
+        4,
+    );
+    m.deadline(
+        &SessionId::for_payment(&TradeNo::parse("T1").expect("t")),
+        400,
+    );
+    m.vend(
+        &SessionId::for_payment(&TradeNo::parse("T1").expect("t")),
+        "r1",
+        true,
+        401,
+    );
+    m.order("o1", 400, 500);
+    m.pay(&payment("T4", cny(500), None, 501), 501);
+    assert!(m.sessions.len() >= 4);
+    for s in &m.sessions {
+        let json = serde_json::to_string(s).expect("serialise");
+        let back: Session = serde_json::from_str(&json).expect("deserialise");
+        assert_eq!(&back, s, "{json}");
+    }
+}

@@ -1,0 +1,373 @@
+//! Who may call: machines sign every request with their secret (HMAC-SHA256, design §4); operators
+//! present the admin token (or come through IAM on AWS).
+//!
+//! A machine's secret is never stored. Registration draws a random salt; the secret is
+//! `HMAC-SHA256(device key, "vendpay/device/v1/" + device id + "/" + salt)`, shown to the operator once;
+//! the store keeps only `v1:<salt>`. Verifying a request re-derives the secret from the server's device
+//! key (configuration, like the Alipay keys), so a copy of the table alone cannot sign for a machine.
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use vendpay_domain::{DeviceId, Timestamp};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// How far a request's `X-Timestamp` may be from the server's clock.
+pub const MAX_SKEW_SECS: i64 = 300;
+
+/// The server's key from which every machine secret is derived.
+#[derive(Clone)]
+pub struct DeviceKey(Vec<u8>);
+
+impl std::fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceKey(..)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("{setting} must be at least 32 bytes written as 64+ hex digits")]
+    TooShort { setting: &'static str },
+    #[error("{setting} is not hex: {reason}")]
+    NotHex {
+        setting: &'static str,
+        reason: String,
+    },
+    #[error("could not draw random bytes: {0}")]
+    Random(String),
+}
+
+impl DeviceKey {
+    /// Parses the configured key (hex, at least 32 bytes). `setting` names the variable for errors.
+    pub fn from_hex(setting: &'static str, hex_key: &str) -> Result<DeviceKey, KeyError> {
+        let bytes = hex::decode(hex_key.trim()).map_err(|e| KeyError::NotHex {
+            setting,
+            reason: e.to_string(),
+        })?;
+        if bytes.len() < 32 {
+            return Err(KeyError::TooShort { setting });
+        }
+        Ok(DeviceKey(bytes))
+    }
+
+    /// A fresh random key (the local server keeps one in its database when none is configured).
+    pub fn generate() -> Result<DeviceKey, KeyError> {
+        Ok(DeviceKey(random_bytes(32)?))
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(&self.0)
+    }
+
+    /// A new credential for `device`: what to store, and the secret to show once.
+    pub fn new_credential(&self, device: &DeviceId) -> Result<(String, String), KeyError> {
+        let salt = hex::encode(random_bytes(16)?);
+        let credential = format!("v1:{salt}");
+        let secret = self
+            .secret(device, &credential)
+            .ok_or_else(|| KeyError::Random("fresh credential did not derive".into()))?;
+        Ok((credential, secret))
+    }
+
+    /// The machine's secret (hex), derived from its stored credential; `None` for an unknown format.
+    pub fn secret(&self, device: &DeviceId, credential: &str) -> Option<String> {
+        let salt = credential.strip_prefix("v1:")?;
+        let mut mac = HmacSha256::new_from_slice(&self.0).ok()?;
+        mac.update(b"vendpay/device/v1/");
+        mac.update(device.as_str().as_bytes());
+        mac.update(b"/");
+        mac.update(salt.as_bytes());
+        Some(hex::encode(mac.finalize().into_bytes()))
+    }
+}
+
+fn random_bytes(n: usize) -> Result<Vec<u8>, KeyError> {
+    let mut buf = vec![0u8; n];
+    getrandom::fill(&mut buf).map_err(|e| KeyError::Random(e.to_string()))?;
+    Ok(buf)
+}
+
+/// Why a machine's request was refused. `Mismatch` is 403, everything else 401.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("X-Device-Id {header:?} does not match the path's device {path:?}")]
+    Mismatch { header: String, path: String },
+    #[error("missing header {0}")]
+    MissingHeader(&'static str),
+    #[error("X-Timestamp must be unix seconds, got {0:?}")]
+    BadTimestamp(String),
+    #[error(
+        "X-Timestamp is {skew} s from the server's clock; at most {MAX_SKEW_SECS} s is allowed"
+    )]
+    Stale { skew: i64 },
+    #[error("X-Signature must be 64 hex digits")]
+    MalformedSignature,
+    #[error("signature does not match")]
+    BadSignature,
+    #[error("unknown device")]
+    UnknownDevice,
+}
+
+impl AuthError {
+    pub fn status(&self) -> u16 {
+        match self {
+            AuthError::Mismatch { .. } => 403,
+            _ => 401,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::Mismatch { .. } => "device_mismatch",
+            AuthError::MissingHeader(_) => "missing_auth_header",
+            AuthError::BadTimestamp(_) => "bad_timestamp",
+            AuthError::Stale { .. } => "stale_timestamp",
+            AuthError::MalformedSignature | AuthError::BadSignature => "bad_signature",
+            AuthError::UnknownDevice => "unknown_device",
+        }
+    }
+}
+
+/// The string a machine signs: `METHOD \n PATH \n TIMESTAMP \n hex(SHA-256(body))`.
+pub fn canonical(method: &str, path_and_query: &str, timestamp: &str, body: &[u8]) -> String {
+    format!(
+        "{method}\n{path_and_query}\n{timestamp}\n{}",
+        hex::encode(Sha256::digest(body))
+    )
+}
+
+/// `hex(HMAC-SHA256(secret, canonical))`: what a machine sends as `X-Signature`. The secret is used as
+/// the ASCII bytes of its hex form, exactly as the operator received it.
+pub fn sign(
+    secret: &str,
+    method: &str,
+    path_and_query: &str,
+    timestamp: &str,
+    body: &[u8],
+) -> String {
+    let mut mac = match HmacSha256::new_from_slice(secret.as_bytes()) {
+        Ok(m) => m,
+        // HMAC takes keys of any length; this arm cannot be reached.
+        Err(_) => return String::new(),
+    };
+    mac.update(canonical(method, path_and_query, timestamp, body).as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The auth headers of one request, as received.
+pub struct SignedRequest<'a> {
+    pub device_header: Option<&'a str>,
+    pub timestamp: Option<&'a str>,
+    pub signature: Option<&'a str>,
+    pub method: &'a str,
+    pub path_and_query: &'a str,
+    pub body: &'a [u8],
+}
+
+/// Checks the header/path match first (403), then presence, freshness and the signature (401).
+/// `secret` is `None` for an unknown device, which is refused only after the cheap checks so the answer
+/// does not reveal which ids exist to a caller without a valid timestamp.
+pub fn verify(
+    path_device: &str,
+    req: &SignedRequest<'_>,
+    secret: Option<&str>,
+    now: Timestamp,
+) -> Result<(), AuthError> {
+    let header = req
+        .device_header
+        .ok_or(AuthError::MissingHeader("X-Device-Id"))?;
+    if header != path_device {
+        return Err(AuthError::Mismatch {
+            header: header.chars().take(64).collect(),
+            path: path_device.chars().take(64).collect(),
+        });
+    }
+    let ts_raw = req
+        .timestamp
+        .ok_or(AuthError::MissingHeader("X-Timestamp"))?;
+    let sig = req
+        .signature
+        .ok_or(AuthError::MissingHeader("X-Signature"))?;
+    let ts: i64 = ts_raw
+        .trim()
+        .parse()
+        .map_err(|_| AuthError::BadTimestamp(ts_raw.chars().take(32).collect()))?;
+    let skew = ts.saturating_sub(now.secs());
+    if skew.abs() > MAX_SKEW_SECS {
+        return Err(AuthError::Stale { skew });
+    }
+    let given = hex::decode(sig.trim()).map_err(|_| AuthError::MalformedSignature)?;
+    if given.len() != 32 {
+        return Err(AuthError::MalformedSignature);
+    }
+    let secret = secret.ok_or(AuthError::UnknownDevice)?;
+    let expected = hex::decode(sign(
+        secret,
+        req.method,
+        req.path_and_query,
+        ts_raw,
+        req.body,
+    ))
+    .map_err(|_| AuthError::BadSignature)?;
+    if bool::from(expected.ct_eq(&given)) {
+        Ok(())
+    } else {
+        Err(AuthError::BadSignature)
+    }
+}
+
+/// Compares an admin bearer token in constant time (length aside).
+pub fn admin_token_matches(expected: &str, authorization: Option<&str>) -> bool {
+    let Some(given) = authorization.and_then(|h| h.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(given.trim().as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> DeviceKey {
+        DeviceKey::from_hex("DEVICE_KEY", &"ab".repeat(32)).unwrap()
+    }
+
+    #[test]
+    fn known_answer_signature() {
+        // printf 'POST\n/devices/vm-1/purchases\n1700000000\n%s' "$(printf '{}' | sha256sum | cut -c1-64)" \
+        //   | openssl dgst -sha256 -hmac secret
+        let sig = sign(
+            "secret",
+            "POST",
+            "/devices/vm-1/purchases",
+            "1700000000",
+            b"{}",
+        );
+        assert_eq!(
+            sig,
+            "2b91535ebf7a8d8f71c0077724cd1492c607f7340e15e6b8ccedf9f2687df7ff"
+        );
+    }
+
+    #[test]
+    fn secrets_derive_from_the_stored_credential_only_with_the_key() {
+        let d = DeviceId::parse("vm-1").unwrap();
+        let (cred, secret) = key().new_credential(&d).unwrap();
+        assert!(cred.starts_with("v1:"));
+        assert!(!cred.contains(&secret));
+        assert_eq!(key().secret(&d, &cred), Some(secret.clone()));
+        let other = DeviceKey::from_hex("DEVICE_KEY", &"cd".repeat(32)).unwrap();
+        assert_ne!(other.secret(&d, &cred), Some(secret.clone()));
+        let d2 = DeviceId::parse("vm-2").unwrap();
+        assert_ne!(key().secret(&d2, &cred), Some(secret));
+        assert_eq!(key().secret(&d, "plain"), None);
+    }
+
+    #[test]
+    fn keys_are_checked() {
+        assert!(matches!(
+            DeviceKey::from_hex("DEVICE_KEY", "abcd"),
+            Err(KeyError::TooShort {
+                setting: "DEVICE_KEY"
+            })
+        ));
+        assert!(matches!(
+            DeviceKey::from_hex("DEVICE_KEY", &"zz".repeat(32)),
+            Err(KeyError::NotHex { .. })
+        ));
+    }
+
+    fn req<'a>(ts: &'a str, sig: &'a str) -> SignedRequest<'a> {
+        SignedRequest {
+            device_header: Some("vm-1"),
+            timestamp: Some(ts),
+            signature: Some(sig),
+            method: "POST",
+            path_and_query: "/devices/vm-1/purchases",
+            body: b"{\"a\":1}",
+        }
+    }
+
+    #[test]
+    fn verification_order_and_outcomes() {
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let good = sign(
+            "s3cret",
+            "POST",
+            "/devices/vm-1/purchases",
+            "1700000000",
+            b"{\"a\":1}",
+        );
+        assert_eq!(
+            verify("vm-1", &req("1700000000", &good), Some("s3cret"), now),
+            Ok(())
+        );
+        assert_eq!(
+            verify(
+                "vm-1",
+                &req(
+                    "1700000299",
+                    &sign(
+                        "s3cret",
+                        "POST",
+                        "/devices/vm-1/purchases",
+                        "1700000299",
+                        b"{\"a\":1}"
+                    )
+                ),
+                Some("s3cret"),
+                now
+            ),
+            Ok(())
+        );
+        let e = verify("vm-2", &req("1700000000", &good), Some("s3cret"), now).unwrap_err();
+        assert_eq!(e.status(), 403);
+        assert_eq!(
+            verify("vm-1", &req("1700000000", &good), Some("other"), now),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            verify("vm-1", &req("1700000301", &good), Some("s3cret"), now),
+            Err(AuthError::Stale { skew: 301 })
+        );
+        assert_eq!(
+            verify("vm-1", &req("1699999699", &good), Some("s3cret"), now),
+            Err(AuthError::Stale { skew: -301 })
+        );
+        assert!(matches!(
+            verify("vm-1", &req("soon", &good), Some("s3cret"), now),
+            Err(AuthError::BadTimestamp(_))
+        ));
+        assert_eq!(
+            verify("vm-1", &req("1700000000", "xyz"), Some("s3cret"), now),
+            Err(AuthError::MalformedSignature)
+        );
+        assert_eq!(
+            verify("vm-1", &req("1700000000", &good), None, now),
+            Err(AuthError::UnknownDevice)
+        );
+        let mut tampered = req("1700000000", &good);
+        tampered.body = b"{\"a\":2}";
+        assert_eq!(
+            verify("vm-1", &tampered, Some("s3cret"), now),
+            Err(AuthError::BadSignature)
+        );
+        let mut missing = req("1700000000", &good);
+        missing.signature = None;
+        assert_eq!(
+            verify("vm-1", &missing, Some("s3cret"), now),
+            Err(AuthError::MissingHeader("X-Signature"))
+        );
+    }
+
+    #[test]
+    fn admin_tokens() {
+        assert!(admin_token_matches("t0k", Some("Bearer t0k")));
+        assert!(!admin_token_matches("t0k", Some("Bearer t0")));
+        assert!(!admin_token_matches("t0k", Some("t0k")));
+        assert!(!admin_token_matches("t0k", None));
+        assert!(!admin_token_matches("", Some("Bearer ")));
+    }
+}

@@ -1,0 +1,376 @@
+//! vendpay's HTTP contract (design §4) as plain async functions from `http::Request<Bytes>` to
+//! `http::Response<Bytes>`, over the ports of `vendpay-app`.
+//!
+//! The Lambda functions (through `lambda_http`) and the local server (through axum) both convert their
+//! requests to these types and call [`Api`], so the very same code answers in both places.
+//!
+//! - [`auth`]: machine request signatures and the admin token.
+//! - [`input`] / [`views`]: JSON in and out, with precise errors ([`error`]).
+//! - [`label`]: the printable SVG label.
+
+pub mod auth;
+pub mod error;
+pub mod input;
+pub mod label;
+pub mod views;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use vendpay_app::{DeviceRecord, DeviceStore, Ledger, QrCode};
+use vendpay_domain::{Currency, DeviceId, Mode, OrderId, RequestId, SessionId, Slot};
+
+pub use auth::DeviceKey;
+pub use error::ApiError;
+
+/// How operators authenticate on `/admin/...`.
+#[derive(Clone)]
+pub enum AdminAuth {
+    /// `Authorization: Bearer <token>` (the local server, or a deployment without IAM auth).
+    Token(String),
+    /// API Gateway has already checked IAM credentials (`AWS_IAM` authorizer on the admin routes).
+    Iam,
+}
+
+/// Why Alipay did not give a QR code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ProvisionError {
+    pub retryable: bool,
+    pub message: String,
+}
+
+/// Creates a machine's merchant QR code at Alipay (`alipay.commerce.qrcode.create`, store id = device id,
+/// so a repeat returns the same code).
+#[async_trait]
+pub trait QrProvisioner: Send + Sync {
+    async fn create(
+        &self,
+        device: &DeviceRecord,
+        notify_url: &str,
+    ) -> Result<QrCode, ProvisionError>;
+}
+
+/// Everything the routes need, built once at start-up.
+#[derive(Clone)]
+pub struct Api {
+    pub ledger: Ledger,
+    pub devices: Arc<dyn DeviceStore>,
+    pub device_key: DeviceKey,
+    pub admin: AdminAuth,
+    pub qr: Arc<dyn QrProvisioner>,
+    /// `PUBLIC_BASE_URL`: where Alipay reaches us; notify URLs are built from it.
+    pub public_base_url: String,
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Bytes> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Bytes::from(value.to_string()))
+        .unwrap_or_else(|_| Response::new(Bytes::new()))
+}
+
+fn ok(value: &Value) -> Result<Response<Bytes>, ApiError> {
+    Ok(json_response(StatusCode::OK, value))
+}
+
+fn segments(path: &str) -> Vec<&str> {
+    path.trim_matches('/').split('/').collect()
+}
+
+impl Api {
+    /// Answers any route of design §4 except the Alipay notification.
+    pub async fn handle(&self, req: Request<Bytes>) -> Response<Bytes> {
+        let segs = segments(req.uri().path());
+        let result = match segs.first() {
+            Some(&"devices") => self.device_route(&req).await,
+            Some(&"admin") => self.admin_route(&req).await,
+            _ => Err(ApiError::not_found(format!(
+                "no route {}",
+                req.uri().path()
+            ))),
+        };
+        result.unwrap_or_else(ApiError::into_response)
+    }
+
+    /// The machine routes, `/devices/{id}/...`, after checking the request's signature.
+    pub async fn device_route(&self, req: &Request<Bytes>) -> Result<Response<Bytes>, ApiError> {
+        let path = req.uri().path();
+        let segs = segments(path);
+        let (Some(&"devices"), Some(raw_id)) = (segs.first(), segs.get(1)) else {
+            return Err(ApiError::not_found(format!("no route {path}")));
+        };
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let record = match DeviceId::parse(*raw_id) {
+            Ok(id) => self
+                .devices
+                .device(&id)
+                .await
+                .map_err(vendpay_app::AppError::from)?,
+            Err(_) => None,
+        };
+        let secret = record
+            .as_ref()
+            .and_then(|r| self.device_key.secret(&r.device.id, &r.credential));
+        let signed = auth::SignedRequest {
+            device_header: header("x-device-id"),
+            timestamp: header("x-timestamp"),
+            signature: header("x-signature"),
+            method: req.method().as_str(),
+            path_and_query: req.uri().path_and_query().map_or(path, |p| p.as_str()),
+            body: req.body(),
+        };
+        if let Err(e) = auth::verify(raw_id, &signed, secret.as_deref(), self.ledger.now()) {
+            tracing::info!(device = %raw_id, reason = %e, "device request refused");
+            return Err(ApiError::new(e.status(), e.code(), e.to_string()));
+        }
+        let Some(record) = record else {
+            return Err(ApiError::new(401, "unknown_device", "unknown device"));
+        };
+        let device = &record.device;
+        let id = &device.id;
+        let m = req.method();
+        match (m, &segs[2..]) {
+            (&Method::GET, ["session"]) => ok(&views::machine_status(
+                self.ledger.current(id).await?.as_ref(),
+            )),
+            (&Method::POST, ["purchases"]) => {
+                let body = input::object(req.body())?;
+                let request_id = input::parsed::<RequestId>(&body, "request_id")?;
+                let slot = input::parsed::<Slot>(&body, "slot")?;
+                let price = input::price(&body, "price", device.currency)?;
+                let answer = self.ledger.purchase(id, &request_id, &slot, price).await?;
+                ok(&views::purchase_answer(&answer))
+            }
+            (&Method::POST, ["purchases", request, "result"]) => {
+                let request_id = RequestId::parse(*request).map_err(|e| {
+                    ApiError::new(
+                        404,
+                        "unknown_purchase",
+                        format!("no purchase {request:?}: {e}"),
+                    )
+                })?;
+                let body = input::object(req.body())?;
+                let delivered = input::boolean(&body, "delivered")?;
+                let session = self.ledger.vend(id, &request_id, delivered).await?;
+                ok(&views::session(&session))
+            }
+            (&Method::POST, ["orders"]) => {
+                let body = input::object(req.body())?;
+                let order_id = input::parsed::<OrderId>(&body, "order_id")?;
+                let slot = input::parsed::<Slot>(&body, "slot")?;
+                let price = input::price(&body, "price", device.currency)?;
+                let session = self.ledger.order(id, &order_id, &slot, price).await?;
+                ok(&views::session(&session))
+            }
+            (&Method::POST, ["session", "end"]) => {
+                let session = self.ledger.end(id).await?;
+                ok(&views::session(&session))
+            }
+            (
+                _,
+                ["session"]
+                | ["purchases"]
+                | ["purchases", _, "result"]
+                | ["orders"]
+                | ["session", "end"],
+            ) => Err(ApiError::new(
+                405,
+                "method_not_allowed",
+                format!("{m} is not allowed on {path}"),
+            )),
+            _ => Err(ApiError::not_found(format!("no route {path}"))),
+        }
+    }
+
+    /// The operator routes, `/admin/...`.
+    pub async fn admin_route(&self, req: &Request<Bytes>) -> Result<Response<Bytes>, ApiError> {
+        if let AdminAuth::Token(token) = &self.admin {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            if !auth::admin_token_matches(token, given) {
+                return Err(ApiError::new(
+                    401,
+                    "unauthorized",
+                    "a valid admin bearer token is required",
+                ));
+            }
+        }
+        let path = req.uri().path();
+        let segs = segments(path);
+        let m = req.method();
+        match (m, &segs[1..]) {
+            (&Method::POST, ["devices"]) => self.register(req.body()).await,
+            (&Method::GET, ["devices", id]) => ok(&views::device(&self.known_device(id).await?)),
+            (&Method::POST, ["devices", id, "qrcode"]) => self.qrcode(id).await,
+            (&Method::GET, ["devices", id, "label.svg"]) => self.label(id).await,
+            (&Method::GET, ["sessions", id]) => {
+                let unknown =
+                    || ApiError::new(404, "unknown_session", format!("unknown session {id:?}"));
+                let sid = SessionId::parse(*id).map_err(|_| unknown())?;
+                let session = self
+                    .ledger
+                    .store()
+                    .session(&sid)
+                    .await
+                    .map_err(vendpay_app::AppError::from)?
+                    .ok_or_else(unknown)?;
+                ok(&views::session_detail(&session))
+            }
+            (
+                _,
+                ["devices"]
+                | ["devices", _]
+                | ["devices", _, "qrcode"]
+                | ["devices", _, "label.svg"]
+                | ["sessions", _],
+            ) => Err(ApiError::new(
+                405,
+                "method_not_allowed",
+                format!("{m} is not allowed on {path}"),
+            )),
+            _ => Err(ApiError::not_found(format!("no route {path}"))),
+        }
+    }
+
+    async fn known_device(&self, raw: &str) -> Result<DeviceRecord, ApiError> {
+        let unknown = || ApiError::new(404, "unknown_device", format!("unknown device {raw:?}"));
+        let id = DeviceId::parse(raw).map_err(|_| unknown())?;
+        self.devices
+            .device(&id)
+            .await
+            .map_err(vendpay_app::AppError::from)?
+            .ok_or_else(unknown)
+    }
+
+    async fn register(&self, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
+        let body = input::object(body)?;
+        let id = input::parsed::<DeviceId>(&body, "device_id")?;
+        let text = |field: &str, max: usize| -> Result<String, ApiError> {
+            let s = input::string(&body, field)?.trim();
+            if s.is_empty() || s.chars().count() > max {
+                return Err(ApiError::bad_request(
+                    "invalid_field",
+                    format!("{field}: 1 to {max} characters"),
+                ));
+            }
+            Ok(s.to_owned())
+        };
+        let name = text("name", 64)?;
+        let district = text("district", 64)?;
+        let location = match input::optional_string(&body, "location")? {
+            Some(l) if l.chars().count() > 128 => {
+                return Err(ApiError::bad_request(
+                    "invalid_field",
+                    "location: at most 128 characters",
+                ))
+            }
+            other => other.map(|l| l.trim().to_owned()),
+        };
+        let currency = input::parsed::<Currency>(&body, "currency")?;
+        let mode = match input::optional_string(&body, "mode")? {
+            Some(m) => m
+                .parse::<Mode>()
+                .map_err(|e| ApiError::bad_request("invalid_field", format!("mode: {e}")))?,
+            None => Mode::default(),
+        };
+        let (credential, secret) = self
+            .device_key
+            .new_credential(&id)
+            .map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
+        let record = DeviceRecord {
+            device: vendpay_domain::Device {
+                id: id.clone(),
+                mode,
+                currency,
+            },
+            name,
+            district,
+            location,
+            credential,
+            qrcode: None,
+            created_at: self.ledger.now(),
+            current: None,
+            version: 0,
+        };
+        let created = self
+            .devices
+            .register(&record)
+            .await
+            .map_err(vendpay_app::AppError::from)?;
+        if !created {
+            return Err(ApiError::new(
+                409,
+                "device_exists",
+                format!("device {id} is already registered"),
+            ));
+        }
+        tracing::info!(device = %id, "device registered");
+        Ok(json_response(
+            StatusCode::CREATED,
+            &json!({"device": views::device(&record), "secret": secret}),
+        ))
+    }
+
+    /// The notify URL Alipay posts a machine's payments to.
+    pub fn notify_url(&self, device: &DeviceId) -> String {
+        format!(
+            "{}/alipay/notify/{}",
+            self.public_base_url.trim_end_matches('/'),
+            device.as_str()
+        )
+    }
+
+    async fn qrcode(&self, raw: &str) -> Result<Response<Bytes>, ApiError> {
+        let record = self.known_device(raw).await?;
+        let qr = match &record.qrcode {
+            Some(qr) => qr.clone(),
+            None => {
+                let notify_url = self.notify_url(&record.device.id);
+                let qr = self.qr.create(&record, &notify_url).await.map_err(|e| {
+                    if e.retryable {
+                        ApiError::new(503, "unavailable", format!("Alipay did not answer: {e}"))
+                    } else {
+                        ApiError::new(
+                            502,
+                            "alipay_refused",
+                            format!("Alipay refused the QR code: {e}"),
+                        )
+                    }
+                })?;
+                self.devices
+                    .set_qrcode(&record.device.id, &qr)
+                    .await
+                    .map_err(vendpay_app::AppError::from)?;
+                qr
+            }
+        };
+        ok(&json!({"qrcode": qr.qrcode, "qrcode_img_url": qr.qrcode_img_url}))
+    }
+
+    async fn label(&self, raw: &str) -> Result<Response<Bytes>, ApiError> {
+        let record = self.known_device(raw).await?;
+        let Some(qr) = &record.qrcode else {
+            return Err(ApiError::new(
+                409,
+                "no_qrcode",
+                format!("device {raw} has no QR code yet; POST /admin/devices/{raw}/qrcode first"),
+            ));
+        };
+        let svg =
+            label::svg(&qr.qrcode, record.device.id.as_str(), &record.name).ok_or_else(|| {
+                ApiError::new(500, "internal", "the QR code content cannot be encoded")
+            })?;
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "image/svg+xml")
+            .body(Bytes::from(svg))
+            .map_err(|e| ApiError::new(500, "internal", e.to_string()))
+    }
+}

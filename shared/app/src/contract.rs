@@ -1,0 +1,808 @@
+//! The one contract every storage adapter passes (SQLite and DynamoDB alike).
+//!
+//! An adapter's test file calls [`run`] with a factory that gives a fresh, empty store (a new SQLite
+//! database, a new DynamoDB table). Each check panics with a message naming what broke; the checks use
+//! only the ports, so they say what the service relies on and nothing about how an adapter does it.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use vendpay_domain::*;
+
+use crate::ledger::Ledger;
+use crate::ports::*;
+
+/// A store for the suite: both ports on one backend.
+pub trait Store: SessionStore + DeviceStore + 'static {}
+impl<T: SessionStore + DeviceStore + 'static> Store for T {}
+
+/// Runs every check, each on a fresh store from `make`.
+pub async fn run<S, F, Fut>(make: F)
+where
+    S: Store,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<S>>,
+{
+    devices_register_once_and_keep_their_qrcode(make().await).await;
+    a_commit_writes_every_row_and_reads_back(make().await).await;
+    a_failed_condition_writes_nothing(make().await).await;
+    session_versions_are_compare_and_set(make().await).await;
+    the_device_guard_serialises_device_commands(make().await).await;
+    the_deadline_index_finds_overdue_sessions_only(make().await).await;
+    pending_refunds_are_listed_until_final(make().await).await;
+    racing_commits_on_one_version_let_exactly_one_win(make().await).await;
+    ledger_racing_purchases_never_overspend(make().await).await;
+    ledger_duplicate_notifications_credit_once(make().await).await;
+    ledger_full_pay_first_flow(make().await).await;
+}
+
+pub const T0: i64 = 1_700_000_000_000;
+
+fn id<T: std::str::FromStr>(s: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    s.parse().expect("valid id in the contract suite")
+}
+
+fn cny(minor: u64) -> Money {
+    Money::new(minor, Currency::Cny).expect("small amount")
+}
+
+pub fn device_record(device: &str, mode: Mode) -> DeviceRecord {
+    DeviceRecord {
+        device: Device {
+            id: id(device),
+            mode,
+            currency: Currency::Cny,
+        },
+        name: format!("Machine {device}"),
+        district: "Xuhui".into(),
+        location: Some("Gate 3".into()),
+        credential: "test-credential".into(),
+        qrcode: None,
+        created_at: Timestamp::from_millis(T0),
+        current: None,
+        version: 0,
+    }
+}
+
+fn payment(trade: &str, minor: u64) -> IncomingPayment {
+    IncomingPayment {
+        trade_no: id(trade),
+        merchant_trade_no: id(&format!("M{trade}")),
+        amount: cny(minor),
+        buyer_id: None,
+        paid_at: Timestamp::from_millis(T0),
+    }
+}
+
+/// Opens a session on `device` by a payment, through the domain, and commits it.
+async fn open_session<S: Store>(
+    store: &S,
+    device: &str,
+    trade: &str,
+    minor: u64,
+    at: i64,
+) -> Session {
+    let m = store
+        .machine(&id(device))
+        .await
+        .expect("machine read")
+        .expect("machine exists");
+    let t = receive_payment(
+        &m.record.device,
+        m.current.as_ref(),
+        &payment(trade, minor),
+        &Windows::default(),
+        Timestamp::from_millis(T0 + at),
+    )
+    .expect("payment accepted");
+    let Reply::Payment(outcome) = t.reply.clone() else {
+        panic!("payment reply expected")
+    };
+    let commit = Commit {
+        device: Some(DeviceGuard {
+            device: id(device),
+            expected_version: m.record.version,
+            new_current: t.current.clone(),
+        }),
+        sessions: t.sessions.clone(),
+        trade: Some((id(trade), outcome.clone())),
+        request: None,
+        refunds: vec![],
+    };
+    store.commit(&commit).await.expect("commit");
+    t.session(&outcome.session).expect("written").clone()
+}
+
+async fn devices_register_once_and_keep_their_qrcode<S: Store>(store: Arc<S>) {
+    let rec = device_record("vm-1", Mode::Mixed);
+    assert!(store.register(&rec).await.expect("register"));
+    let mut other = rec.clone();
+    other.name = "someone else".into();
+    assert!(
+        !store.register(&other).await.expect("register again"),
+        "a taken id must not be registered twice"
+    );
+    let got = store
+        .device(&id("vm-1"))
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(got, rec, "the first registration stands");
+    assert_eq!(store.device(&id("vm-2")).await.expect("read"), None);
+    let qr = QrCode {
+        qrcode: "https://qr.alipay.com/abc".into(),
+        qrcode_img_url: "https://example.com/abc.png".into(),
+    };
+    store.set_qrcode(&id("vm-1"), &qr).await.expect("qrcode");
+    store
+        .set_qrcode(&id("vm-1"), &qr)
+        .await
+        .expect("qrcode again");
+    let got = store
+        .device(&id("vm-1"))
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(got.qrcode, Some(qr));
+    let m = store
+        .machine(&id("vm-1"))
+        .await
+        .expect("machine")
+        .expect("exists");
+    assert_eq!((m.record.version, m.current), (0, None));
+}
+
+async fn a_commit_writes_every_row_and_reads_back<S: Store>(store: Arc<S>) {
+    store
+        .register(&device_record("vm-1", Mode::PayFirst))
+        .await
+        .expect("register");
+    let s = open_session(&*store, "vm-1", "T1", 1000, 0).await;
+    let m = store
+        .machine(&id("vm-1"))
+        .await
+        .expect("machine")
+        .expect("exists");
+    assert_eq!(
+        m.record.version, 1,
+        "setting current bumps the device version"
+    );
+    assert_eq!(m.current.as_ref(), Some(&s));
+    assert_eq!(store.session(&s.id).await.expect("read"), Some(s.clone()));
+    assert_eq!(
+        store.trade(&id("T1")).await.expect("trade"),
+        Some(PaymentOutcome {
+            session: s.id.clone(),
+            disposition: Disposition::Credited
+        })
+    );
+    assert_eq!(store.trade(&id("T2")).await.expect("trade"), None);
+
+    // A purchase with its idempotency row, then an end with its refund row.
+    let now = Timestamp::from_millis(T0 + 1000);
+    let t = request_purchase(
+        &m.record.device,
+        m.current.as_ref(),
+        &id("r1"),
+        &id("A1"),
+        cny(300),
+        now,
+    )
+    .expect("purchase");
+    let record = RequestRecord {
+        device: id("vm-1"),
+        request_id: id("r1"),
+        reply: t.reply.clone(),
+        expires_at: now.plus(Duration::from_secs(48 * 3600)),
+    };
+    let commit = Commit {
+        device: Some(DeviceGuard {
+            device: id("vm-1"),
+            expected_version: 1,
+            new_current: None,
+        }),
+        sessions: t.sessions.clone(),
+        request: Some(record.clone()),
+        ..Commit::default()
+    };
+    store.commit(&commit).await.expect("purchase commit");
+    assert_eq!(
+        store
+            .request(&id("vm-1"), &id("r1"))
+            .await
+            .expect("request"),
+        Some(record)
+    );
+    assert_eq!(
+        store
+            .request(&id("vm-2"), &id("r1"))
+            .await
+            .expect("request"),
+        None
+    );
+    let m = store
+        .machine(&id("vm-1"))
+        .await
+        .expect("machine")
+        .expect("exists");
+    assert_eq!(
+        m.record.version, 1,
+        "a guard alone does not bump the version"
+    );
+    assert_eq!(m.current.as_ref().map(|s| s.version), Some(2));
+
+    let t = end_session(&m.record.device, m.current.as_ref(), now).expect("end");
+    let ended = t.session(&s.id).expect("written").clone();
+    let refund = &ended.refunds[0];
+    let row = RefundRecord {
+        refund_id: refund.id.clone(),
+        session: s.id.clone(),
+        trade_no: refund.trade_no.clone(),
+        amount: refund.amount,
+        status: RefundStatus::Pending,
+        issued_at: refund.issued_at,
+    };
+    let commit = Commit {
+        device: Some(DeviceGuard {
+            device: id("vm-1"),
+            expected_version: 1,
+            new_current: None,
+        }),
+        sessions: t.sessions.clone(),
+        refunds: vec![row.clone()],
+        ..Commit::default()
+    };
+    store.commit(&commit).await.expect("end commit");
+    assert_eq!(store.refund(&refund.id).await.expect("refund"), Some(row));
+    assert_eq!(store.session(&s.id).await.expect("read"), Some(ended));
+}
+
+async fn a_failed_condition_writes_nothing<S: Store>(store: Arc<S>) {
+    store
+        .register(&device_record("vm-1", Mode::PayFirst))
+        .await
+        .expect("register");
+    let s = open_session(&*store, "vm-1", "T1", 1000, 0).await;
+    // A second payment decided on a stale read of the device (version 0): every row must be refused.
+    let m = store
+        .machine(&id("vm-1"))
+        .await
+        .expect("machine")
+        .expect("exists");
+    let t = receive_payment(
+        &m.record.device,
+        None,
+        &payment("T2", 500),
+        &Windows::default(),
+        Timestamp::from_millis(T0),
+    )
+    .expect("decided");
+    let Reply::Payment(outcome) = t.reply.clone() else {
+        panic!("payment reply")
+    };
+    let commit = Commit {
+        device: Some(DeviceGuard {
+            device: id("vm-1"),
+            expected_version: 0,
+            new_current: t.current.clone(),
+        }),
+        sessions: t.sessions.clone(),
+        trade: Some((id("T2"), outcome.clone())),
+        request: Some(RequestRecord {
+            device: id("vm-1"),
+            request_id: id("rx"),
+            reply: t.reply.clone(),
+            expires_at: Timestamp::from_millis(T0),
+        }),
+        refunds: vec![],
+    };
+    assert!(
+        matches!(store.commit(&commit).await, Err(StoreError::Conflict(_))),
+        "a stale device version must be a conflict"
+    );
+    assert_eq!(
+        store.trade(&id("T2")).await.expect("trade"),
+        None,
+        "trade row leaked"
+    );
+    assert_eq!(
+        store.session(&outcome.session).await.expect("session"),
+        None,
+        "session leaked"
+    );
+    assert_eq!(
+        store
+            .request(&id("vm-1"), &id("rx"))
+            .await
+            .expect("request"),
+        None,
+        "request leaked"
+    );
+    let m = store
+        .machine(&id("vm-1"))
+        .await
+        .expect("machine")
+        .expect("exists");
+    assert_eq!(m.current.map(|c| c.id), Some(s.id.clone()), "current moved");
+
+    // A trade row that exists already is a conflict too, and takes the session write down with it.
+    let mut topped = s.clone();
+    topped.version += 1;
+    topped.balance = cny(1500);
+    let commit = Commit {
+        sessions: vec![topped],
+        trade: Some((id("T1"), outcome)),
+        ..Commit::default()
+    };
+    assert!(matches!(
+        store.commit(&commit).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.session(&s.id).await.expect("read"), Some(s));
+}
+
+async fn session_versions_are_compare_and_set<S: Store>(store: Arc<S>) {
+    store
+        .register(&device_record("vm-1", Mode::PayFirst))
+        .await
+        .expect("register");
+    let s = open_session(&*store, "vm-1", "T1", 1000, 0).await;
+    let again = Commit {
+        sessions: vec![s.clone()],
+        ..Commit::default()
+    };
+    assert!(
+        matches!(store.commit(&again).await, Err(StoreError::Conflict(_))),
+        "creating a session that exists must conflict"
+    );
+    let mut skip = s.clone();
+    skip.version = 3;
+    let c = Commit {
+        sessions: vec![skip],
+        ..Commit::default()
+    };
+    assert!(
+        matches!(store.commit(&c).await, Err(StoreError::Conflict(_))),
+        "version 3 over 1"
+    );
+    let mut next = s.clone();
+    next.version = 2;
+    next.phase = Phase::Settling;
+    let c = Commit {
+        sessions: vec![next.clone()],
+        ..Commit::default()
+    };
+    store.commit(&c).await.expect("version 2 over 1");
+    assert!(
+        matches!(store.commit(&c).await, Err(StoreError::Conflict(_))),
+        "version 2 twice"
+    );
+    assert_eq!(store.session(&s.id).await.expect("read"), Some(next));
+}
+
+async fn the_device_guard_serialises_device_commands<S: Store>(store: Arc<S>) {
+    store
+        .register(&device_record("vm-1", Mode::PayFirst))
+        .await
+        .expect("register");
+    let unknown = Commit {
+        device: Some(DeviceGuard {
+            device: id("vm-404"),
+            expected_version: 0,
+            new_current: None,
+        }),
+        ..Commit::default()
+    };
+    assert!(
+        matches!(store.commit(&unknown).await, Err(StoreError::Conflict(_))),
+        "a guard on a missing device cannot hold"
+    );
+    let guard_only = Commit {
+        device: Some(DeviceGuard {
+            device: id("vm-1"),
+            expected_version: 0,
+            new_current: None,
+        }),
+        ..Commit::default()
+    };
+    store
+        .commit(&guard_only)
+        .await
+        .expect("the version matches");
+    open_session(&*store, "vm-1", "T1", 100, 0).await;
+    assert!(
+        matches!(
+            store.commit(&guard_only).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "the version moved when current changed"
+    );
+}
+
+async fn the_deadline_index_finds_overdue_sessions_only<S: Store>(store: Arc<S>) {
+    for d in ["vm-1", "vm-2", "vm-3"] {
+        store
+            .register(&device_record(d, Mode::PayFirst))
+            .await
+            .expect("register");
+    }
+    // Deadlines at +300 s, +310 s, +320 s.
+    let a = open_session(&*store, "vm-1", "T1", 100, 0).await;
+    let b = open_session(&*store, "vm-2", "T2", 100, 10_000).await;
+    let c = open_session(&*store, "vm-3", "T3", 100, 20_000).await;
+    let at = |s: i64| Timestamp::from_millis(T0 + s * 1000);
+    assert_eq!(
+        store.due(at(299), 10).await.expect("due"),
+        Vec::<SessionId>::new()
+    );
+    assert_eq!(
+        store.due(at(300), 10).await.expect("due"),
+        vec![a.id.clone()]
+    );
+    assert_eq!(
+        store.due(at(330), 10).await.expect("due"),
+        vec![a.id.clone(), b.id.clone(), c.id.clone()],
+        "oldest deadline first"
+    );
+    assert_eq!(store.due(at(330), 2).await.expect("due").len(), 2, "limit");
+    // Settled sessions leave the index.
+    let t = deadline_due(&a, at(300)).expect("deadline");
+    let c1 = Commit {
+        sessions: t.sessions.clone(),
+        ..Commit::default()
+    };
+    store.commit(&c1).await.expect("settle");
+    assert_eq!(
+        store.due(at(330), 10).await.expect("due"),
+        vec![b.id.clone(), c.id.clone()]
+    );
+}
+
+async fn pending_refunds_are_listed_until_final<S: Store>(store: Arc<S>) {
+    store
+        .register(&device_record("vm-1", Mode::PayFirst))
+        .await
+        .expect("register");
+    let s = open_session(&*store, "vm-1", "T1", 700, 0).await;
+    let now = Timestamp::from_millis(T0 + 1000);
+    let t = end_session(
+        &store
+            .device(&id("vm-1"))
+            .await
+            .expect("read")
+            .expect("exists")
+            .device,
+        Some(&s),
+        now,
+    )
+    .expect("end");
+    let ended = t.session(&s.id).expect("written").clone();
+    let r = ended.refunds[0].clone();
+    let row = |status| RefundRecord {
+        refund_id: r.id.clone(),
+        session: s.id.clone(),
+        trade_no: r.trade_no.clone(),
+        amount: r.amount,
+        status,
+        issued_at: r.issued_at,
+    };
+    store
+        .commit(&Commit {
+            sessions: vec![ended.clone()],
+            refunds: vec![row(RefundStatus::Pending)],
+            ..Commit::default()
+        })
+        .await
+        .expect("end commit");
+    assert_eq!(
+        store.pending_refunds(10).await.expect("pending"),
+        vec![row(RefundStatus::Pending)]
+    );
+    let t = settle_refund(&ended, &r.id, RefundOutcome::Succeeded, now).expect("settle");
+    store
+        .commit(&Commit {
+            sessions: t.sessions.clone(),
+            refunds: vec![row(RefundStatus::Succeeded)],
+            ..Commit::default()
+        })
+        .await
+        .expect("settle commit");
+    assert_eq!(store.pending_refunds(10).await.expect("pending"), vec![]);
+    assert_eq!(
+        store.refund(&r.id).await.expect("refund"),
+        Some(row(RefundStatus::Succeeded))
+    );
+}
+
+async fn racing_commits_on_one_version_let_exactly_one_win<S: Store>(store: Arc<S>) {
+    store
+        .register(&device_record("vm-1", Mode::PayFirst))
+        .await
+        .expect("register");
+    let s = open_session(&*store, "vm-1", "T1", 1000, 0).await;
+    let mut tasks = Vec::new();
+    for i in 0..10u64 {
+        let store = store.clone();
+        let mut next = s.clone();
+        next.version = 2;
+        next.balance = cny(1000 - i);
+        next.spent = cny(i);
+        tasks.push(async move {
+            store
+                .commit(&Commit {
+                    sessions: vec![next],
+                    ..Commit::default()
+                })
+                .await
+        });
+    }
+    let results = join_all(tasks).await;
+    let wins = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(
+        wins, 1,
+        "exactly one of ten racing writes may win: {results:?}"
+    );
+    assert!(results
+        .iter()
+        .all(|r| r.is_ok() || matches!(r, Err(StoreError::Conflict(_)))));
+}
+
+/// Runs futures concurrently without an executor dependency (the suite runs on the caller's runtime).
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    struct JoinAll<F: Future> {
+        futures: Vec<Option<Pin<Box<F>>>>,
+        outputs: Vec<Option<F::Output>>,
+    }
+    // The futures are boxed and the outputs are never pinned, so moving JoinAll is fine.
+    impl<F: Future> Unpin for JoinAll<F> {}
+    impl<F: Future> Future for JoinAll<F> {
+        type Output = Vec<F::Output>;
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let this = self.get_mut();
+            let mut pending = false;
+            for (slot, out) in this.futures.iter_mut().zip(this.outputs.iter_mut()) {
+                if let Some(f) = slot {
+                    match f.as_mut().poll(cx) {
+                        Poll::Ready(v) => {
+                            *out = Some(v);
+                            *slot = None;
+                        }
+                        Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                Poll::Pending
+            } else {
+                Poll::Ready(this.outputs.iter_mut().filter_map(Option::take).collect())
+            }
+        }
+    }
+    let n = futures.len();
+    JoinAll {
+        futures: futures.into_iter().map(|f| Some(Box::pin(f))).collect(),
+        outputs: (0..n).map(|_| None).collect(),
+    }
+    .await
+}
+
+/// Records what the service dispatched.
+#[derive(Default)]
+pub struct Recorder {
+    pub deadlines: Mutex<Vec<DeadlineMessage>>,
+    pub refunds: Mutex<Vec<RefundMessage>>,
+}
+
+#[async_trait]
+impl DeadlineScheduler for Recorder {
+    async fn schedule(&self, m: &DeadlineMessage) -> Result<(), DispatchError> {
+        self.deadlines
+            .lock()
+            .map_err(|_| DispatchError("poisoned".into()))?
+            .push(m.clone());
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RefundQueue for Recorder {
+    async fn enqueue(&self, m: &RefundMessage) -> Result<(), DispatchError> {
+        self.refunds
+            .lock()
+            .map_err(|_| DispatchError("poisoned".into()))?
+            .push(m.clone());
+        Ok(())
+    }
+}
+
+/// A clock the test moves by hand.
+pub struct ManualClock(pub Mutex<Timestamp>);
+
+impl ManualClock {
+    pub fn at(ms: i64) -> ManualClock {
+        ManualClock(Mutex::new(Timestamp::from_millis(ms)))
+    }
+    pub fn advance(&self, d: Duration) {
+        if let Ok(mut t) = self.0.lock() {
+            *t = t.plus(d);
+        }
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        self.0
+            .lock()
+            .map(|t| *t)
+            .unwrap_or(Timestamp::from_millis(0))
+    }
+}
+
+fn ledger<S: Store>(store: Arc<S>) -> (Ledger, Arc<Recorder>, Arc<ManualClock>) {
+    let rec = Arc::new(Recorder::default());
+    let clock = Arc::new(ManualClock::at(T0));
+    let ledger = Ledger::new(
+        store,
+        rec.clone(),
+        rec.clone(),
+        clock.clone(),
+        Windows::default(),
+    );
+    (ledger, rec, clock)
+}
+
+async fn ledger_racing_purchases_never_overspend<S: Store>(store: Arc<S>) {
+    store
+        .register(&device_record("vm-1", Mode::PayFirst))
+        .await
+        .expect("register");
+    let (ledger, _, _) = ledger(store.clone());
+    ledger
+        .payment(&id("vm-1"), &payment("T1", 1000))
+        .await
+        .expect("pay");
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let ledger = ledger.clone();
+            async move {
+                ledger
+                    .purchase(&id("vm-1"), &id(&format!("r{i}")), &id("A1"), cny(300))
+                    .await
+            }
+        })
+        .collect();
+    let answers = join_all(tasks).await;
+    let approved = answers
+        .iter()
+        .filter(|a| matches!(a, Ok(a) if a.approved()))
+        .count();
+    assert_eq!(
+        approved, 3,
+        "10.00 buys exactly three 3.00 items: {answers:?}"
+    );
+    let s = ledger
+        .current(&id("vm-1"))
+        .await
+        .expect("read")
+        .expect("session");
+    assert_eq!((s.balance, s.held), (cny(100), cny(900)));
+    s.check_invariant().expect("invariant");
+}
+
+async fn ledger_duplicate_notifications_credit_once<S: Store>(store: Arc<S>) {
+    store
+        .register(&device_record("vm-1", Mode::PayFirst))
+        .await
+        .expect("register");
+    let (ledger, rec, _) = ledger(store.clone());
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let ledger = ledger.clone();
+            async move { ledger.payment(&id("vm-1"), &payment("T1", 1000)).await }
+        })
+        .collect();
+    let outcomes = join_all(tasks).await;
+    let first = outcomes[0].clone().expect("credited");
+    assert!(
+        outcomes.iter().all(|o| o.as_ref() == Ok(&first)),
+        "{outcomes:?}"
+    );
+    let s = ledger
+        .current(&id("vm-1"))
+        .await
+        .expect("read")
+        .expect("session");
+    assert_eq!(s.balance, cny(1000), "credited exactly once");
+    assert_eq!(s.payments.len(), 1);
+    let scheduled = rec.deadlines.lock().map(|d| d.len()).unwrap_or(0);
+    assert_eq!(scheduled, 1, "one deadline for one payment");
+}
+
+async fn ledger_full_pay_first_flow<S: Store>(store: Arc<S>) {
+    store
+        .register(&device_record("vm-1", Mode::Mixed))
+        .await
+        .expect("register");
+    let (ledger, rec, clock) = ledger(store.clone());
+    let dev: DeviceId = id("vm-1");
+    let outcome = ledger
+        .payment(&dev, &payment("T1", 1000))
+        .await
+        .expect("pay");
+    for (r, delivered) in [("r1", true), ("r2", false)] {
+        let a = ledger
+            .purchase(&dev, &id(r), &id("A1"), cny(350))
+            .await
+            .expect("buy");
+        assert!(a.approved());
+        ledger.vend(&dev, &id(r), delivered).await.expect("vend");
+    }
+    // A retried purchase gets the same answer and holds nothing more.
+    let again = ledger
+        .purchase(&dev, &id("r1"), &id("A1"), cny(350))
+        .await
+        .expect("retry");
+    assert!(again.approved());
+    assert_eq!(
+        ledger
+            .sweep(100, Duration::from_secs(60))
+            .await
+            .expect("sweep")
+            .deadlines_settled,
+        0
+    );
+    clock.advance(Duration::from_secs(301));
+    let report = ledger
+        .sweep(100, Duration::from_secs(60))
+        .await
+        .expect("sweep");
+    assert_eq!(report.deadlines_settled, 1);
+    assert!(
+        !ledger
+            .deadline(&outcome.session)
+            .await
+            .expect("late deadline"),
+        "settled once"
+    );
+    let refunds = rec.refunds.lock().map(|r| r.clone()).unwrap_or_default();
+    assert_eq!(refunds.len(), 1);
+    let row = store
+        .refund(&refunds[0].refund_id)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(row.amount, cny(650));
+    assert_eq!(
+        ledger
+            .refund_result(&row.refund_id, RefundOutcome::Unknown)
+            .await,
+        Ok(RefundStatus::Pending)
+    );
+    // Still pending after the grace period: the sweep re-sends it.
+    clock.advance(Duration::from_secs(120));
+    let report = ledger
+        .sweep(100, Duration::from_secs(60))
+        .await
+        .expect("sweep");
+    assert_eq!(report.refunds_resent, 1);
+    assert_eq!(
+        ledger
+            .refund_result(&row.refund_id, RefundOutcome::Succeeded)
+            .await,
+        Ok(RefundStatus::Succeeded)
+    );
+    let s = store
+        .session(&outcome.session)
+        .await
+        .expect("read")
+        .expect("session");
+    assert_eq!(s.phase, Phase::Closed);
+    assert_eq!(store.pending_refunds(10).await.expect("pending"), vec![]);
+}

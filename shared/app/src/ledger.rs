@@ -1,0 +1,571 @@
+//! The service: reads what a command needs through the ports, lets the domain decide, writes the
+//! decision in one atomic commit, then carries out its effects.
+//!
+//! A commit that loses a race (`StoreError::Conflict`) is re-read and re-decided, a bounded number of
+//! times, then reported as retryable contention. Effects are dispatched after the commit: if a queue is
+//! down, the money is already recorded and the periodic sweep (due deadlines, pending refunds) finishes
+//! the job, so nothing is lost and nothing is done twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use vendpay_domain::{
+    deadline_due, end_session, place_order, receive_payment, report_vend, request_purchase,
+    settle_refund, Clock, DeviceId, Effect, IncomingPayment, MerchantTradeNo, Money, OrderId,
+    PaymentOutcome, PurchaseAnswer, PurchaseStatus, RefundId, RefundOutcome, RefundStatus,
+    Rejection, Reply, RequestId, Session, SessionId, Slot, Timestamp, TradeNo, Transition, Windows,
+};
+
+use crate::ports::{
+    Commit, DeadlineMessage, DeadlineScheduler, DeviceGuard, Machine, RefundMessage, RefundQueue,
+    RefundRecord, RequestRecord, SessionStore, StoreError,
+};
+
+/// How long a machine request's answer is kept for retries (design §3: at least 48 h).
+pub const REQUEST_TTL: Duration = Duration::from_secs(72 * 3600);
+
+/// How often a command is re-decided after losing a write race before giving up (retryable).
+const MAX_ATTEMPTS: u32 = 16;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppError {
+    #[error("unknown device {0}")]
+    UnknownDevice(DeviceId),
+    #[error("unknown session {0}")]
+    UnknownSession(SessionId),
+    #[error("unknown refund {0}")]
+    UnknownRefund(RefundId),
+    /// The domain refused the command; the answer is final.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error("too much contention on {0}; try again")]
+    Contention(String),
+    /// The refund is not final yet (Alipay unknown / transient); try again later.
+    #[error("refund {0} is still pending: {1}")]
+    RefundPending(RefundId, String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl AppError {
+    /// Whether the caller (SQS redrive, Alipay's resend, the machine) should try again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            AppError::Contention(_) | AppError::RefundPending(..) => true,
+            AppError::Store(e) => e.is_retryable(),
+            AppError::Rejected(Rejection::Inconsistent(_)) => false,
+            _ => false,
+        }
+    }
+}
+
+/// What a refund attempt is sent with. Every retry sends the same id and amount.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundOrder {
+    pub refund_id: RefundId,
+    pub trade_no: TradeNo,
+    pub merchant_trade_no: MerchantTradeNo,
+    pub amount: Money,
+}
+
+/// Alipay's verdict on one refund attempt, as the gateway adapter classifies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefundVerdict {
+    Succeeded,
+    /// A permanent refusal (`RETURN_AMOUNT_EXCEED`, `TRADE_HAS_CLOSE`, ...): an operator must act.
+    Failed(String),
+    /// Timeout, `UNKNOW`, a system error, an HTML page: try again with the same id and amount.
+    Retry(String),
+}
+
+/// The part of Alipay the refund executor needs (`spot.refund` with `is_sync=Y`).
+#[async_trait]
+pub trait RefundGateway: Send + Sync {
+    async fn refund(&self, order: &RefundOrder) -> RefundVerdict;
+}
+
+/// What a sweep found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepReport {
+    pub deadlines_settled: usize,
+    pub refunds_resent: usize,
+}
+
+/// The service every entry point (Lambda handlers, the local server, the demo) drives.
+#[derive(Clone)]
+pub struct Ledger {
+    store: Arc<dyn SessionStore>,
+    deadlines: Arc<dyn DeadlineScheduler>,
+    refunds: Arc<dyn RefundQueue>,
+    clock: Arc<dyn Clock>,
+    windows: Windows,
+}
+
+impl Ledger {
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        deadlines: Arc<dyn DeadlineScheduler>,
+        refunds: Arc<dyn RefundQueue>,
+        clock: Arc<dyn Clock>,
+        windows: Windows,
+    ) -> Ledger {
+        Ledger {
+            store,
+            deadlines,
+            refunds,
+            clock,
+            windows,
+        }
+    }
+
+    pub fn windows(&self) -> Windows {
+        self.windows
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.store
+    }
+
+    async fn machine(&self, device: &DeviceId) -> Result<Machine, AppError> {
+        self.store
+            .machine(device)
+            .await?
+            .ok_or_else(|| AppError::UnknownDevice(device.clone()))
+    }
+
+    async fn session(&self, id: &SessionId) -> Result<Session, AppError> {
+        self.store
+            .session(id)
+            .await?
+            .ok_or_else(|| AppError::UnknownSession(id.clone()))
+    }
+
+    /// A verified payment notification for `device`. Answers the stored outcome for a seen trade.
+    pub async fn payment(
+        &self,
+        device: &DeviceId,
+        payment: &IncomingPayment,
+    ) -> Result<PaymentOutcome, AppError> {
+        for _ in 0..MAX_ATTEMPTS {
+            if let Some(seen) = self.store.trade(&payment.trade_no).await? {
+                return Ok(seen);
+            }
+            let m = self.machine(device).await?;
+            let now = self.clock.now();
+            let t = receive_payment(
+                &m.record.device,
+                m.current.as_ref(),
+                payment,
+                &self.windows,
+                now,
+            )?;
+            let Reply::Payment(outcome) = &t.reply else {
+                return Err(unexpected(&t.reply));
+            };
+            let outcome = outcome.clone();
+            let mut commit = self.commit_for(&t, Some(&m), &before(&m.current));
+            commit.trade = Some((payment.trade_no.clone(), outcome.clone()));
+            if self.try_commit(&commit).await? {
+                self.dispatch(&t).await;
+                return Ok(outcome);
+            }
+        }
+        Err(AppError::Contention(format!(
+            "payment {}",
+            payment.trade_no
+        )))
+    }
+
+    /// A machine asks to sell `price` from its session's balance. Idempotent on `request_id`.
+    pub async fn purchase(
+        &self,
+        device: &DeviceId,
+        request_id: &RequestId,
+        slot: &Slot,
+        price: Money,
+    ) -> Result<PurchaseAnswer, AppError> {
+        for _ in 0..MAX_ATTEMPTS {
+            if let Some(seen) = self.store.request(device, request_id).await? {
+                return match seen.reply {
+                    Reply::Purchase(a) if a.price == price && &a.slot == slot => Ok(a),
+                    Reply::Purchase(_) => {
+                        Err(Rejection::RequestConflict(request_id.to_string()).into())
+                    }
+                    other => Err(unexpected(&other)),
+                };
+            }
+            let m = self.machine(device).await?;
+            let now = self.clock.now();
+            let t = request_purchase(
+                &m.record.device,
+                m.current.as_ref(),
+                request_id,
+                slot,
+                price,
+                now,
+            )?;
+            let Reply::Purchase(answer) = &t.reply else {
+                return Err(unexpected(&t.reply));
+            };
+            let answer = answer.clone();
+            let mut commit = self.commit_for(&t, Some(&m), &before(&m.current));
+            commit.request = Some(RequestRecord {
+                device: device.clone(),
+                request_id: request_id.clone(),
+                reply: t.reply.clone(),
+                expires_at: now.plus(REQUEST_TTL),
+            });
+            if self.try_commit(&commit).await? {
+                self.dispatch(&t).await;
+                return Ok(answer);
+            }
+        }
+        Err(AppError::Contention(format!("purchase {request_id}")))
+    }
+
+    /// The machine reports a vend (a purchase's request id, or a paid order's id). Returns the session.
+    pub async fn vend(
+        &self,
+        device: &DeviceId,
+        request_id: &RequestId,
+        delivered: bool,
+    ) -> Result<Session, AppError> {
+        let session_id = match self.store.request(device, request_id).await? {
+            Some(RequestRecord {
+                reply: Reply::Purchase(answer),
+                ..
+            }) => match answer.session {
+                Some(s) => s,
+                None => return Err(Rejection::PurchaseNotApproved(request_id.clone()).into()),
+            },
+            _ => match OrderId::parse(request_id.as_str()) {
+                Ok(order) => SessionId::for_order(device, &order),
+                Err(_) => return Err(Rejection::UnknownPurchase(request_id.clone()).into()),
+            },
+        };
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(s) = self.store.session(&session_id).await? else {
+                return Err(Rejection::UnknownPurchase(request_id.clone()).into());
+            };
+            if &s.device_id != device {
+                return Err(Rejection::UnknownPurchase(request_id.clone()).into());
+            }
+            let t = report_vend(&s, request_id, delivered, self.clock.now())?;
+            if let Some(done) = self.settle_session_command(&t, &s).await? {
+                return Ok(done);
+            }
+        }
+        Err(AppError::Contention(format!("vend {request_id}")))
+    }
+
+    /// Purchase first: the machine registers an order. Idempotent on `order_id`.
+    pub async fn order(
+        &self,
+        device: &DeviceId,
+        order_id: &OrderId,
+        slot: &Slot,
+        price: Money,
+    ) -> Result<Session, AppError> {
+        let id = SessionId::for_order(device, order_id);
+        for _ in 0..MAX_ATTEMPTS {
+            let m = self.machine(device).await?;
+            if m.current.as_ref().map(|s| &s.id) != Some(&id) {
+                if let Some(existing) = self.store.session(&id).await? {
+                    // The same order again, after it stopped being current.
+                    return match existing.order() {
+                        Some(o) if o.price == price && &o.slot == slot => Ok(existing),
+                        _ => Err(Rejection::RequestConflict(order_id.to_string()).into()),
+                    };
+                }
+            }
+            let t = place_order(
+                &m.record.device,
+                m.current.as_ref(),
+                order_id,
+                slot,
+                price,
+                &self.windows,
+                self.clock.now(),
+            )?;
+            if t.is_noop() {
+                return self.session(&id).await;
+            }
+            let commit = self.commit_for(&t, Some(&m), &before(&m.current));
+            if self.try_commit(&commit).await? {
+                self.dispatch(&t).await;
+                return written(&t, &id);
+            }
+        }
+        Err(AppError::Contention(format!("order {order_id}")))
+    }
+
+    /// The customer ends the session on the machine. Returns the (settling or closed) session.
+    pub async fn end(&self, device: &DeviceId) -> Result<Session, AppError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let m = self.machine(device).await?;
+            let t = end_session(&m.record.device, m.current.as_ref(), self.clock.now())?;
+            let Reply::Session { session } = &t.reply else {
+                return Err(unexpected(&t.reply));
+            };
+            let session = session.clone();
+            if t.is_noop() {
+                return self.session(&session).await;
+            }
+            let commit = self.commit_for(&t, Some(&m), &before(&m.current));
+            if self.try_commit(&commit).await? {
+                self.dispatch(&t).await;
+                return written(&t, &session);
+            }
+        }
+        Err(AppError::Contention(format!("end on {device}")))
+    }
+
+    /// A deadline message. Returns whether anything was due.
+    pub async fn deadline(&self, session: &SessionId) -> Result<bool, AppError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let s = self.session(session).await?;
+            let t = deadline_due(&s, self.clock.now())?;
+            if t.is_noop() {
+                return Ok(false);
+            }
+            if self.settle_session_command(&t, &s).await?.is_some() {
+                return Ok(true);
+            }
+        }
+        Err(AppError::Contention(format!("deadline of {session}")))
+    }
+
+    /// The safety net, run once a minute: settles every overdue session and re-sends refunds that have
+    /// been pending longer than `refund_grace` (their message may have been lost).
+    pub async fn sweep(
+        &self,
+        limit: usize,
+        refund_grace: Duration,
+    ) -> Result<SweepReport, AppError> {
+        let now = self.clock.now();
+        let mut report = SweepReport::default();
+        for id in self.store.due(now, limit).await? {
+            if self.deadline(&id).await? {
+                report.deadlines_settled += 1;
+            }
+        }
+        for r in self.store.pending_refunds(limit).await? {
+            if r.issued_at.plus(refund_grace) <= now {
+                let message = RefundMessage {
+                    refund_id: r.refund_id.clone(),
+                    session: r.session.clone(),
+                };
+                if let Err(e) = self.refunds.enqueue(&message).await {
+                    tracing::warn!(refund_id = %r.refund_id, error = %e, "sweep could not re-send refund");
+                } else {
+                    report.refunds_resent += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Alipay's verdict on a refund, recorded once.
+    pub async fn refund_result(
+        &self,
+        refund_id: &RefundId,
+        outcome: RefundOutcome,
+    ) -> Result<RefundStatus, AppError> {
+        let record = self
+            .store
+            .refund(refund_id)
+            .await?
+            .ok_or_else(|| AppError::UnknownRefund(refund_id.clone()))?;
+        for _ in 0..MAX_ATTEMPTS {
+            let s = self.session(&record.session).await?;
+            let t = settle_refund(&s, refund_id, outcome, self.clock.now())?;
+            let Reply::Refund { status, .. } = t.reply else {
+                return Err(unexpected(&t.reply));
+            };
+            if t.is_noop() || self.settle_session_command(&t, &s).await?.is_some() {
+                return Ok(status);
+            }
+        }
+        Err(AppError::Contention(format!("refund {refund_id}")))
+    }
+
+    /// The refund executor: sends a pending refund to Alipay (same id, same amount, every time) and
+    /// records the verdict. An unknown verdict is returned as a retryable error so the queue retries.
+    pub async fn execute_refund(
+        &self,
+        refund_id: &RefundId,
+        gateway: &dyn RefundGateway,
+    ) -> Result<RefundStatus, AppError> {
+        let record = self
+            .store
+            .refund(refund_id)
+            .await?
+            .ok_or_else(|| AppError::UnknownRefund(refund_id.clone()))?;
+        let session = self.session(&record.session).await?;
+        let Some(refund) = session.refund(refund_id) else {
+            return Err(AppError::UnknownRefund(refund_id.clone()));
+        };
+        if refund.status.is_final() {
+            return Ok(refund.status);
+        }
+        let order = RefundOrder {
+            refund_id: refund.id.clone(),
+            trade_no: refund.trade_no.clone(),
+            merchant_trade_no: refund.merchant_trade_no.clone(),
+            amount: refund.amount,
+        };
+        match gateway.refund(&order).await {
+            RefundVerdict::Succeeded => {
+                self.refund_result(refund_id, RefundOutcome::Succeeded)
+                    .await
+            }
+            RefundVerdict::Failed(code) => {
+                tracing::error!(refund_id = %refund_id, code = %code, "refund failed permanently; an operator must act");
+                self.refund_result(refund_id, RefundOutcome::FailedPermanently)
+                    .await
+            }
+            RefundVerdict::Retry(reason) => Err(AppError::RefundPending(refund_id.clone(), reason)),
+        }
+    }
+
+    /// What the machine sees: its current session or order (closed ones read as idle).
+    pub async fn current(&self, device: &DeviceId) -> Result<Option<Session>, AppError> {
+        Ok(self.machine(device).await?.current)
+    }
+
+    /// Commits a session-level transition; `Some(session)` once written, `None` after a lost race.
+    async fn settle_session_command(
+        &self,
+        t: &Transition,
+        read: &Session,
+    ) -> Result<Option<Session>, AppError> {
+        if t.is_noop() {
+            return Ok(Some(read.clone()));
+        }
+        let prior = HashMap::from([(read.id.clone(), read)]);
+        let commit = self.commit_for(t, None, &prior);
+        if !self.try_commit(&commit).await? {
+            return Ok(None);
+        }
+        self.dispatch(t).await;
+        Ok(Some(written(t, &read.id)?))
+    }
+
+    /// The commit of a transition: its sessions, the device guard of a device-level command, and the
+    /// refund rows that are new or changed relative to what was read.
+    fn commit_for(
+        &self,
+        t: &Transition,
+        machine: Option<&Machine>,
+        prior: &HashMap<SessionId, &Session>,
+    ) -> Commit {
+        let mut refunds = Vec::new();
+        for s in &t.sessions {
+            let old = prior.get(&s.id);
+            for r in &s.refunds {
+                let unchanged = old
+                    .and_then(|o| o.refund(&r.id))
+                    .is_some_and(|o| o.status == r.status);
+                if !unchanged {
+                    refunds.push(RefundRecord {
+                        refund_id: r.id.clone(),
+                        session: s.id.clone(),
+                        trade_no: r.trade_no.clone(),
+                        amount: r.amount,
+                        status: r.status,
+                        issued_at: r.issued_at,
+                    });
+                }
+            }
+        }
+        Commit {
+            device: machine.map(|m| DeviceGuard {
+                device: m.record.device.id.clone(),
+                expected_version: m.record.version,
+                new_current: t.current.clone(),
+            }),
+            sessions: t.sessions.clone(),
+            trade: None,
+            request: None,
+            refunds,
+        }
+    }
+
+    /// `true` when written, `false` when a condition failed (re-read and re-decide).
+    async fn try_commit(&self, commit: &Commit) -> Result<bool, AppError> {
+        match self.store.commit(commit).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict(why)) => {
+                tracing::debug!(%why, "write conflict; re-deciding");
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn dispatch(&self, t: &Transition) {
+        for e in &t.effects {
+            match e {
+                Effect::ScheduleDeadline { session, at } => {
+                    let message = DeadlineMessage {
+                        session: session.clone(),
+                        at: *at,
+                    };
+                    if let Err(err) = self.deadlines.schedule(&message).await {
+                        tracing::warn!(session = %session, error = %err, "deadline not scheduled; the sweep will settle it");
+                    }
+                }
+                Effect::IssueRefund {
+                    session,
+                    refund_id,
+                    amount,
+                    trade_no,
+                    ..
+                } => {
+                    tracing::info!(session = %session, refund_id = %refund_id, trade_no = %trade_no, amount = %amount, "refund issued");
+                    let message = RefundMessage {
+                        refund_id: refund_id.clone(),
+                        session: session.clone(),
+                    };
+                    if let Err(err) = self.refunds.enqueue(&message).await {
+                        tracing::warn!(refund_id = %refund_id, error = %err, "refund not queued; the sweep will re-send it");
+                    }
+                }
+                Effect::Anomaly { session, anomaly } => {
+                    tracing::warn!(session = %session, anomaly = ?anomaly.kind, "anomaly");
+                }
+                Effect::Close { session } => tracing::info!(session = %session, "session closed"),
+                Effect::Credit { .. }
+                | Effect::Approve { .. }
+                | Effect::Decline { .. }
+                | Effect::HoldSettled { .. } => {}
+            }
+        }
+    }
+}
+
+fn before(current: &Option<Session>) -> HashMap<SessionId, &Session> {
+    current.iter().map(|s| (s.id.clone(), s)).collect()
+}
+
+fn written(t: &Transition, id: &SessionId) -> Result<Session, AppError> {
+    t.session(id)
+        .cloned()
+        .ok_or_else(|| Rejection::Inconsistent(format!("session {id} was not written")).into())
+}
+
+fn unexpected(reply: &Reply) -> AppError {
+    Rejection::Inconsistent(format!("unexpected reply {reply:?}")).into()
+}
+
+/// The status a purchase ended in, for answers that only need that.
+pub fn purchase_status(session: &Session, request_id: &RequestId) -> Option<PurchaseStatus> {
+    session.purchase(request_id).map(|p| p.status)
+}

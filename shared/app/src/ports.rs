@@ -1,0 +1,185 @@
+//! The ports: what the service needs from the outside world, as small traits.
+//!
+//! Adapters sit side by side in their own crates: SQLite + tokio timers (`vendpay-store-sqlite`, the
+//! embedded default and the fast tests) and DynamoDB + SQS + EventBridge Scheduler (`vendpay-store-aws`).
+//! Both pass the one contract suite in [`crate::contract`].
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use vendpay_domain::{
+    Device, DeviceId, Money, PaymentOutcome, RefundId, RefundStatus, Reply, RequestId, Session,
+    SessionId, Timestamp, TradeNo,
+};
+
+/// Why storage failed. `Conflict` is not a failure of storage: a condition the write was computed under
+/// no longer holds, and the caller re-reads and re-applies.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("write conflict: {0}")]
+    Conflict(String),
+    /// Throttling, timeouts, a busy database: try again.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// An item that cannot be decoded, a table that does not exist: retrying will not help.
+    #[error("storage error: {0}")]
+    Permanent(String),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, StoreError::Permanent(_))
+    }
+}
+
+/// A merchant QR code of a machine, as Alipay created it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QrCode {
+    pub qrcode: String,
+    pub qrcode_img_url: String,
+}
+
+/// A registered machine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub device: Device,
+    pub name: String,
+    pub district: String,
+    pub location: Option<String>,
+    /// What verifies the machine's request signatures (never the secret in clear; issue 5 decides the
+    /// form). Opaque to storage.
+    pub credential: String,
+    pub qrcode: Option<QrCode>,
+    pub created_at: Timestamp,
+    /// The machine's latest session or order (may be settling or closed).
+    pub current: Option<SessionId>,
+    /// Bumped whenever `current` changes; device-level commands are conditional on it.
+    pub version: u64,
+}
+
+/// A machine with its current session, as device-level commands read it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Machine {
+    pub record: DeviceRecord,
+    pub current: Option<Session>,
+}
+
+/// The device part of a commit: the version the command read, and the new current session if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceGuard {
+    pub device: DeviceId,
+    pub expected_version: u64,
+    /// `Some`: set `current` and bump the version. `None`: only check the version.
+    pub new_current: Option<SessionId>,
+}
+
+/// An answer to a machine's request, kept so a retry of the same request id gets the same answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub device: DeviceId,
+    pub request_id: RequestId,
+    pub reply: Reply,
+    /// Kept at least 48 h (design §3); storage may drop it after.
+    pub expires_at: Timestamp,
+}
+
+/// A refund as the refund executor and the sweeps see it, indexed by its id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRecord {
+    pub refund_id: RefundId,
+    pub session: SessionId,
+    pub trade_no: TradeNo,
+    pub amount: Money,
+    pub status: RefundStatus,
+    pub issued_at: Timestamp,
+}
+
+/// Everything one command writes, atomically: all conditions hold and all rows are written, or nothing
+/// is (DynamoDB `TransactWriteItems`, one SQLite transaction).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Commit {
+    pub device: Option<DeviceGuard>,
+    /// Each written only if the stored version is `version - 1` (absent when `version == 1`).
+    pub sessions: Vec<Session>,
+    /// Trade dedupe row, permanent; written only if absent.
+    pub trade: Option<(TradeNo, PaymentOutcome)>,
+    /// Idempotency row of a machine request; written only if absent.
+    pub request: Option<RequestRecord>,
+    /// Refund rows, new ones and status changes (guarded by their session's version in the same write).
+    pub refunds: Vec<RefundRecord>,
+}
+
+impl Commit {
+    pub fn is_empty(&self) -> bool {
+        self.device
+            .as_ref()
+            .map_or(true, |d| d.new_current.is_none())
+            && self.sessions.is_empty()
+            && self.trade.is_none()
+            && self.request.is_none()
+            && self.refunds.is_empty()
+    }
+}
+
+/// Devices: registration and QR codes.
+#[async_trait]
+pub trait DeviceStore: Send + Sync {
+    /// Registers a machine; `false` (and nothing written) when the id is taken.
+    async fn register(&self, record: &DeviceRecord) -> Result<bool, StoreError>;
+    async fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError>;
+    /// Records the machine's QR code (idempotent: the same code again is fine).
+    async fn set_qrcode(&self, id: &DeviceId, qrcode: &QrCode) -> Result<(), StoreError>;
+}
+
+/// Sessions and orders with their ledgers, trade dedupe, request idempotency, refunds.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// The machine and its current session, in one consistent read where the store allows.
+    async fn machine(&self, id: &DeviceId) -> Result<Option<Machine>, StoreError>;
+    async fn session(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
+    /// How a trade was dealt with, if it was ever seen.
+    async fn trade(&self, trade_no: &TradeNo) -> Result<Option<PaymentOutcome>, StoreError>;
+    async fn request(
+        &self,
+        device: &DeviceId,
+        request_id: &RequestId,
+    ) -> Result<Option<RequestRecord>, StoreError>;
+    async fn refund(&self, refund_id: &RefundId) -> Result<Option<RefundRecord>, StoreError>;
+    /// Writes a command's decision atomically; `Conflict` when any condition fails.
+    async fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
+    /// Sessions whose deadline is at or before `now` (the sparse deadline index), oldest first.
+    async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<SessionId>, StoreError>;
+    /// Refunds still pending, oldest first (the sweep re-sends those whose message was lost).
+    async fn pending_refunds(&self, limit: usize) -> Result<Vec<RefundRecord>, StoreError>;
+}
+
+/// Why a queue or scheduler refused a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DispatchError(pub String);
+
+/// A deadline to act on: the session and the deadline it was scheduled for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadlineMessage {
+    pub session: SessionId,
+    pub at: Timestamp,
+}
+
+/// Delivers a [`DeadlineMessage`] to the deadline handler at (or soon after) its time. Messages cannot
+/// be cancelled; a stale one is harmless because the handler only acts on what is really due.
+#[async_trait]
+pub trait DeadlineScheduler: Send + Sync {
+    async fn schedule(&self, message: &DeadlineMessage) -> Result<(), DispatchError>;
+}
+
+/// A refund to send to Alipay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundMessage {
+    pub refund_id: RefundId,
+    pub session: SessionId,
+}
+
+/// Hands a refund to the refund executor (SQS on AWS, a tokio task locally).
+#[async_trait]
+pub trait RefundQueue: Send + Sync {
+    async fn enqueue(&self, message: &RefundMessage) -> Result<(), DispatchError>;
+}

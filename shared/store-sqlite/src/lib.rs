@@ -1,0 +1,21 @@
+//! vendpay's embedded adapters: everything `vendpay serve` needs to run the whole system on one machine
+//! with nothing else installed, and what the fast tests run on.
+//!
+//! - [`store`]: [`SqliteStore`], the `DeviceStore` + `SessionStore` ports on one SQLite database (a file,
+//!   or memory for tests). Its `//!` header lists the tables and every access pattern.
+//! - [`delivery`]: [`TimerScheduler`] (a tokio timer per deadline message) and [`ChannelRefundQueue`],
+//!   both feeding in-process channels, plus [`rearm`], which re-schedules every stored deadline and
+//!   re-sends every pending refund after a restart.
+//! - [`worker`]: [`Worker`], which drains those channels into a `vendpay_app::Ledger` (deadlines,
+//!   refunds with capped exponential backoff, the periodic sweep).
+//!
+//! Killing the process loses nothing: every decision is in SQLite before its effect is dispatched, and
+//! on start [`rearm`] rebuilds the in-memory timers and queue from the store.
+
+pub mod delivery;
+pub mod store;
+pub mod worker;
+
+pub use delivery::{channels, rearm, ChannelRefundQueue, RearmReport, Receivers, TimerScheduler};
+pub use store::{Location, SqliteStore};
+pub use worker::{Backoff, Worker};

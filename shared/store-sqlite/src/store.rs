@@ -1,0 +1,881 @@
+//! [`SqliteStore`]: the `DeviceStore` and `SessionStore` ports on one SQLite database.
+//!
+//! ## Durability and threading
+//! - WAL journal with `synchronous = FULL`: every commit fsyncs the WAL before it returns. `NORMAL` would
+//!   survive a crash of the process but may lose the last commits on power loss, and a lost commit here
+//!   can be money: once a payment is answered `success`, Alipay stops resending it, so a credit that
+//!   vanishes leaves the customer's money with no session and no refund. One fsync per decision is
+//!   cheap at a vending fleet's rate.
+//! - `busy_timeout` of 5 s, so a second process (or a second `SqliteStore` on the same file) waits for
+//!   the write lock instead of failing; a wait beyond that is `StoreError::Unavailable` (retryable).
+//! - One connection per `SqliteStore`, behind a `std::sync::Mutex`, used only inside
+//!   `tokio::task::spawn_blocking`, so no SQLite call ever runs on an async worker thread. SQLite admits
+//!   one writer at a time anyway, and every command is a read followed by one short write transaction,
+//!   so a pool would buy a little read concurrency at the price of a second locking scheme; a dedicated
+//!   writer thread would need its own request/reply plumbing for the same serial order. Clones share the
+//!   connection.
+//! - Every [`SessionStore::commit`] is one `BEGIN IMMEDIATE` transaction: it takes the write lock first,
+//!   checks every condition of the `Commit`, writes every row, and commits — or rolls back everything
+//!   and answers `StoreError::Conflict` naming the condition that failed.
+//!
+//! ## Tables (all `STRICT`; JSON bodies are the serde form of the domain and port types)
+//! | table | key | columns | notes |
+//! |---|---|---|---|
+//! | `devices` | `id` | `record` (JSON `DeviceRecord`), `qrcode` (JSON), `current`, `version` | `qrcode`, `current` and `version` columns override the JSON, which keeps the registration |
+//! | `sessions` | `id` | `device`, `phase`, `version`, `opened_at`, `deadline_at`, `body` (JSON `Session`) | `deadline_at` is NULL once the session is closed or nothing is due |
+//! | `trades` | `trade_no` | `outcome` (JSON `PaymentOutcome`) | permanent dedupe |
+//! | `requests` | `(device, request_id)` | `expires_at`, `body` (JSON `RequestRecord`) | expired rows are never returned and are pruned |
+//! | `refunds` | `refund_id` | `session`, `status`, `issued_at`, `body` (JSON `RefundRecord`) | |
+//!
+//! Indexes: `sessions_by_device (device, opened_at, id)`; the partial `sessions_by_deadline (deadline_at, id)
+//! WHERE deadline_at IS NOT NULL` (the sweep and the re-arm list); `requests_by_expiry (expires_at)`;
+//! the partial `refunds_pending (issued_at, refund_id) WHERE status = 'pending'`.
+//! `PRAGMA user_version` holds the schema version.
+//!
+//! ## Access patterns
+//! | operation | SQL |
+//! |---|---|
+//! | `register` | `INSERT INTO devices .. ON CONFLICT DO NOTHING` |
+//! | `device`, `machine` | point read of `devices` (+ the current `sessions` row, in one read transaction) |
+//! | `set_qrcode` | `UPDATE devices SET qrcode` by key |
+//! | `session`, `trade`, `refund` | point read by key |
+//! | `request` | point read by key, `AND expires_at > now` |
+//! | `commit` | in one transaction: device version check (+ `UPDATE .. version = version + 1`); per session `INSERT .. ON CONFLICT DO NOTHING` (version 1) or `UPDATE .. WHERE version = v - 1`; `INSERT .. ON CONFLICT DO NOTHING` into `trades` and `requests` (after deleting an expired row of the same key); refund upserts |
+//! | `due` | `sessions_by_deadline`: `deadline_at <= now` ordered by deadline |
+//! | `pending_deadlines` | `sessions_by_deadline`: every not-closed session with a deadline (re-arm at start) |
+//! | `pending_refunds` | `refunds_pending`, oldest first |
+//! | `sessions_of_device` | `sessions_by_device`, newest first |
+//! | pruning | `DELETE FROM requests WHERE expires_at <= now` on open and at most hourly after a commit |
+//!
+//! Nothing read from the database is trusted: a row that does not decode, or whose key disagrees with
+//! its body, is `StoreError::Permanent` naming the row, never a panic.
+
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use vendpay_app::{
+    Commit, DeadlineMessage, DeviceRecord, DeviceStore, Machine, QrCode, RefundRecord,
+    RequestRecord, SessionStore, StoreError,
+};
+use vendpay_domain::{
+    Clock, DeviceId, PaymentOutcome, Phase, RefundId, RefundStatus, RequestId, Session, SessionId,
+    SystemClock, Timestamp, TradeNo,
+};
+
+const SCHEMA_VERSION: i64 = 1;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Expired request rows only cost disk space, so pruning them hourly is plenty.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+const SCHEMA: &str = "
+CREATE TABLE devices (
+    id       TEXT PRIMARY KEY NOT NULL,
+    record   TEXT NOT NULL,
+    qrcode   TEXT,
+    current  TEXT,
+    version  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE sessions (
+    id          TEXT PRIMARY KEY NOT NULL,
+    device      TEXT NOT NULL,
+    phase       TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    opened_at   INTEGER NOT NULL,
+    deadline_at INTEGER,
+    body        TEXT NOT NULL
+) STRICT;
+CREATE INDEX sessions_by_device ON sessions (device, opened_at, id);
+CREATE INDEX sessions_by_deadline ON sessions (deadline_at, id) WHERE deadline_at IS NOT NULL;
+
+CREATE TABLE trades (
+    trade_no TEXT PRIMARY KEY NOT NULL,
+    outcome  TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE requests (
+    device     TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    body       TEXT NOT NULL,
+    PRIMARY KEY (device, request_id)
+) STRICT;
+CREATE INDEX requests_by_expiry ON requests (expires_at);
+
+CREATE TABLE refunds (
+    refund_id TEXT PRIMARY KEY NOT NULL,
+    session   TEXT NOT NULL,
+    status    TEXT NOT NULL,
+    issued_at INTEGER NOT NULL,
+    body      TEXT NOT NULL
+) STRICT;
+CREATE INDEX refunds_pending ON refunds (issued_at, refund_id) WHERE status = 'pending';
+";
+
+/// Where the database lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    File(PathBuf),
+    /// A private in-memory database, gone when the store is dropped (tests).
+    Memory,
+}
+
+impl Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::File(p) => write!(f, "{}", p.display()),
+            Location::Memory => f.write_str(":memory:"),
+        }
+    }
+}
+
+/// The embedded store. Cheap to clone; clones share one connection.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Mutex<Db>,
+    /// Decides which request rows have expired; the ledger's clock in tests, the system clock otherwise.
+    clock: Arc<dyn Clock>,
+    location: Location,
+}
+
+struct Db {
+    conn: Connection,
+    last_prune: Timestamp,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("location", &self.inner.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path`, on the system clock.
+    pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let location = Location::File(path.as_ref().to_path_buf());
+        SqliteStore::open_with_clock(location, Arc::new(SystemClock)).await
+    }
+
+    /// A fresh private in-memory database, on the system clock.
+    pub async fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with_clock(Location::Memory, Arc::new(SystemClock)).await
+    }
+
+    /// Opens `location` with `clock` deciding when request rows expire.
+    pub async fn open_with_clock(
+        location: Location,
+        clock: Arc<dyn Clock>,
+    ) -> Result<SqliteStore, StoreError> {
+        tokio::task::spawn_blocking(move || SqliteStore::open_blocking(location, clock))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("opening the database failed: {e}")))?
+    }
+
+    /// Opens the database on the calling thread (for callers outside an async runtime).
+    pub fn open_blocking(
+        location: Location,
+        clock: Arc<dyn Clock>,
+    ) -> Result<SqliteStore, StoreError> {
+        let what = format!("opening {location}");
+        let mut conn = match &location {
+            Location::File(p) => Connection::open(p),
+            Location::Memory => Connection::open_in_memory(),
+        }
+        .ctx(&what)?;
+        conn.busy_timeout(BUSY_TIMEOUT).ctx(&what)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .ctx(&what)?;
+        if matches!(location, Location::File(_)) && !mode.eq_ignore_ascii_case("wal") {
+            // Some file systems (network mounts) refuse WAL; the store stays correct, only slower.
+            tracing::warn!(%location, journal_mode = %mode, "SQLite did not switch to WAL");
+        }
+        conn.pragma_update(None, "synchronous", "FULL").ctx(&what)?;
+        migrate(&mut conn, &location)?;
+        let now = clock.now();
+        prune(&conn, now)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                db: Mutex::new(Db {
+                    conn,
+                    last_prune: now,
+                }),
+                clock,
+                location,
+            }),
+        })
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.inner.location
+    }
+
+    /// Runs `f` on the connection on a blocking thread, with the store's current time.
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Db, Timestamp) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock leaves no open transaction behind (dropping a
+            // `Transaction` rolls it back), so the connection is still sound.
+            let mut db = inner.db.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = inner.clock.now();
+            f(&mut db, now)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("storage task failed: {e}")))?
+    }
+
+    /// Every not-closed session with a deadline, soonest first: what `vendpay serve` re-arms at start.
+    pub async fn pending_deadlines(&self) -> Result<Vec<DeadlineMessage>, StoreError> {
+        self.call(|db, _| {
+            let mut stmt = db
+                .conn
+                .prepare_cached(
+                    "SELECT id, deadline_at FROM sessions WHERE deadline_at IS NOT NULL \
+                     ORDER BY deadline_at, id",
+                )
+                .ctx("listing deadlines")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .ctx("listing deadlines")?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, at) = row.ctx("listing deadlines")?;
+                out.push(DeadlineMessage {
+                    session: parse_id(id, "session row")?,
+                    at: Timestamp::from_millis(at),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// A machine's sessions and orders, newest first (operator views).
+    pub async fn sessions_of_device(
+        &self,
+        device: &DeviceId,
+        limit: usize,
+    ) -> Result<Vec<Session>, StoreError> {
+        let device = device.clone();
+        self.call(move |db, _| {
+            let what = format!("listing sessions of device {device}");
+            let mut stmt = db
+                .conn
+                .prepare_cached(
+                    "SELECT id, version, body FROM sessions WHERE device = ?1 \
+                     ORDER BY opened_at DESC, id DESC LIMIT ?2",
+                )
+                .ctx(&what)?;
+            let rows = stmt
+                .query_map(params![device.as_str(), sql_limit(limit)], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .ctx(&what)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, version, body) = row.ctx(&what)?;
+                out.push(decode_session(&id, version, &body)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Deletes expired request rows now; returns how many. (Also done on open and hourly on commit.)
+    pub async fn prune_expired(&self) -> Result<usize, StoreError> {
+        self.call(|db, now| {
+            let n = prune(&db.conn, now)?;
+            db.last_prune = now;
+            Ok(n)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl DeviceStore for SqliteStore {
+    async fn register(&self, record: &DeviceRecord) -> Result<bool, StoreError> {
+        let record = record.clone();
+        self.call(move |db, _| {
+            let id = &record.device.id;
+            let what = format!("device row {id}");
+            let body = encode(&record, &what)?;
+            let qrcode = record
+                .qrcode
+                .as_ref()
+                .map(|q| encode(q, &what))
+                .transpose()?;
+            let version = to_i64(record.version, &what)?;
+            let n = db
+                .conn
+                .prepare_cached(
+                    "INSERT INTO devices (id, record, qrcode, current, version) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        id.as_str(),
+                        body,
+                        qrcode,
+                        record.current.as_ref().map(|c| c.as_str()),
+                        version,
+                    ])
+                })
+                .ctx(&what)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
+        let id = id.clone();
+        self.call(move |db, _| read_device(&db.conn, &id)).await
+    }
+
+    async fn set_qrcode(&self, id: &DeviceId, qrcode: &QrCode) -> Result<(), StoreError> {
+        let (id, qrcode) = (id.clone(), qrcode.clone());
+        self.call(move |db, _| {
+            let what = format!("device row {id}");
+            let body = encode(&qrcode, &what)?;
+            let n = db
+                .conn
+                .prepare_cached("UPDATE devices SET qrcode = ?1 WHERE id = ?2")
+                .and_then(|mut s| s.execute(params![body, id.as_str()]))
+                .ctx(&what)?;
+            if n == 0 {
+                return Err(StoreError::Permanent(format!(
+                    "device {id} is not registered"
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn machine(&self, id: &DeviceId) -> Result<Option<Machine>, StoreError> {
+        let id = id.clone();
+        self.call(move |db, _| {
+            let what = format!("reading machine {id}");
+            // One read transaction, so the device and its session come from the same snapshot even
+            // when another process writes the file.
+            let tx = db.conn.transaction().ctx(&what)?;
+            let Some(record) = read_device(&tx, &id)? else {
+                return Ok(None);
+            };
+            let current = match &record.current {
+                None => None,
+                Some(sid) => Some(read_session(&tx, sid)?.ok_or_else(|| {
+                    StoreError::Permanent(format!(
+                        "device row {id} names current session {sid}, which does not exist"
+                    ))
+                })?),
+            };
+            tx.commit().ctx(&what)?;
+            Ok(Some(Machine { record, current }))
+        })
+        .await
+    }
+
+    async fn session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let id = id.clone();
+        self.call(move |db, _| read_session(&db.conn, &id)).await
+    }
+
+    async fn trade(&self, trade_no: &TradeNo) -> Result<Option<PaymentOutcome>, StoreError> {
+        let trade_no = trade_no.clone();
+        self.call(move |db, _| {
+            let what = format!("trade row {trade_no}");
+            let row: Option<String> = db
+                .conn
+                .prepare_cached("SELECT outcome FROM trades WHERE trade_no = ?1")
+                .and_then(|mut s| s.query_row([trade_no.as_str()], |r| r.get(0)).optional())
+                .ctx(&what)?;
+            row.map(|body| decode(&body, &what)).transpose()
+        })
+        .await
+    }
+
+    async fn request(
+        &self,
+        device: &DeviceId,
+        request_id: &RequestId,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        let (device, request_id) = (device.clone(), request_id.clone());
+        self.call(move |db, now| {
+            let what = format!("request row ({device}, {request_id})");
+            let row: Option<String> = db
+                .conn
+                .prepare_cached(
+                    "SELECT body FROM requests \
+                     WHERE device = ?1 AND request_id = ?2 AND expires_at > ?3",
+                )
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![device.as_str(), request_id.as_str(), now.millis()],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                })
+                .ctx(&what)?;
+            let Some(body) = row else { return Ok(None) };
+            let record: RequestRecord = decode(&body, &what)?;
+            if record.device != device || record.request_id != request_id {
+                return Err(StoreError::Permanent(format!(
+                    "{what} holds another request"
+                )));
+            }
+            Ok(Some(record))
+        })
+        .await
+    }
+
+    async fn refund(&self, refund_id: &RefundId) -> Result<Option<RefundRecord>, StoreError> {
+        let refund_id = refund_id.clone();
+        self.call(move |db, _| {
+            let what = format!("refund row {refund_id}");
+            let row: Option<String> = db
+                .conn
+                .prepare_cached("SELECT body FROM refunds WHERE refund_id = ?1")
+                .and_then(|mut s| s.query_row([refund_id.as_str()], |r| r.get(0)).optional())
+                .ctx(&what)?;
+            let Some(body) = row else { return Ok(None) };
+            let record: RefundRecord = decode(&body, &what)?;
+            if record.refund_id != refund_id {
+                return Err(StoreError::Permanent(format!(
+                    "{what} holds another refund"
+                )));
+            }
+            Ok(Some(record))
+        })
+        .await
+    }
+
+    async fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        let commit = commit.clone();
+        self.call(move |db, now| {
+            write_commit(&mut db.conn, &commit, now)?;
+            if db.last_prune.plus(PRUNE_EVERY) <= now {
+                // The commit stands whatever happens here; a failed prune is retried next time.
+                match prune(&db.conn, now) {
+                    Ok(n) => tracing::debug!(pruned = n, "expired request rows pruned"),
+                    Err(e) => tracing::warn!(error = %e, "pruning expired request rows failed"),
+                }
+                db.last_prune = now;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<SessionId>, StoreError> {
+        self.call(move |db, _| {
+            let mut stmt = db
+                .conn
+                .prepare_cached(
+                    "SELECT id FROM sessions WHERE deadline_at IS NOT NULL AND deadline_at <= ?1 \
+                     ORDER BY deadline_at, id LIMIT ?2",
+                )
+                .ctx("listing due sessions")?;
+            let rows = stmt
+                .query_map(params![now.millis(), sql_limit(limit)], |r| {
+                    r.get::<_, String>(0)
+                })
+                .ctx("listing due sessions")?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(parse_id(row.ctx("listing due sessions")?, "session row")?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn pending_refunds(&self, limit: usize) -> Result<Vec<RefundRecord>, StoreError> {
+        self.call(move |db, _| {
+            let what = "listing pending refunds";
+            let mut stmt = db
+                .conn
+                .prepare_cached(
+                    "SELECT refund_id, body FROM refunds WHERE status = 'pending' \
+                     ORDER BY issued_at, refund_id LIMIT ?1",
+                )
+                .ctx(what)?;
+            let rows = stmt
+                .query_map([sql_limit(limit)], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .ctx(what)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, body) = row.ctx(what)?;
+                let record: RefundRecord = decode(&body, &format!("refund row {id}"))?;
+                if record.refund_id.as_str() != id {
+                    return Err(StoreError::Permanent(format!(
+                        "refund row {id} holds another refund"
+                    )));
+                }
+                out.push(record);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// The whole of a commit in one `BEGIN IMMEDIATE` transaction. Any `Err` drops the transaction, which
+/// rolls back everything written so far.
+fn write_commit(conn: &mut Connection, commit: &Commit, now: Timestamp) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .ctx("starting a commit")?;
+
+    if let Some(guard) = &commit.device {
+        let id = &guard.device;
+        let what = format!("device row {id}");
+        let stored: Option<i64> = tx
+            .prepare_cached("SELECT version FROM devices WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id.as_str()], |r| r.get(0)).optional())
+            .ctx(&what)?;
+        let Some(stored) = stored else {
+            return Err(StoreError::Conflict(format!(
+                "device {id} is not registered"
+            )));
+        };
+        let stored = to_u64(stored, &what)?;
+        if stored != guard.expected_version {
+            return Err(StoreError::Conflict(format!(
+                "device {id} is at version {stored}, not {}",
+                guard.expected_version
+            )));
+        }
+        if let Some(current) = &guard.new_current {
+            tx.prepare_cached(
+                "UPDATE devices SET current = ?1, version = version + 1 WHERE id = ?2",
+            )
+            .and_then(|mut s| s.execute(params![current.as_str(), id.as_str()]))
+            .ctx(&what)?;
+        }
+    }
+
+    for s in &commit.sessions {
+        let what = format!("session row {}", s.id);
+        if s.version == 0 {
+            return Err(StoreError::Permanent(format!(
+                "{what}: version 0 cannot be written"
+            )));
+        }
+        let body = encode(s, &what)?;
+        let version = to_i64(s.version, &what)?;
+        // The sparse deadline index holds only sessions that still have something due.
+        let deadline = match s.phase {
+            Phase::Closed => None,
+            Phase::Open | Phase::Settling => s.deadline_at.map(Timestamp::millis),
+        };
+        let phase = phase_str(s.phase);
+        let n = if s.version == 1 {
+            tx.prepare_cached(
+                "INSERT INTO sessions (id, device, phase, version, opened_at, deadline_at, body) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    s.id.as_str(),
+                    s.device_id.as_str(),
+                    phase,
+                    version,
+                    s.opened_at.millis(),
+                    deadline,
+                    body
+                ])
+            })
+            .ctx(&what)?
+        } else {
+            tx.prepare_cached(
+                "UPDATE sessions SET device = ?2, phase = ?3, version = ?4, opened_at = ?5, \
+                 deadline_at = ?6, body = ?7 WHERE id = ?1 AND version = ?8",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    s.id.as_str(),
+                    s.device_id.as_str(),
+                    phase,
+                    version,
+                    s.opened_at.millis(),
+                    deadline,
+                    body,
+                    version - 1
+                ])
+            })
+            .ctx(&what)?
+        };
+        if n != 1 {
+            return Err(StoreError::Conflict(if s.version == 1 {
+                format!("session {} exists already", s.id)
+            } else {
+                format!("session {} is not at version {}", s.id, s.version - 1)
+            }));
+        }
+    }
+
+    if let Some((trade_no, outcome)) = &commit.trade {
+        let what = format!("trade row {trade_no}");
+        let body = encode(outcome, &what)?;
+        let n = tx
+            .prepare_cached(
+                "INSERT INTO trades (trade_no, outcome) VALUES (?1, ?2) \
+                 ON CONFLICT (trade_no) DO NOTHING",
+            )
+            .and_then(|mut s| s.execute(params![trade_no.as_str(), body]))
+            .ctx(&what)?;
+        if n != 1 {
+            return Err(StoreError::Conflict(format!(
+                "trade {trade_no} was seen already"
+            )));
+        }
+    }
+
+    if let Some(r) = &commit.request {
+        let what = format!("request row ({}, {})", r.device, r.request_id);
+        let body = encode(r, &what)?;
+        // An expired row reads as absent, so it must not block a new one either.
+        tx.prepare_cached(
+            "DELETE FROM requests WHERE device = ?1 AND request_id = ?2 AND expires_at <= ?3",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                r.device.as_str(),
+                r.request_id.as_str(),
+                now.millis()
+            ])
+        })
+        .ctx(&what)?;
+        let n = tx
+            .prepare_cached(
+                "INSERT INTO requests (device, request_id, expires_at, body) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (device, request_id) DO NOTHING",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    r.device.as_str(),
+                    r.request_id.as_str(),
+                    r.expires_at.millis(),
+                    body
+                ])
+            })
+            .ctx(&what)?;
+        if n != 1 {
+            return Err(StoreError::Conflict(format!(
+                "request {} of device {} was answered already",
+                r.request_id, r.device
+            )));
+        }
+    }
+
+    for r in &commit.refunds {
+        let what = format!("refund row {}", r.refund_id);
+        let body = encode(r, &what)?;
+        tx.prepare_cached(
+            "INSERT INTO refunds (refund_id, session, status, issued_at, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (refund_id) DO UPDATE SET \
+             session = excluded.session, status = excluded.status, \
+             issued_at = excluded.issued_at, body = excluded.body",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                r.refund_id.as_str(),
+                r.session.as_str(),
+                refund_status_str(r.status),
+                r.issued_at.millis(),
+                body
+            ])
+        })
+        .ctx(&what)?;
+    }
+
+    tx.commit().ctx("committing")
+}
+
+fn migrate(conn: &mut Connection, location: &Location) -> Result<(), StoreError> {
+    let what = format!("preparing the schema of {location}");
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .ctx(&what)?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .ctx(&what)?;
+    match version {
+        0 => {
+            tx.execute_batch(SCHEMA).ctx(&what)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .ctx(&what)?;
+        }
+        SCHEMA_VERSION => {}
+        other => {
+            return Err(StoreError::Permanent(format!(
+                "{location} has schema version {other}; this build knows {SCHEMA_VERSION}"
+            )))
+        }
+    }
+    tx.commit().ctx(&what)
+}
+
+fn prune(conn: &Connection, now: Timestamp) -> Result<usize, StoreError> {
+    conn.prepare_cached("DELETE FROM requests WHERE expires_at <= ?1")
+        .and_then(|mut s| s.execute([now.millis()]))
+        .ctx("pruning expired request rows")
+}
+
+fn read_device(conn: &Connection, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
+    let what = format!("device row {id}");
+    type Row = (String, Option<String>, Option<String>, i64);
+    let row: Option<Row> = conn
+        .prepare_cached("SELECT record, qrcode, current, version FROM devices WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([id.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()
+        })
+        .ctx(&what)?;
+    let Some((record, qrcode, current, version)) = row else {
+        return Ok(None);
+    };
+    let mut rec: DeviceRecord = decode(&record, &what)?;
+    if &rec.device.id != id {
+        return Err(StoreError::Permanent(format!(
+            "{what} holds device {}",
+            rec.device.id
+        )));
+    }
+    rec.qrcode = qrcode.map(|q| decode(&q, &what)).transpose()?;
+    rec.current = current.map(|c| parse_id(c, &what)).transpose()?;
+    rec.version = to_u64(version, &what)?;
+    Ok(Some(rec))
+}
+
+fn read_session(conn: &Connection, id: &SessionId) -> Result<Option<Session>, StoreError> {
+    let what = format!("session row {id}");
+    let row: Option<(i64, String)> = conn
+        .prepare_cached("SELECT version, body FROM sessions WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .ctx(&what)?;
+    row.map(|(version, body)| decode_session(id.as_str(), version, &body))
+        .transpose()
+}
+
+fn decode_session(id: &str, version: i64, body: &str) -> Result<Session, StoreError> {
+    let what = format!("session row {id}");
+    let s: Session = decode(body, &what)?;
+    if s.id.as_str() != id {
+        return Err(StoreError::Permanent(format!(
+            "{what} holds session {}",
+            s.id
+        )));
+    }
+    if i64::try_from(s.version).ok() != Some(version) {
+        return Err(StoreError::Permanent(format!(
+            "{what}: version column {version} disagrees with the body's {}",
+            s.version
+        )));
+    }
+    Ok(s)
+}
+
+fn phase_str(p: Phase) -> &'static str {
+    match p {
+        Phase::Open => "open",
+        Phase::Settling => "settling",
+        Phase::Closed => "closed",
+    }
+}
+
+fn refund_status_str(s: RefundStatus) -> &'static str {
+    match s {
+        RefundStatus::Pending => "pending",
+        RefundStatus::Succeeded => "succeeded",
+        RefundStatus::Failed => "failed",
+    }
+}
+
+fn encode<T: Serialize>(value: &T, what: &str) -> Result<String, StoreError> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Permanent(format!("{what} cannot be encoded: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(body: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(body).map_err(|e| StoreError::Permanent(format!("{what} is corrupt: {e}")))
+}
+
+fn parse_id<T: TryFrom<String>>(raw: String, what: &str) -> Result<T, StoreError>
+where
+    T::Error: Display,
+{
+    T::try_from(raw.clone())
+        .map_err(|e| StoreError::Permanent(format!("{what} holds a bad id {raw:?}: {e}")))
+}
+
+fn to_i64(v: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Permanent(format!("{what}: version {v} is too large")))
+}
+
+fn to_u64(v: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Permanent(format!("{what}: negative version {v}")))
+}
+
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// Maps SQLite's errors to the port's: lock waits and I/O trouble are worth retrying, anything else
+/// (a corrupt file, a type mismatch in a row) is not.
+trait Ctx<T> {
+    fn ctx(self, what: impl Display) -> Result<T, StoreError>;
+}
+
+impl<T> Ctx<T> for Result<T, rusqlite::Error> {
+    fn ctx(self, what: impl Display) -> Result<T, StoreError> {
+        self.map_err(|e| {
+            let retryable = matches!(
+                e.sqlite_error_code(),
+                Some(
+                    ErrorCode::DatabaseBusy
+                        | ErrorCode::DatabaseLocked
+                        | ErrorCode::SystemIoFailure
+                        | ErrorCode::DiskFull
+                        | ErrorCode::OutOfMemory
+                )
+            );
+            if retryable {
+                StoreError::Unavailable(format!("{what}: {e}"))
+            } else {
+                StoreError::Permanent(format!("{what}: {e}"))
+            }
+        })
+    }
+}

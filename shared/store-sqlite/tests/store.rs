@@ -1,0 +1,140 @@
+//! What the SQLite store promises beyond the shared contract: request rows expire and are pruned,
+//! per-device listing, and a database from a newer build is refused rather than misread.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use vendpay_app::contract::ManualClock;
+use vendpay_app::{Commit, DeviceStore, RequestRecord, SessionStore, StoreError};
+use vendpay_domain::{receive_payment, Mode, Reply, Timestamp, Windows};
+use vendpay_store_sqlite::{Location, SqliteStore};
+
+fn record(request: &str, expires_ms: i64) -> RequestRecord {
+    RequestRecord {
+        device: id("vm-1"),
+        request_id: id(request),
+        reply: Reply::Session { session: id("S1") },
+        expires_at: Timestamp::from_millis(expires_ms),
+    }
+}
+
+fn count_requests(path: &std::path::Path) -> i64 {
+    let conn = rusqlite::Connection::open(path).expect("raw open");
+    conn.query_row("SELECT count(*) FROM requests", [], |r| r.get(0))
+        .expect("count")
+}
+
+#[tokio::test]
+async fn request_rows_expire_are_replaceable_and_pruned() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("requests.sqlite");
+    let clock = Arc::new(ManualClock::at(T0));
+    let store = SqliteStore::open_with_clock(Location::File(path.clone()), clock.clone())
+        .await
+        .expect("open");
+    let with = |r: RequestRecord| Commit {
+        request: Some(r),
+        ..Commit::default()
+    };
+    store
+        .commit(&with(record("r1", T0 + 10_000)))
+        .await
+        .expect("r1");
+    store
+        .commit(&with(record("r2", T0 + 20_000)))
+        .await
+        .expect("r2");
+    assert!(matches!(
+        store.commit(&with(record("r1", T0 + 99_000))).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(store
+        .request(&id("vm-1"), &id("r1"))
+        .await
+        .expect("read")
+        .is_some());
+
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(
+        store.request(&id("vm-1"), &id("r1")).await.expect("read"),
+        None,
+        "an expired row is never returned"
+    );
+    // An expired row no longer blocks the key.
+    let fresh = record("r1", T0 + 100_000);
+    store.commit(&with(fresh.clone())).await.expect("r1 again");
+    assert_eq!(
+        store.request(&id("vm-1"), &id("r1")).await.expect("read"),
+        Some(fresh)
+    );
+
+    clock.advance(Duration::from_secs(15));
+    assert_eq!(store.prune_expired().await.expect("prune"), 1, "r2 expired");
+    assert_eq!(count_requests(&path), 1);
+    drop(store);
+
+    // Opening prunes too.
+    clock.advance(Duration::from_secs(100));
+    let _store = SqliteStore::open_with_clock(Location::File(path.clone()), clock.clone())
+        .await
+        .expect("reopen");
+    assert_eq!(count_requests(&path), 0);
+}
+
+#[tokio::test]
+async fn a_device_lists_its_sessions_newest_first() {
+    let store = SqliteStore::open_in_memory().await.expect("open");
+    store
+        .register(&device_record("vm-1", Mode::PayFirst))
+        .await
+        .expect("register");
+    let device = device_record("vm-1", Mode::PayFirst).device;
+    let mut written = Vec::new();
+    for (i, trade) in ["T1", "T2", "T3"].iter().enumerate() {
+        let now = Timestamp::from_millis(T0 + i as i64 * 1000);
+        let t = receive_payment(
+            &device,
+            None,
+            &payment(trade, 100, now),
+            &Windows::default(),
+            now,
+        )
+        .expect("payment");
+        let s = t.sessions[0].clone();
+        store
+            .commit(&Commit {
+                sessions: vec![s.clone()],
+                ..Commit::default()
+            })
+            .await
+            .expect("commit");
+        written.push(s);
+    }
+    let listed = store
+        .sessions_of_device(&id("vm-1"), 2)
+        .await
+        .expect("list");
+    assert_eq!(listed, vec![written[2].clone(), written[1].clone()]);
+    assert!(store
+        .sessions_of_device(&id("vm-2"), 10)
+        .await
+        .expect("list")
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_build_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("future.sqlite");
+    drop(SqliteStore::open(&path).await.expect("open"));
+    rusqlite::Connection::open(&path)
+        .and_then(|c| c.pragma_update(None, "user_version", 99))
+        .expect("bump the schema version");
+    match SqliteStore::open(&path).await {
+        Err(StoreError::Permanent(m)) => assert!(m.contains("schema version 99"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
