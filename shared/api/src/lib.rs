@@ -7,11 +7,14 @@
 //! - [`auth`]: machine request signatures and the admin token.
 //! - [`input`] / [`views`]: JSON in and out, with precise errors ([`error`]).
 //! - [`label`]: the printable SVG label.
+//! - [`notify`]: Alipay's payment notifications; [`alipay`]: the adapters from the ports to Alipay.
 
+pub mod alipay;
 pub mod auth;
 pub mod error;
 pub mod input;
 pub mod label;
+pub mod notify;
 pub mod views;
 
 use std::sync::Arc;
@@ -64,6 +67,7 @@ pub struct Api {
     pub qr: Arc<dyn QrProvisioner>,
     /// `PUBLIC_BASE_URL`: where Alipay reaches us; notify URLs are built from it.
     pub public_base_url: String,
+    pub notify: notify::NotifySettings,
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Bytes> {
@@ -86,6 +90,15 @@ impl Api {
     /// Answers any route of design §4 except the Alipay notification.
     pub async fn handle(&self, req: Request<Bytes>) -> Response<Bytes> {
         let segs = segments(req.uri().path());
+        if let (Some(&"alipay"), Some(&"notify"), Some(device), None) =
+            (segs.first(), segs.get(1), segs.get(2), segs.get(3))
+        {
+            if req.method() != Method::POST {
+                return ApiError::new(405, "method_not_allowed", "Alipay notifications are POSTed")
+                    .into_response();
+            }
+            return self.alipay_notify(device, req.body()).await;
+        }
         let result = match segs.first() {
             Some(&"devices") => self.device_route(&req).await,
             Some(&"admin") => self.admin_route(&req).await,
@@ -95,6 +108,11 @@ impl Api {
             ))),
         };
         result.unwrap_or_else(ApiError::into_response)
+    }
+
+    /// `POST /alipay/notify/{device_id}`: answers `success` once the payment is durably recorded.
+    pub async fn alipay_notify(&self, device: &str, body: &[u8]) -> Response<Bytes> {
+        notify::handle(&self.notify, &self.ledger, &*self.devices, device, body).await
     }
 
     /// The machine routes, `/devices/{id}/...`, after checking the request's signature.

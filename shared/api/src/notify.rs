@@ -1,0 +1,203 @@
+//! `POST /alipay/notify/{device_id}`: Alipay's payment notifications.
+//!
+//! The answer is the body `success` only once the payment is durably recorded (duplicates included);
+//! anything else makes Alipay resend for 25 hours. A notification that cannot be trusted — bad or missing
+//! signature, another partner, a device that does not match — is refused with a non-`success` body and
+//! logged with the reason (never keys or full signatures); a transient failure answers 503 so Alipay
+//! comes back.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+use vendpay_alipay::time::parse_gmt8;
+use vendpay_alipay::{verify_notification, NotificationKind, PartnerId, Verifier};
+use vendpay_app::{AppError, DeviceStore, Ledger};
+use vendpay_domain::{DeviceId, IncomingPayment};
+
+use crate::alipay::NotifyCheck;
+
+/// What the notification route needs, built once.
+#[derive(Clone)]
+pub struct NotifySettings {
+    pub verifier: Arc<Verifier>,
+    pub partner: PartnerId,
+    /// `ALIPAY_NOTIFY_VERIFY`: ask Alipay whether a first-seen notification is genuine.
+    pub notify_verify: Option<Arc<dyn NotifyCheck>>,
+}
+
+/// Why a notification was not acknowledged; the code goes to the log and the response body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub code: &'static str,
+    pub reason: String,
+}
+
+impl Refusal {
+    fn new(status: u16, code: &'static str, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Bytes> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Bytes::from(body))
+        .unwrap_or_else(|_| Response::new(Bytes::new()))
+}
+
+/// Answers one notification: `200 success`, or a refusal (`fail: <code>`) that makes Alipay resend.
+pub async fn handle(
+    settings: &NotifySettings,
+    ledger: &Ledger,
+    devices: &dyn DeviceStore,
+    device_raw: &str,
+    body: &[u8],
+) -> Response<Bytes> {
+    match acknowledge(settings, ledger, devices, device_raw, body).await {
+        Ok(()) => text(StatusCode::OK, "success".into()),
+        Err(r) => {
+            if r.status >= 500 {
+                tracing::warn!(device = %device_raw, code = r.code, reason = %r.reason, "notification not acknowledged (will be resent)");
+            } else {
+                tracing::warn!(device = %device_raw, code = r.code, reason = %r.reason, "notification refused");
+            }
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+            text(status, format!("fail: {}", r.code))
+        }
+    }
+}
+
+/// Verifies, identifies and records; `Ok` means the notification may be acknowledged.
+pub async fn acknowledge(
+    settings: &NotifySettings,
+    ledger: &Ledger,
+    devices: &dyn DeviceStore,
+    device_raw: &str,
+    body: &[u8],
+) -> Result<(), Refusal> {
+    let n = verify_notification(body, &settings.verifier).map_err(|e| {
+        let code = match e {
+            vendpay_alipay::NotifyError::Signature(_) => "bad_signature",
+            _ => "malformed",
+        };
+        Refusal::new(400, code, e.to_string())
+    })?;
+    for field in ["partner", "seller_id"] {
+        if let Some(p) = n.fields.get(field) {
+            if p != settings.partner.as_str() {
+                return Err(Refusal::new(
+                    400,
+                    "wrong_partner",
+                    format!("{field} {p:?} is not our partner id"),
+                ));
+            }
+        }
+    }
+    let device = DeviceId::parse(device_raw)
+        .map_err(|e| Refusal::new(404, "unknown_device", e.to_string()))?;
+    let record = devices
+        .device(&device)
+        .await
+        .map_err(|e| Refusal::new(503, "unavailable", e.to_string()))?
+        .ok_or_else(|| Refusal::new(404, "unknown_device", format!("no device {device}")))?;
+
+    let p = match n.kind {
+        NotificationKind::Payment(p) => p,
+        NotificationKind::RefundEcho(e) => {
+            tracing::info!(device = %device, trade_no = %e.trade_no, status = ?e.status, "refund echo acknowledged");
+            return Ok(());
+        }
+        NotificationKind::Closed(e) => {
+            tracing::info!(device = %device, trade_no = %e.trade_no, "trade closed notice acknowledged");
+            return Ok(());
+        }
+        NotificationKind::Other { status, action } => {
+            tracing::info!(device = %device, ?status, ?action, "notification without a payment acknowledged");
+            return Ok(());
+        }
+    };
+
+    if let Some(passback) = &p.passback_parameters {
+        let named = serde_json::from_str::<serde_json::Value>(passback)
+            .ok()
+            .and_then(|v| {
+                v.get("device_id")
+                    .and_then(|d| d.as_str())
+                    .map(str::to_owned)
+            });
+        match named {
+            Some(d) if d == device.as_str() => {}
+            Some(d) => {
+                return Err(Refusal::new(
+                    400,
+                    "device_mismatch",
+                    format!("passback names {d:?}, the path {device}"),
+                ))
+            }
+            None => {
+                return Err(Refusal::new(
+                    400,
+                    "device_mismatch",
+                    "passback_parameters do not name a device_id",
+                ))
+            }
+        }
+    }
+
+    let seen = ledger
+        .store()
+        .trade(&p.trade_no)
+        .await
+        .map_err(|e| Refusal::new(503, "unavailable", e.to_string()))?;
+    if seen.is_none() {
+        if let (Some(check), Some(notify_id)) = (&settings.notify_verify, &n.notify_id) {
+            match check.genuine(notify_id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(Refusal::new(
+                        400,
+                        "not_genuine",
+                        "notify_verify answered false",
+                    ))
+                }
+                Err(e) => return Err(Refusal::new(503, "unavailable", e.to_string())),
+            }
+        }
+    }
+
+    let now = ledger.now();
+    let payment = IncomingPayment {
+        trade_no: p.trade_no.clone(),
+        merchant_trade_no: p.out_trade_no,
+        amount: p.amount,
+        buyer_id: p.buyer_id,
+        paid_at: p.gmt_payment.as_deref().and_then(parse_gmt8).unwrap_or(now),
+    };
+    match ledger.payment(&record.device.id, &payment).await {
+        Ok(outcome) => {
+            tracing::info!(
+                device = %device,
+                trade_no = %p.trade_no,
+                session = %outcome.session,
+                disposition = ?outcome.disposition,
+                amount = %p.amount,
+                "payment recorded"
+            );
+            Ok(())
+        }
+        Err(e) if e.is_retryable() => Err(Refusal::new(503, "unavailable", e.to_string())),
+        Err(AppError::UnknownDevice(d)) => Err(Refusal::new(
+            404,
+            "unknown_device",
+            format!("no device {d}"),
+        )),
+        Err(e) => Err(Refusal::new(500, "internal", e.to_string())),
+    }
+}

@@ -1,0 +1,192 @@
+//! The test harness shared by the HTTP tests: an `Api` on an in-memory SQLite store, a hand-moved
+//! clock, and helpers that sign requests as a machine or an operator would.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{Request, Response};
+use serde_json::{json, Value};
+use vendpay_alipay::{PartnerId, SignType, Signer, Verifier};
+use vendpay_api::auth::sign;
+use vendpay_api::notify::NotifySettings;
+use vendpay_api::{AdminAuth, Api, DeviceKey, ProvisionError, QrProvisioner};
+use vendpay_app::contract::{ManualClock, Recorder};
+use vendpay_app::{DeviceRecord, Ledger, QrCode};
+use vendpay_domain::*;
+use vendpay_store_sqlite::{Location, SqliteStore};
+
+pub const T0: i64 = 1_700_000_000_000;
+pub const TOKEN: &str = "admin-token-for-tests";
+pub const PARTNER: &str = "2088101122136241";
+/// The committed test key pair standing in for Alipay's keys (never a real key).
+pub const ALIPAY_PUBLIC_KEY: &str =
+    include_str!("../../../alipay/tests/fixtures/test-alipay-public-key.pem");
+pub const ALIPAY_PRIVATE_KEY: &str =
+    include_str!("../../../alipay/tests/fixtures/test-alipay-private-key.pem");
+
+/// Signs a notification as Alipay would, with the test Alipay key.
+pub fn alipay_form(fields: &[(&str, &str)]) -> String {
+    let signer =
+        Signer::from_setting(SignType::Rsa2, "test", ALIPAY_PRIVATE_KEY).expect("test key");
+    vendpay_alipay::signed_form(fields.iter().copied(), &signer).expect("sign")
+}
+
+/// Alipay's QR service as the admin route sees it; the real client is exercised against the sandbox in
+/// the end-to-end tests.
+pub struct FixedQr;
+
+#[async_trait]
+impl QrProvisioner for FixedQr {
+    async fn create(
+        &self,
+        device: &DeviceRecord,
+        notify_url: &str,
+    ) -> Result<QrCode, ProvisionError> {
+        assert!(notify_url.ends_with(&format!("/alipay/notify/{}", device.device.id)));
+        Ok(QrCode {
+            qrcode: format!("https://qr.alipay.com/test-{}", device.device.id),
+            qrcode_img_url: "https://example.com/qr.png".into(),
+        })
+    }
+}
+
+pub struct Harness {
+    pub api: Api,
+    pub clock: Arc<ManualClock>,
+    pub ledger: Ledger,
+    pub refunds: Arc<Recorder>,
+}
+
+pub async fn harness() -> Harness {
+    let clock = Arc::new(ManualClock::at(T0));
+    let store = Arc::new(
+        SqliteStore::open_with_clock(Location::Memory, clock.clone())
+            .await
+            .expect("sqlite"),
+    );
+    let rec = Arc::new(Recorder::default());
+    let ledger = Ledger::new(
+        store.clone(),
+        rec.clone(),
+        rec.clone(),
+        clock.clone(),
+        Windows::default(),
+    );
+    let api = Api {
+        ledger: ledger.clone(),
+        devices: store,
+        device_key: DeviceKey::from_hex("DEVICE_KEY", &"5a".repeat(32)).expect("key"),
+        admin: AdminAuth::Token(TOKEN.into()),
+        qr: Arc::new(FixedQr),
+        public_base_url: "https://pay.example.com/".into(),
+        notify: NotifySettings {
+            verifier: Arc::new(
+                Verifier::new()
+                    .with_public_key("ALIPAY_PUBLIC_KEY", ALIPAY_PUBLIC_KEY)
+                    .expect("test key"),
+            ),
+            partner: PartnerId::parse(PARTNER).expect("partner"),
+            notify_verify: None,
+        },
+    };
+    Harness {
+        api,
+        clock,
+        ledger,
+        refunds: rec,
+    }
+}
+
+pub async fn send(api: &Api, req: Request<Bytes>) -> (u16, Value) {
+    let res: Response<Bytes> = api.handle(req).await;
+    let status = res.status().as_u16();
+    let body = serde_json::from_slice(res.body()).unwrap_or(Value::Null);
+    (status, body)
+}
+
+pub fn admin(method: &str, path: &str, body: Value) -> Request<Bytes> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Bytes::from(if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        }))
+        .expect("request")
+}
+
+pub fn signed(
+    method: &str,
+    path: &str,
+    device: &str,
+    secret: &str,
+    ts: i64,
+    body: &str,
+) -> Request<Bytes> {
+    let ts = ts.to_string();
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("x-device-id", device)
+        .header("x-timestamp", &ts)
+        .header(
+            "x-signature",
+            sign(secret, method, path, &ts, body.as_bytes()),
+        )
+        .body(Bytes::from(body.to_owned()))
+        .expect("request")
+}
+
+impl Harness {
+    pub async fn register(&self, id: &str, mode: &str) -> String {
+        let (status, body) = send(
+            &self.api,
+            admin(
+                "POST",
+                "/admin/devices",
+                json!({"device_id": id, "name": "Lobby", "district": "Xuhui", "currency": "CNY", "mode": mode}),
+            ),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        body["secret"].as_str().expect("secret").to_owned()
+    }
+
+    pub fn now_secs(&self) -> i64 {
+        self.clock.now().secs()
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        device: &str,
+        secret: &str,
+        body: &str,
+    ) -> (u16, Value) {
+        let req = signed(method, path, device, secret, self.now_secs(), body);
+        send(&self.api, req).await
+    }
+
+    pub async fn pay(&self, device: &str, trade: &str, minor: u64) {
+        let p = IncomingPayment {
+            trade_no: trade.parse().expect("trade"),
+            merchant_trade_no: format!("M{trade}").parse().expect("out"),
+            amount: Money::new(minor, Currency::Cny).expect("amount"),
+            buyer_id: None,
+            paid_at: self.clock.now(),
+        };
+        self.ledger
+            .payment(&device.parse().expect("device"), &p)
+            .await
+            .expect("payment");
+    }
+}
+
+pub fn cny(minor: u64) -> Value {
+    json!({"minor": minor, "currency": "CNY"})
+}
