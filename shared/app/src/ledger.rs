@@ -153,7 +153,7 @@ impl Ledger {
         device: &DeviceId,
         payment: &IncomingPayment,
     ) -> Result<PaymentOutcome, AppError> {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             if let Some(seen) = self.store.trade(&payment.trade_no).await? {
                 return Ok(seen);
             }
@@ -172,7 +172,7 @@ impl Ledger {
             let outcome = outcome.clone();
             let mut commit = self.commit_for(&t, Some(&m), &before(&m.current));
             commit.trade = Some((payment.trade_no.clone(), outcome.clone()));
-            if self.try_commit(&commit).await? {
+            if self.try_commit(&commit, attempt).await? {
                 self.dispatch(&t).await;
                 return Ok(outcome);
             }
@@ -191,7 +191,7 @@ impl Ledger {
         slot: &Slot,
         price: Money,
     ) -> Result<PurchaseAnswer, AppError> {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             if let Some(seen) = self.store.request(device, request_id).await? {
                 return match seen.reply {
                     Reply::Purchase(a) if a.price == price && &a.slot == slot => Ok(a),
@@ -222,7 +222,7 @@ impl Ledger {
                 reply: t.reply.clone(),
                 expires_at: now.plus(REQUEST_TTL),
             });
-            if self.try_commit(&commit).await? {
+            if self.try_commit(&commit, attempt).await? {
                 self.dispatch(&t).await;
                 return Ok(answer);
             }
@@ -250,7 +250,7 @@ impl Ledger {
                 Err(_) => return Err(Rejection::UnknownPurchase(request_id.clone()).into()),
             },
         };
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             let Some(s) = self.store.session(&session_id).await? else {
                 return Err(Rejection::UnknownPurchase(request_id.clone()).into());
             };
@@ -258,7 +258,7 @@ impl Ledger {
                 return Err(Rejection::UnknownPurchase(request_id.clone()).into());
             }
             let t = report_vend(&s, request_id, delivered, self.clock.now())?;
-            if let Some(done) = self.settle_session_command(&t, &s).await? {
+            if let Some(done) = self.settle_session_command(&t, &s, attempt).await? {
                 return Ok(done);
             }
         }
@@ -274,7 +274,7 @@ impl Ledger {
         price: Money,
     ) -> Result<Session, AppError> {
         let id = SessionId::for_order(device, order_id);
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             let m = self.machine(device).await?;
             if m.current.as_ref().map(|s| &s.id) != Some(&id) {
                 if let Some(existing) = self.store.session(&id).await? {
@@ -298,7 +298,7 @@ impl Ledger {
                 return self.session(&id).await;
             }
             let commit = self.commit_for(&t, Some(&m), &before(&m.current));
-            if self.try_commit(&commit).await? {
+            if self.try_commit(&commit, attempt).await? {
                 self.dispatch(&t).await;
                 return written(&t, &id);
             }
@@ -308,7 +308,7 @@ impl Ledger {
 
     /// The customer ends the session on the machine. Returns the (settling or closed) session.
     pub async fn end(&self, device: &DeviceId) -> Result<Session, AppError> {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             let m = self.machine(device).await?;
             let t = end_session(&m.record.device, m.current.as_ref(), self.clock.now())?;
             let Reply::Session { session } = &t.reply else {
@@ -319,7 +319,7 @@ impl Ledger {
                 return self.session(&session).await;
             }
             let commit = self.commit_for(&t, Some(&m), &before(&m.current));
-            if self.try_commit(&commit).await? {
+            if self.try_commit(&commit, attempt).await? {
                 self.dispatch(&t).await;
                 return written(&t, &session);
             }
@@ -329,13 +329,17 @@ impl Ledger {
 
     /// A deadline message. Returns whether anything was due.
     pub async fn deadline(&self, session: &SessionId) -> Result<bool, AppError> {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             let s = self.session(session).await?;
             let t = deadline_due(&s, self.clock.now())?;
             if t.is_noop() {
                 return Ok(false);
             }
-            if self.settle_session_command(&t, &s).await?.is_some() {
+            if self
+                .settle_session_command(&t, &s, attempt)
+                .await?
+                .is_some()
+            {
                 return Ok(true);
             }
         }
@@ -383,13 +387,18 @@ impl Ledger {
             .refund(refund_id)
             .await?
             .ok_or_else(|| AppError::UnknownRefund(refund_id.clone()))?;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             let s = self.session(&record.session).await?;
             let t = settle_refund(&s, refund_id, outcome, self.clock.now())?;
             let Reply::Refund { status, .. } = t.reply else {
                 return Err(unexpected(&t.reply));
             };
-            if t.is_noop() || self.settle_session_command(&t, &s).await?.is_some() {
+            if t.is_noop()
+                || self
+                    .settle_session_command(&t, &s, attempt)
+                    .await?
+                    .is_some()
+            {
                 return Ok(status);
             }
         }
@@ -445,13 +454,14 @@ impl Ledger {
         &self,
         t: &Transition,
         read: &Session,
+        attempt: u32,
     ) -> Result<Option<Session>, AppError> {
         if t.is_noop() {
             return Ok(Some(read.clone()));
         }
         let prior = HashMap::from([(read.id.clone(), read)]);
         let commit = self.commit_for(t, None, &prior);
-        if !self.try_commit(&commit).await? {
+        if !self.try_commit(&commit, attempt).await? {
             return Ok(None);
         }
         self.dispatch(t).await;
@@ -498,12 +508,17 @@ impl Ledger {
         }
     }
 
-    /// `true` when written, `false` when a condition failed (re-read and re-decide).
-    async fn try_commit(&self, commit: &Commit) -> Result<bool, AppError> {
+    /// `true` when written, `false` when a condition failed (re-read and re-decide). A lost race
+    /// waits a random moment first, growing with the attempt, so a crowd of writers on one session
+    /// spreads out instead of colliding again in lockstep.
+    async fn try_commit(&self, commit: &Commit, attempt: u32) -> Result<bool, AppError> {
         match self.store.commit(commit).await {
             Ok(()) => Ok(true),
             Err(StoreError::Conflict(why)) => {
-                tracing::debug!(%why, "write conflict; re-deciding");
+                tracing::debug!(%why, attempt, "write conflict; re-deciding");
+                let cap_ms = 2u64.saturating_pow(attempt.min(6)); // 1, 2, 4 ... 64 ms
+                let jitter = getrandom::u64().unwrap_or(0) % (cap_ms + 1);
+                tokio::time::sleep(Duration::from_millis(jitter)).await;
                 Ok(false)
             }
             Err(e) => Err(e.into()),

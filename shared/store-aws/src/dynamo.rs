@@ -1,0 +1,803 @@
+//! [`DynamoStore`]: `DeviceStore` + `SessionStore` on one DynamoDB table.
+//!
+//! # Key design
+//!
+//! One item per entity, every entity in its own partition (`pk`); `sk` names the entity type, so a later
+//! item collection (e.g. per-session ledger rows) needs no new table. All ids are restricted to
+//! `[A-Za-z0-9_:.-]` by `vendpay-domain`, so `#` is a safe separator.
+//!
+//! | entity | `pk` | `sk` | other attributes |
+//! |---|---|---|---|
+//! | device | `dev#{device_id}` | `device` | `body` (JSON `DeviceRecord`), `version` (N), `current` (S, optional), `qrcode` (JSON, optional) |
+//! | session / order | `ses#{session_id}` | `session` | `body` (JSON `Session`), `version` (N), `device` (S); while due-able: `gsi1pk` = `due#{shard}`, `gsi1sk` = deadline (epoch ms) |
+//! | trade dedupe | `trade#{trade_no}` | `trade` | `body` (JSON `PaymentOutcome`); permanent |
+//! | request idempotency | `req#{device_id}#{request_id}` | `request` | `body` (JSON `RequestRecord`), `expires_at` (N, epoch s: the TTL attribute) |
+//! | refund | `ref#{refund_id}` | `refund` | `refund` (JSON `RefundRecord`); while pending: `gsi1pk` = `refund#pending`, `gsi1sk` = issued_at (epoch ms) |
+//!
+//! `gsi1` (`gsi1pk` HASH, `gsi1sk` N RANGE, projecting the keys and `refund`) is sparse and overloaded:
+//! a session is in it only while it is not closed and has a deadline; a refund only while pending.
+//! The device's `version`/`current` and the session's `version` are attributes beside the JSON body
+//! because conditions test them; on read they are taken from the attributes.
+//!
+//! # Access patterns
+//!
+//! | port call | DynamoDB requests |
+//! |---|---|
+//! | `register` | `PutItem` device, `attribute_not_exists(pk)` |
+//! | `device` | `GetItem` device (consistent) |
+//! | `set_qrcode` | `UpdateItem SET qrcode`, `attribute_exists(pk)` (no read-modify-write) |
+//! | `machine` | `GetItem` device, then `GetItem` its current session (both consistent) |
+//! | `session`, `trade`, `request`, `refund` | one consistent `GetItem` |
+//! | `commit` | one `TransactWriteItems`; one conditional `PutItem`/`UpdateItem` when it holds one write; one consistent `GetItem` when it is a bare device guard (a check writes nothing, so a read is exact) |
+//! | `due(now, limit)` | one `Query` per shard on `gsi1`: `gsi1pk = due#{n} AND gsi1sk <= now`, ascending, `Limit` |
+//! | `pending_refunds(limit)` | one `Query` on `gsi1`: `gsi1pk = refund#pending`, ascending, `Limit` |
+//!
+//! `commit` maps the port's conditions one to one: the device guard is a `ConditionCheck` on
+//! `version = :expected` (or an `Update` that sets `current` and bumps `version` under that condition);
+//! each session is a `Put` on `version = :prev` (`attribute_not_exists(pk)` when creating, version 1);
+//! the trade and request rows are `Put`s on `attribute_not_exists(pk)`; refund rows are unconditional
+//! `Put`s (guarded by their session's version in the same transaction).
+//!
+//! # Scaling the deadline index
+//!
+//! A GSI partition takes about 1,000 writes/s, and every write of a due-able session writes its index
+//! entry. Sessions are spread over [`DUE_SHARDS`] index partitions by a hash of the session id, so the
+//! index takes ~8,000 session writes/s; `due` queries every shard and merges (8 small queries once a
+//! minute). Raising the shard count later needs a reader that queries the old and new shards during the
+//! change. Pending refunds are few and short-lived (written when issued and when final), so they share
+//! one partition. GSI reads are eventually consistent; both lists feed sweeps whose actions are
+//! conditional, so a just-changed entry is harmless.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::Client;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use vendpay_app::{
+    Commit, DeviceGuard, DeviceRecord, DeviceStore, Machine, QrCode, RefundRecord, RequestRecord,
+    SessionStore,
+};
+use vendpay_domain::{
+    DeviceId, PaymentOutcome, Phase, RefundId, RefundStatus, RequestId, Session, SessionId,
+    Timestamp, TradeNo,
+};
+
+use crate::error::{classify, classify_cancellation, StoreError};
+
+pub const ATTR_PK: &str = "pk";
+pub const ATTR_SK: &str = "sk";
+pub const ATTR_GSI1_PK: &str = "gsi1pk";
+pub const ATTR_GSI1_SK: &str = "gsi1sk";
+/// The TTL attribute (epoch seconds) of request idempotency rows.
+pub const ATTR_EXPIRES: &str = "expires_at";
+/// The refund row's JSON, projected into `gsi1` so `pending_refunds` needs no second read.
+pub const ATTR_REFUND: &str = "refund";
+pub const GSI1: &str = "gsi1";
+const ATTR_BODY: &str = "body";
+const ATTR_VERSION: &str = "version";
+const ATTR_CURRENT: &str = "current";
+const ATTR_QRCODE: &str = "qrcode";
+const ATTR_DEVICE: &str = "device";
+
+/// How many `gsi1` partitions the deadline entries are spread over.
+pub const DUE_SHARDS: u32 = 8;
+const PENDING_REFUNDS: &str = "refund#pending";
+
+const SK_DEVICE: &str = "device";
+const SK_SESSION: &str = "session";
+const SK_TRADE: &str = "trade";
+const SK_REQUEST: &str = "request";
+const SK_REFUND: &str = "refund";
+const SESSION_PREFIX: &str = "ses#";
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The DynamoDB adapter of the storage ports.
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    requests: Arc<AtomicU64>,
+}
+
+impl DynamoStore {
+    /// An adapter on `table`, with the caller's SDK configuration (region, endpoint, credentials).
+    pub fn new(config: &aws_config::SdkConfig, table: impl Into<String>) -> DynamoStore {
+        DynamoStore::from_client(Client::new(config), table)
+    }
+
+    pub fn from_client(client: Client, table: impl Into<String>) -> DynamoStore {
+        DynamoStore {
+            client,
+            table: table.into(),
+            requests: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates this adapter's table from `infra/table.json` (tests and first local runs).
+    pub async fn create_table(&self) -> Result<(), StoreError> {
+        crate::table::create_table(&self.client, &self.table).await
+    }
+
+    /// How many DynamoDB requests this adapter (and its clones) has sent: the cost of a domain event is
+    /// the difference across it.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+        self.count();
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out.item)
+    }
+
+    async fn session_item(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        match self.get(session_pk(id), SK_SESSION).await? {
+            Some(item) => decode_session(&item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Sends the actions of one commit as cheaply as they allow.
+    async fn write(&self, mut actions: Vec<Action>) -> Result<(), StoreError> {
+        match actions.len() {
+            0 => Ok(()),
+            1 => match actions.pop() {
+                Some(Action::Check(c)) => self.check(c).await,
+                Some(Action::Put(p)) => self.put(p).await,
+                Some(Action::Update(u)) => self.update(u).await,
+                None => Ok(()),
+            },
+            _ => {
+                let items = actions
+                    .into_iter()
+                    .map(|a| a.into_transact(&self.table))
+                    .collect::<Result<Vec<_>, _>>()?;
+                self.count();
+                let sent = self
+                    .client
+                    .transact_write_items()
+                    .set_transact_items(Some(items))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(_) => Ok(()),
+                    Err(err) => {
+                        let cancelled = err
+                            .as_service_error()
+                            .and_then(|e| match e {
+                                aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => Some(c.cancellation_reasons().to_vec()),
+                                _ => None,
+                            });
+                        match cancelled {
+                            Some(reasons) => {
+                                let text =
+                                    aws_sdk_dynamodb::error::DisplayErrorContext(&err).to_string();
+                                Err(classify_cancellation(&reasons, text))
+                            }
+                            None => Err(classify(err)),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A bare condition check writes nothing, so one consistent read decides it exactly.
+    async fn check(&self, c: Check) -> Result<(), StoreError> {
+        let Some(item) = self.get(c.pk.clone(), c.sk).await? else {
+            return Err(StoreError::Conflict(format!("{} does not exist", c.pk)));
+        };
+        let version = number(&item, ATTR_VERSION)?;
+        if version == c.expected_version {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!(
+                "{} is at version {version}, not {}",
+                c.pk, c.expected_version
+            )))
+        }
+    }
+
+    async fn put(&self, p: PutAction) -> Result<(), StoreError> {
+        self.count();
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(p.item))
+            .set_condition_expression(p.cond.expression)
+            .set_expression_attribute_names(p.cond.names)
+            .set_expression_attribute_values(p.cond.values)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn update(&self, u: UpdateAction) -> Result<(), StoreError> {
+        self.count();
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(u.pk, u.sk)))
+            .update_expression(u.expression)
+            .set_condition_expression(u.cond.expression)
+            .set_expression_attribute_names(u.cond.names)
+            .set_expression_attribute_values(u.cond.values)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    /// One `gsi1` partition, ascending, at most `limit` entries with `gsi1sk <= upto`.
+    async fn query_index(
+        &self,
+        partition: String,
+        upto: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        let condition = if upto.is_some() {
+            "#p = :p AND #s <= :upto"
+        } else {
+            "#p = :p"
+        };
+        loop {
+            let want = i32::try_from(limit.saturating_sub(out.len())).unwrap_or(i32::MAX);
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(GSI1)
+                .key_condition_expression(condition)
+                .expression_attribute_names("#p", ATTR_GSI1_PK)
+                .expression_attribute_values(":p", AttributeValue::S(partition.clone()))
+                .scan_index_forward(true)
+                .limit(want)
+                .set_exclusive_start_key(start.take());
+            if let Some(upto) = upto {
+                q = q
+                    .expression_attribute_names("#s", ATTR_GSI1_SK)
+                    .expression_attribute_values(":upto", AttributeValue::N(upto.to_string()));
+            }
+            self.count();
+            let page = q.send().await.map_err(classify)?;
+            out.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(k) if out.len() < limit && !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl DeviceStore for DynamoStore {
+    async fn register(&self, record: &DeviceRecord) -> Result<bool, StoreError> {
+        let mut item = key(device_pk(&record.device.id), SK_DEVICE);
+        item.insert(ATTR_BODY.into(), json(record)?);
+        item.insert(ATTR_VERSION.into(), n(record.version));
+        if let Some(current) = &record.current {
+            item.insert(ATTR_CURRENT.into(), s(current.as_str()));
+        }
+        if let Some(qr) = &record.qrcode {
+            item.insert(ATTR_QRCODE.into(), json(qr)?);
+        }
+        let put = PutAction {
+            item,
+            cond: Cond::not_exists(),
+        };
+        match self.put(put).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
+        match self.get(device_pk(id), SK_DEVICE).await? {
+            Some(item) => decode_device(&item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn set_qrcode(&self, id: &DeviceId, qrcode: &QrCode) -> Result<(), StoreError> {
+        let update = UpdateAction {
+            pk: device_pk(id),
+            sk: SK_DEVICE,
+            expression: "SET #q = :q".into(),
+            cond: Cond {
+                expression: Some("attribute_exists(#pk)".into()),
+                names: Some(names(&[("#pk", ATTR_PK), ("#q", ATTR_QRCODE)])),
+                values: Some(HashMap::from([(":q".to_owned(), json(qrcode)?)])),
+            },
+        };
+        match self.update(update).await {
+            Err(StoreError::Conflict(_)) => Err(StoreError::Permanent(format!(
+                "device {id} is not registered"
+            ))),
+            other => other,
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for DynamoStore {
+    async fn machine(&self, id: &DeviceId) -> Result<Option<Machine>, StoreError> {
+        let Some(record) = self.device(id).await? else {
+            return Ok(None);
+        };
+        let current = match &record.current {
+            Some(sid) => Some(self.session_item(sid).await?.ok_or_else(|| {
+                StoreError::Permanent(format!("device {id} names session {sid}, which is missing"))
+            })?),
+            None => None,
+        };
+        Ok(Some(Machine { record, current }))
+    }
+
+    async fn session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        self.session_item(id).await
+    }
+
+    async fn trade(&self, trade_no: &TradeNo) -> Result<Option<PaymentOutcome>, StoreError> {
+        match self.get(trade_pk(trade_no), SK_TRADE).await? {
+            Some(item) => decode_json(&item, ATTR_BODY).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn request(
+        &self,
+        device: &DeviceId,
+        request_id: &RequestId,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        match self.get(request_pk(device, request_id), SK_REQUEST).await? {
+            Some(item) => decode_json(&item, ATTR_BODY).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn refund(&self, refund_id: &RefundId) -> Result<Option<RefundRecord>, StoreError> {
+        match self.get(refund_pk(refund_id), SK_REFUND).await? {
+            Some(item) => decode_json(&item, ATTR_REFUND).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        self.write(actions(commit)?).await
+    }
+
+    async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<SessionId>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut found: Vec<(i64, SessionId)> = Vec::new();
+        for shard in 0..DUE_SHARDS {
+            for item in self
+                .query_index(format!("due#{shard}"), Some(now.millis()), limit)
+                .await?
+            {
+                let at = signed(&item, ATTR_GSI1_SK)?;
+                let pk = string(&item, ATTR_PK)?;
+                let id = pk
+                    .strip_prefix(SESSION_PREFIX)
+                    .and_then(|id| id.parse::<SessionId>().ok())
+                    .ok_or_else(|| {
+                        StoreError::Permanent(format!(
+                            "deadline index entry {pk:?} is not a session"
+                        ))
+                    })?;
+                found.push((at, id));
+            }
+        }
+        found.sort();
+        found.truncate(limit);
+        Ok(found.into_iter().map(|(_, id)| id).collect())
+    }
+
+    async fn pending_refunds(&self, limit: usize) -> Result<Vec<RefundRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.query_index(PENDING_REFUNDS.to_owned(), None, limit)
+            .await?
+            .iter()
+            .map(|item| decode_json(item, ATTR_REFUND))
+            .collect()
+    }
+}
+
+// ---- commit → actions -------------------------------------------------------------------------
+
+/// A condition with its placeholders.
+#[derive(Debug, Default)]
+struct Cond {
+    expression: Option<String>,
+    names: Option<HashMap<String, String>>,
+    values: Option<HashMap<String, AttributeValue>>,
+}
+
+impl Cond {
+    fn not_exists() -> Cond {
+        Cond {
+            expression: Some("attribute_not_exists(#pk)".into()),
+            names: Some(names(&[("#pk", ATTR_PK)])),
+            values: None,
+        }
+    }
+
+    fn version_is(version: u64) -> Cond {
+        Cond {
+            expression: Some("#ver = :ver".into()),
+            names: Some(names(&[("#ver", ATTR_VERSION)])),
+            values: Some(HashMap::from([(":ver".to_owned(), n(version))])),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PutAction {
+    item: Item,
+    cond: Cond,
+}
+
+#[derive(Debug)]
+struct UpdateAction {
+    pk: String,
+    sk: &'static str,
+    expression: String,
+    cond: Cond,
+}
+
+#[derive(Debug)]
+struct Check {
+    pk: String,
+    sk: &'static str,
+    expected_version: u64,
+}
+
+#[derive(Debug)]
+enum Action {
+    Put(PutAction),
+    Update(UpdateAction),
+    Check(Check),
+}
+
+impl Action {
+    fn into_transact(self, table: &str) -> Result<TransactWriteItem, StoreError> {
+        let built = match self {
+            Action::Put(p) => TransactWriteItem::builder().put(
+                Put::builder()
+                    .table_name(table)
+                    .set_item(Some(p.item))
+                    .set_condition_expression(p.cond.expression)
+                    .set_expression_attribute_names(p.cond.names)
+                    .set_expression_attribute_values(p.cond.values)
+                    .build()
+                    .map_err(build_error)?,
+            ),
+            Action::Update(u) => TransactWriteItem::builder().update(
+                Update::builder()
+                    .table_name(table)
+                    .set_key(Some(key(u.pk, u.sk)))
+                    .update_expression(u.expression)
+                    .set_condition_expression(u.cond.expression)
+                    .set_expression_attribute_names(u.cond.names)
+                    .set_expression_attribute_values(u.cond.values)
+                    .build()
+                    .map_err(build_error)?,
+            ),
+            Action::Check(c) => {
+                let cond = Cond::version_is(c.expected_version);
+                TransactWriteItem::builder().condition_check(
+                    ConditionCheck::builder()
+                        .table_name(table)
+                        .set_key(Some(key(c.pk, c.sk)))
+                        .set_condition_expression(cond.expression)
+                        .set_expression_attribute_names(cond.names)
+                        .set_expression_attribute_values(cond.values)
+                        .build()
+                        .map_err(build_error)?,
+                )
+            }
+        };
+        Ok(built.build())
+    }
+}
+
+fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Permanent(format!("building a DynamoDB request: {e}"))
+}
+
+/// The writes of one commit, each with the condition the port asks for.
+fn actions(commit: &Commit) -> Result<Vec<Action>, StoreError> {
+    let mut out = Vec::new();
+    if let Some(guard) = &commit.device {
+        out.push(device_action(guard));
+    }
+    for session in &commit.sessions {
+        let cond = match session.version {
+            0 => {
+                return Err(StoreError::Permanent(format!(
+                    "session {} has version 0; versions start at 1",
+                    session.id
+                )))
+            }
+            1 => Cond::not_exists(),
+            v => Cond::version_is(v - 1),
+        };
+        out.push(Action::Put(PutAction {
+            item: session_to_item(session)?,
+            cond,
+        }));
+    }
+    if let Some((trade_no, outcome)) = &commit.trade {
+        let mut item = key(trade_pk(trade_no), SK_TRADE);
+        item.insert(ATTR_BODY.into(), json(outcome)?);
+        out.push(Action::Put(PutAction {
+            item,
+            cond: Cond::not_exists(),
+        }));
+    }
+    if let Some(record) = &commit.request {
+        let mut item = key(request_pk(&record.device, &record.request_id), SK_REQUEST);
+        item.insert(ATTR_BODY.into(), json(record)?);
+        item.insert(
+            ATTR_EXPIRES.into(),
+            AttributeValue::N(record.expires_at.secs().to_string()),
+        );
+        out.push(Action::Put(PutAction {
+            item,
+            cond: Cond::not_exists(),
+        }));
+    }
+    for refund in &commit.refunds {
+        let mut item = key(refund_pk(&refund.refund_id), SK_REFUND);
+        item.insert(ATTR_REFUND.into(), json(refund)?);
+        if refund.status == RefundStatus::Pending {
+            item.insert(ATTR_GSI1_PK.into(), s(PENDING_REFUNDS));
+            item.insert(
+                ATTR_GSI1_SK.into(),
+                AttributeValue::N(refund.issued_at.millis().to_string()),
+            );
+        }
+        out.push(Action::Put(PutAction {
+            item,
+            cond: Cond::default(),
+        }));
+    }
+    Ok(out)
+}
+
+fn device_action(guard: &DeviceGuard) -> Action {
+    let pk = device_pk(&guard.device);
+    match &guard.new_current {
+        None => Action::Check(Check {
+            pk,
+            sk: SK_DEVICE,
+            expected_version: guard.expected_version,
+        }),
+        Some(current) => {
+            let mut cond = Cond::version_is(guard.expected_version);
+            if let Some(names) = cond.names.as_mut() {
+                names.insert("#cur".into(), ATTR_CURRENT.into());
+            }
+            if let Some(values) = cond.values.as_mut() {
+                values.insert(":cur".into(), s(current.as_str()));
+                values.insert(":next".into(), n(guard.expected_version.saturating_add(1)));
+            }
+            Action::Update(UpdateAction {
+                pk,
+                sk: SK_DEVICE,
+                expression: "SET #cur = :cur, #ver = :next".into(),
+                cond,
+            })
+        }
+    }
+}
+
+fn session_to_item(session: &Session) -> Result<Item, StoreError> {
+    let mut item = key(session_pk(&session.id), SK_SESSION);
+    item.insert(ATTR_BODY.into(), json(session)?);
+    item.insert(ATTR_VERSION.into(), n(session.version));
+    item.insert(ATTR_DEVICE.into(), s(session.device_id.as_str()));
+    if let (false, Some(deadline)) = (session.phase == Phase::Closed, session.deadline_at) {
+        item.insert(
+            ATTR_GSI1_PK.into(),
+            s(&format!("due#{}", due_shard(&session.id))),
+        );
+        item.insert(
+            ATTR_GSI1_SK.into(),
+            AttributeValue::N(deadline.millis().to_string()),
+        );
+    }
+    Ok(item)
+}
+
+/// The deadline index shard of a session: stable across processes and releases (not `std`'s hasher).
+pub fn due_shard(id: &SessionId) -> u32 {
+    let digest = Sha256::digest(id.as_str().as_bytes());
+    let first = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    first % DUE_SHARDS
+}
+
+// ---- keys and attribute helpers -------------------------------------------------------------------
+
+fn device_pk(id: &DeviceId) -> String {
+    format!("dev#{id}")
+}
+
+fn session_pk(id: &SessionId) -> String {
+    format!("{SESSION_PREFIX}{id}")
+}
+
+fn trade_pk(trade_no: &TradeNo) -> String {
+    format!("trade#{trade_no}")
+}
+
+fn request_pk(device: &DeviceId, request_id: &RequestId) -> String {
+    format!("req#{device}#{request_id}")
+}
+
+fn refund_pk(id: &RefundId) -> String {
+    format!("ref#{id}")
+}
+
+fn key(pk: String, sk: &str) -> Item {
+    HashMap::from([
+        (ATTR_PK.to_owned(), AttributeValue::S(pk)),
+        (ATTR_SK.to_owned(), s(sk)),
+    ])
+}
+
+fn names(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_owned())
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn json<T: Serialize>(v: &T) -> Result<AttributeValue, StoreError> {
+    serde_json::to_string(v)
+        .map(AttributeValue::S)
+        .map_err(|e| StoreError::Permanent(format!("encoding an item: {e}")))
+}
+
+fn item_name(item: &Item) -> String {
+    match item.get(ATTR_PK) {
+        Some(AttributeValue::S(pk)) => pk.clone(),
+        _ => "an item without pk".to_owned(),
+    }
+}
+
+fn string<'a>(item: &'a Item, attr: &str) -> Result<&'a str, StoreError> {
+    match item.get(attr) {
+        Some(AttributeValue::S(v)) => Ok(v),
+        other => Err(StoreError::Permanent(format!(
+            "{}: attribute {attr} is {other:?}, not a string",
+            item_name(item)
+        ))),
+    }
+}
+
+fn signed(item: &Item, attr: &str) -> Result<i64, StoreError> {
+    match item.get(attr) {
+        Some(AttributeValue::N(v)) => v.parse().map_err(|_| {
+            StoreError::Permanent(format!(
+                "{}: attribute {attr} = {v:?} is not an integer",
+                item_name(item)
+            ))
+        }),
+        other => Err(StoreError::Permanent(format!(
+            "{}: attribute {attr} is {other:?}, not a number",
+            item_name(item)
+        ))),
+    }
+}
+
+fn number(item: &Item, attr: &str) -> Result<u64, StoreError> {
+    let v = signed(item, attr)?;
+    u64::try_from(v).map_err(|_| {
+        StoreError::Permanent(format!(
+            "{}: attribute {attr} = {v} is negative",
+            item_name(item)
+        ))
+    })
+}
+
+fn decode_json<T: DeserializeOwned>(item: &Item, attr: &str) -> Result<T, StoreError> {
+    serde_json::from_str(string(item, attr)?).map_err(|e| {
+        StoreError::Permanent(format!(
+            "{}: attribute {attr} does not decode: {e}",
+            item_name(item)
+        ))
+    })
+}
+
+fn decode_device(item: &Item) -> Result<DeviceRecord, StoreError> {
+    let mut record: DeviceRecord = decode_json(item, ATTR_BODY)?;
+    // The attributes are what conditions test and updates change; the body is as registered.
+    record.version = number(item, ATTR_VERSION)?;
+    record.current = match item.get(ATTR_CURRENT) {
+        None => None,
+        Some(_) => Some(string(item, ATTR_CURRENT)?.parse().map_err(|e| {
+            StoreError::Permanent(format!(
+                "{}: current is not a session id: {e}",
+                item_name(item)
+            ))
+        })?),
+    };
+    if item.contains_key(ATTR_QRCODE) {
+        record.qrcode = Some(decode_json(item, ATTR_QRCODE)?);
+    }
+    Ok(record)
+}
+
+fn decode_session(item: &Item) -> Result<Session, StoreError> {
+    let session: Session = decode_json(item, ATTR_BODY)?;
+    let version = number(item, ATTR_VERSION)?;
+    if session.version != version {
+        return Err(StoreError::Permanent(format!(
+            "{}: body has version {}, attribute {version}",
+            item_name(item),
+            session.version
+        )));
+    }
+    Ok(session)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        let mut seen = [0u32; DUE_SHARDS as usize];
+        for i in 0..800 {
+            let id: SessionId = format!("s:T{i}").parse().expect("id");
+            let shard = due_shard(&id);
+            assert_eq!(shard, due_shard(&id));
+            seen[shard as usize] += 1;
+        }
+        assert!(seen.iter().all(|&c| c > 50), "uneven shards: {seen:?}");
+    }
+}

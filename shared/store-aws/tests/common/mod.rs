@@ -1,0 +1,54 @@
+//! What every moto-backed test needs: the endpoint (or a loud failure saying how to start moto), one
+//! SDK configuration pointing at it, and unique resource names so tests never share a table or queue.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::Credentials;
+
+pub const ENDPOINT_VAR: &str = "VENDPAY_MOTO_ENDPOINT";
+
+/// The moto endpoint; a missing one fails the test (never a silent pass).
+pub fn endpoint() -> String {
+    match std::env::var(ENDPOINT_VAR) {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => panic!(
+            "{ENDPOINT_VAR} is not set: these tests need moto's server. Run them through the launcher, \
+             which installs moto on first use and stops it afterwards:\n\n    \
+             scripts/with-moto cargo test -p vendpay-store-aws\n"
+        ),
+    }
+}
+
+/// One SDK configuration for moto: its endpoint, dummy credentials, a region; nothing read from the
+/// machine's AWS profile or instance metadata.
+pub async fn sdk_config() -> SdkConfig {
+    sdk_config_for(&endpoint()).await
+}
+
+pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
+    let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".to_owned());
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(region))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+        .load()
+        .await
+}
+
+/// `prefix-<random>`: unique across tests, test binaries and runs against one moto.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mix = (nanos as u64)
+        ^ (u64::from(std::process::id()) << 32)
+        ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    format!("{prefix}-{mix:016x}-{n}")
+}

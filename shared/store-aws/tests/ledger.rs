@@ -1,0 +1,259 @@
+//! The service on `DynamoStore` against moto (serialised by our launcher, as DynamoDB is): the
+//! concurrency checks of issue 4 and the DynamoDB requests each domain event costs on the hot paths.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use vendpay_app::contract::{device_record, ManualClock, Recorder, T0};
+use vendpay_app::{DeviceStore, Ledger, SessionStore};
+use vendpay_domain::{
+    Currency, DeviceId, IncomingPayment, Mode, Money, Phase, PurchaseStatus, RefundOutcome,
+    Timestamp, Windows,
+};
+use vendpay_store_aws::DynamoStore;
+
+fn cny(minor: u64) -> Money {
+    Money::new(minor, Currency::Cny).expect("amount")
+}
+
+fn payment(trade: &str, minor: u64) -> IncomingPayment {
+    IncomingPayment {
+        trade_no: trade.parse().expect("id"),
+        merchant_trade_no: format!("M{trade}").parse().expect("id"),
+        amount: cny(minor),
+        buyer_id: None,
+        paid_at: Timestamp::from_millis(T0),
+    }
+}
+
+struct Fixture {
+    store: Arc<DynamoStore>,
+    ledger: Ledger,
+    recorder: Arc<Recorder>,
+    clock: Arc<ManualClock>,
+    device: DeviceId,
+}
+
+async fn fixture(mode: Mode) -> Fixture {
+    let config = common::sdk_config().await;
+    let store = Arc::new(DynamoStore::new(&config, common::unique("vp-ledger")));
+    store.create_table().await.expect("table");
+    store
+        .register(&device_record("vm-1", mode))
+        .await
+        .expect("register");
+    let recorder = Arc::new(Recorder::default());
+    let clock = Arc::new(ManualClock::at(T0));
+    let ledger = Ledger::new(
+        store.clone(),
+        recorder.clone(),
+        recorder.clone(),
+        clock.clone(),
+        Windows::default(),
+    );
+    Fixture {
+        store,
+        ledger,
+        recorder,
+        clock,
+        device: "vm-1".parse().expect("id"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_purchases_on_a_balance_for_ten_approve_exactly_ten() {
+    let f = fixture(Mode::PayFirst).await;
+    f.ledger
+        .payment(&f.device, &payment("T1", 1000))
+        .await
+        .expect("pay");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let (ledger, device) = (f.ledger.clone(), f.device.clone());
+        tasks.spawn(async move {
+            ledger
+                .purchase(
+                    &device,
+                    &format!("r{i}").parse().expect("id"),
+                    &"A1".parse().expect("slot"),
+                    cny(100),
+                )
+                .await
+        });
+    }
+    let (mut approved, mut declined, mut errors) = (0, 0, Vec::new());
+    while let Some(r) = tasks.join_next().await {
+        match r.expect("task") {
+            Ok(a) if a.approved() => approved += 1,
+            Ok(_) => declined += 1,
+            Err(e) => errors.push(e),
+        }
+    }
+    eprintln!(
+        "50 concurrent purchases: {approved} approved, {declined} declined, {} errors {errors:?}",
+        errors.len()
+    );
+    assert_eq!(
+        approved, 10,
+        "a balance of 10.00 covers exactly ten 1.00 purchases"
+    );
+    assert!(
+        errors.iter().all(|e| e.is_retryable()),
+        "only retryable contention may remain: {errors:?}"
+    );
+    let s = f
+        .ledger
+        .current(&f.device)
+        .await
+        .expect("read")
+        .expect("session");
+    assert_eq!((s.balance, s.held), (cny(0), cny(1000)));
+    let held = s
+        .purchases
+        .iter()
+        .filter(|p| p.status == PurchaseStatus::Held)
+        .count();
+    assert_eq!(
+        held, 10,
+        "the session holds exactly the ten approved purchases"
+    );
+    s.check_invariant().expect("invariant");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_copies_of_one_notification_credit_once() {
+    let f = fixture(Mode::PayFirst).await;
+    let copy = payment("T1", 500);
+    let (a, b) = tokio::join!(
+        f.ledger.payment(&f.device, &copy),
+        f.ledger.payment(&f.device, &copy),
+    );
+    assert_eq!(a.expect("first"), b.expect("second"));
+    let s = f
+        .ledger
+        .current(&f.device)
+        .await
+        .expect("read")
+        .expect("session");
+    assert_eq!((s.balance, s.payments.len()), (cny(500), 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deadline_delivered_twice_and_late_settles_once() {
+    let f = fixture(Mode::PayFirst).await;
+    let outcome = f
+        .ledger
+        .payment(&f.device, &payment("T1", 800))
+        .await
+        .expect("pay");
+    f.clock.advance(Duration::from_secs(900)); // 10 minutes late
+    let (a, b) = tokio::join!(
+        f.ledger.deadline(&outcome.session),
+        f.ledger.deadline(&outcome.session),
+    );
+    let settled = [a.expect("first"), b.expect("second")];
+    assert_eq!(settled.iter().filter(|s| **s).count(), 1, "{settled:?}");
+    assert!(!f.ledger.deadline(&outcome.session).await.expect("third"));
+    let refunds = f
+        .recorder
+        .refunds
+        .lock()
+        .map(|r| r.clone())
+        .unwrap_or_default();
+    assert_eq!(refunds.len(), 1, "one refund for one settlement");
+    let s = f
+        .store
+        .session(&outcome.session)
+        .await
+        .expect("read")
+        .expect("session");
+    assert_eq!(s.phase, Phase::Settling);
+    assert_eq!(s.refunds.len(), 1);
+    assert_eq!(s.refunds[0].amount, cny(800));
+}
+
+/// Prints what each hot-path event costs in DynamoDB requests and checks the writes are one each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_requests_per_domain_event() {
+    let f = fixture(Mode::PayFirst).await;
+    let cost = |before: u64| f.store.requests() - before;
+    let mut lines = Vec::new();
+
+    let n = f.store.requests();
+    let outcome = f
+        .ledger
+        .payment(&f.device, &payment("T1", 1000))
+        .await
+        .expect("pay");
+    lines.push(("payment opening a session", cost(n)));
+    let n = f.store.requests();
+    f.ledger
+        .payment(&f.device, &payment("T2", 500))
+        .await
+        .expect("top-up");
+    lines.push(("payment topping up", cost(n)));
+    let n = f.store.requests();
+    f.ledger
+        .payment(&f.device, &payment("T2", 500))
+        .await
+        .expect("duplicate");
+    lines.push(("duplicate notification", cost(n)));
+    let n = f.store.requests();
+    let a = f
+        .ledger
+        .purchase(
+            &f.device,
+            &"r1".parse().expect("id"),
+            &"A1".parse().expect("slot"),
+            cny(300),
+        )
+        .await
+        .expect("purchase");
+    assert!(a.approved());
+    lines.push(("purchase", cost(n)));
+    let n = f.store.requests();
+    f.ledger
+        .vend(&f.device, &"r1".parse().expect("id"), true)
+        .await
+        .expect("vend");
+    lines.push(("vend report", cost(n)));
+    f.clock.advance(Duration::from_secs(301));
+    let n = f.store.requests();
+    assert!(f.ledger.deadline(&outcome.session).await.expect("deadline"));
+    lines.push(("deadline (settles, records refunds)", cost(n)));
+    let n = f.store.requests();
+    assert!(!f
+        .ledger
+        .deadline(&outcome.session)
+        .await
+        .expect("deadline again"));
+    lines.push(("deadline again (no-op)", cost(n)));
+    let refunds = f
+        .recorder
+        .refunds
+        .lock()
+        .map(|r| r.clone())
+        .unwrap_or_default();
+    assert!(!refunds.is_empty());
+    for r in &refunds {
+        let n = f.store.requests();
+        f.ledger
+            .refund_result(&r.refund_id, RefundOutcome::Succeeded)
+            .await
+            .expect("refund outcome");
+        lines.push(("refund outcome", cost(n)));
+    }
+    eprintln!("DynamoDB requests per domain event (reads + the one write):");
+    for (what, n) in &lines {
+        eprintln!("  {what:<40} {n}");
+    }
+    let s = f
+        .store
+        .session(&outcome.session)
+        .await
+        .expect("read")
+        .expect("session");
+    assert_eq!(s.phase, Phase::Closed);
+}
