@@ -59,7 +59,7 @@ impl Timestamp {
     }
 
     /// Wall-clock fields (year, month, day, hour, minute, second) at a fixed offset from UTC, as
-    /// Alipay's GMT+8 timestamps need them.
+    /// Alipay's GMT+8 timestamps and EventBridge's UTC `at()` expressions need them.
     pub fn civil_at_offset(self, offset_secs: i64) -> (i64, u32, u32, u32, u32, u32) {
         let secs = self.0.div_euclid(1000).saturating_add(offset_secs);
         let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
@@ -73,10 +73,30 @@ impl Timestamp {
             (tod % 60) as u32,
         )
     }
+
+    /// The instant whose wall clock at `offset_secs` from UTC reads the given fields; `None` for a date
+    /// or time that does not exist (31 February, 24:00:00).
+    pub fn from_civil(
+        (y, m, d, h, mi, s): (i64, u32, u32, u32, u32, u32),
+        offset_secs: i64,
+    ) -> Option<Timestamp> {
+        if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 59 {
+            return None;
+        }
+        let days = days_from_civil(y, m, d);
+        if civil_from_days(days) != (y, m, d) {
+            return None;
+        }
+        let secs = days
+            .checked_mul(86_400)?
+            .checked_add(i64::from(h * 3600 + mi * 60 + s))?
+            .checked_sub(offset_secs)?;
+        Timestamp::from_secs(secs)
+    }
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar (H. Hinnant's
-/// algorithm), so the domain needs no date library.
+/// algorithms), so no crate needs a date library.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -88,6 +108,18 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + i64::from(m <= 2);
     (y, m, d)
+}
+
+/// The inverse of [`civil_from_days`].
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let (m, d) = (i64::from(m), i64::from(d));
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 impl fmt::Display for Timestamp {
@@ -164,6 +196,27 @@ mod tests {
             Timestamp::from_millis(-1).to_rfc3339(),
             "1969-12-31T23:59:59.999Z"
         );
+    }
+
+    #[test]
+    fn civil_round_trips_and_refuses_impossible_dates() {
+        for ms in [
+            0,
+            951_782_400_000,
+            1_764_112_785_000,
+            -86_400_000,
+            4_102_444_799_000,
+        ] {
+            let t = Timestamp::from_millis(ms);
+            assert_eq!(
+                Timestamp::from_civil(t.civil_at_offset(8 * 3600), 8 * 3600),
+                Some(t)
+            );
+        }
+        assert_eq!(Timestamp::from_civil((2024, 2, 30, 0, 0, 0), 0), None);
+        assert_eq!(Timestamp::from_civil((2023, 2, 29, 0, 0, 0), 0), None);
+        assert_eq!(Timestamp::from_civil((2024, 1, 1, 24, 0, 0), 0), None);
+        assert_eq!(Timestamp::from_civil((2024, 13, 1, 0, 0, 0), 0), None);
     }
 
     #[test]

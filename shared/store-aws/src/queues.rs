@@ -69,38 +69,11 @@ pub fn schedule_name(session: &SessionId, at: Timestamp) -> String {
     format!("vendpay-dl-{}-{hex}", at.millis())
 }
 
-/// `yyyy-mm-ddThh:mm:ss` in UTC, rounded up to the next whole second.
+/// `yyyy-mm-ddThh:mm:ss` in UTC, rounded up to the next whole second (a schedule must never fire early).
 pub fn utc_seconds_ceil(t: Timestamp) -> String {
-    let secs = t.millis().div_euclid(1000) + i64::from(t.millis().rem_euclid(1000) != 0);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    // d is 1..=31 and m 1..=12 by construction.
-    (
-        y,
-        u32::try_from(m).unwrap_or(1),
-        u32::try_from(d).unwrap_or(1),
-    )
+    let up = Timestamp::from_millis(t.millis().saturating_add(999));
+    let (y, m, d, h, mi, s) = up.civil_at_offset(0);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}")
 }
 
 /// `DeadlineScheduler` on SQS delays, with EventBridge Scheduler beyond 15 minutes.
