@@ -52,7 +52,8 @@ impl DeviceKey {
         Ok(DeviceKey(bytes))
     }
 
-    /// A fresh random key (the local server keeps one in its database when none is configured).
+    /// A fresh random key (the local server keeps one in a file beside its database when none is
+    /// configured).
     pub fn generate() -> Result<DeviceKey, KeyError> {
         Ok(DeviceKey(random_bytes(32)?))
     }

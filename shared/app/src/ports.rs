@@ -110,9 +110,7 @@ pub struct Commit {
 
 impl Commit {
     pub fn is_empty(&self) -> bool {
-        self.device
-            .as_ref()
-            .map_or(true, |d| d.new_current.is_none())
+        self.device.as_ref().is_none_or(|d| d.new_current.is_none())
             && self.sessions.is_empty()
             && self.trade.is_none()
             && self.request.is_none()

@@ -239,7 +239,7 @@ impl Money {
             None => (s, None),
         };
         let all_digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
-        if !all_digits(int) || !frac.map_or(true, all_digits) {
+        if !all_digits(int) || !frac.is_none_or(all_digits) {
             return Err(MoneyError::NotDecimal(s.to_owned()));
         }
         let frac = frac.unwrap_or("");

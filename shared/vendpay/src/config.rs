@@ -1,0 +1,482 @@
+//! `vendpay serve`'s configuration (design §5), read once at start-up.
+//!
+//! [`Config::from_env`] snapshots the environment and [`Config::from_lookup`] parses it; tests and the
+//! demo call `from_lookup` with a map, so they go through exactly the checks `serve` does. Every missing
+//! or malformed setting is a [`ConfigError`] whose message starts with the setting's name: start-up stops
+//! there, never later inside a handler.
+//!
+//! With no `ALIPAY_GATEWAY_URL` the server runs the Alipay sandbox in-process ([`AlipayMode::Sandbox`]);
+//! the `ALIPAY_*` keys are then the sandbox's built-in test keys and the merchant fields get harmless
+//! defaults. With it, every gateway setting is required and checked here ([`AlipayMode::Gateway`]).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use vendpay_alipay::{AlipayConfig, MerchantProfile, Verifier};
+use vendpay_api::DeviceKey;
+use vendpay_domain::Windows;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DB: &str = "vendpay.sqlite";
+/// The longest window accepted: a week. Longer ones are almost certainly a unit mistake (ms for s).
+pub const MAX_WINDOW_SECS: u64 = 7 * 24 * 3600;
+/// A configured admin token shorter than this is refused: it guards every operator route.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// Every setting `vendpay serve` reads; [`Config::from_env`] snapshots exactly these.
+pub const SETTINGS: &[&str] = &[
+    "VENDPAY_LISTEN",
+    "VENDPAY_DB",
+    "PAY_FIRST_WINDOW_SECS",
+    "PURCHASE_FIRST_WINDOW_SECS",
+    "ORDER_PAYMENT_WINDOW_SECS",
+    "ADMIN_TOKEN",
+    "PUBLIC_BASE_URL",
+    "DEVICE_KEY",
+    "ALIPAY_GATEWAY_URL",
+    "ALIPAY_PARTNER_ID",
+    "ALIPAY_SIGN_TYPE",
+    "ALIPAY_PRIVATE_KEY",
+    "ALIPAY_PUBLIC_KEY",
+    "ALIPAY_MD5_KEY",
+    "ALIPAY_NOTIFY_VERIFY",
+    "ALIPAY_SECONDARY_MERCHANT_ID",
+    "ALIPAY_SECONDARY_MERCHANT_NAME",
+    "ALIPAY_MERCHANT_INDUSTRY",
+    "ALIPAY_SETTLEMENT_CURRENCY",
+    "ALIPAY_COUNTRY_CODE",
+];
+
+/// Merchant fields used with the sandbox when none are configured (the sandbox only checks they exist).
+const SANDBOX_MERCHANT_DEFAULTS: &[(&str, &str)] = &[
+    ("ALIPAY_SECONDARY_MERCHANT_ID", "vendpay_local"),
+    ("ALIPAY_SECONDARY_MERCHANT_NAME", "vendpay local vending"),
+    ("ALIPAY_MERCHANT_INDUSTRY", "5499"),
+    ("ALIPAY_SETTLEMENT_CURRENCY", "CNY"),
+];
+
+/// A setting that stops start-up. The message always names the setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{setting}: {reason}")]
+    Invalid {
+        setting: &'static str,
+        reason: String,
+    },
+    /// An Alipay setting (its message names the setting).
+    #[error(transparent)]
+    Alipay(#[from] vendpay_alipay::ConfigError),
+    /// `DEVICE_KEY` (its message names the setting).
+    #[error(transparent)]
+    DeviceKey(#[from] vendpay_api::auth::KeyError),
+}
+
+fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+/// Which Alipay the server talks to.
+pub enum AlipayMode {
+    /// No `ALIPAY_GATEWAY_URL`: the sandbox runs in-process with its built-in test keys.
+    Sandbox,
+    /// A real (or external) gateway, fully configured.
+    Gateway {
+        /// For the client (requests, answers).
+        config: Arc<AlipayConfig>,
+        /// The same keys again, for the notification route (a `Verifier` cannot be shared or cloned).
+        notify_verifier: Arc<Verifier>,
+    },
+}
+
+/// The whole configuration of `vendpay serve`.
+pub struct Config {
+    pub listen: SocketAddr,
+    pub db: PathBuf,
+    pub windows: Windows,
+    /// `None`: generate one at start and print it once.
+    pub admin_token: Option<String>,
+    /// `None`: `http://<listen address>`.
+    pub public_base_url: Option<String>,
+    /// `None`: kept in `<VENDPAY_DB>.device-key` (created on first start).
+    pub device_key: Option<DeviceKey>,
+    /// `ALIPAY_NOTIFY_VERIFY`.
+    pub notify_verify: bool,
+    pub alipay: AlipayMode,
+    pub merchant: MerchantProfile,
+    /// Settings that were given but have no effect (e.g. Alipay keys without a gateway URL).
+    pub ignored: Vec<&'static str>,
+}
+
+/// Secrets stay out of logs and test failure messages.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match &self.alipay {
+            AlipayMode::Sandbox => "sandbox".to_owned(),
+            AlipayMode::Gateway { config, .. } => format!("gateway {}", config.gateway_url),
+        };
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("db", &self.db)
+            .field("windows", &self.windows)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("public_base_url", &self.public_base_url)
+            .field("device_key", &self.device_key.as_ref().map(|_| "<set>"))
+            .field("notify_verify", &self.notify_verify)
+            .field("alipay", &mode)
+            .field("merchant", &self.merchant)
+            .field("ignored", &self.ignored)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Reads every setting of [`SETTINGS`] from the process environment, once.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let mut snapshot = HashMap::new();
+        for &name in SETTINGS {
+            match std::env::var(name) {
+                Ok(v) => {
+                    snapshot.insert(name, v);
+                }
+                Err(std::env::VarError::NotPresent) => {}
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    return Err(invalid(name, "is not valid UTF-8"))
+                }
+            }
+        }
+        Config::from_lookup(|name| snapshot.get(name).cloned())
+    }
+
+    /// Parses the settings `get` returns. Empty or blank values count as absent.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let opt = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+
+        let listen_raw = opt("VENDPAY_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen_raw.parse().map_err(|_| {
+            invalid(
+                "VENDPAY_LISTEN",
+                format!("{listen_raw:?} is not an IP address and port such as 127.0.0.1:8080"),
+            )
+        })?;
+        let db = PathBuf::from(opt("VENDPAY_DB").unwrap_or_else(|| DEFAULT_DB.to_owned()));
+
+        let window = |setting: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+            let Some(raw) = opt(setting) else {
+                return Ok(default);
+            };
+            match raw.parse::<u64>() {
+                Ok(secs) if (1..=MAX_WINDOW_SECS).contains(&secs) => Ok(Duration::from_secs(secs)),
+                _ => Err(invalid(
+                    setting,
+                    format!("{raw:?} is not a whole number of seconds from 1 to {MAX_WINDOW_SECS}"),
+                )),
+            }
+        };
+        let defaults = Windows::default();
+        let windows = Windows {
+            pay_first: window("PAY_FIRST_WINDOW_SECS", defaults.pay_first)?,
+            purchase_first: window("PURCHASE_FIRST_WINDOW_SECS", defaults.purchase_first)?,
+            order_payment: window("ORDER_PAYMENT_WINDOW_SECS", defaults.order_payment)?,
+        };
+
+        let admin_token = match opt("ADMIN_TOKEN") {
+            None => None,
+            Some(t) if t.len() < MIN_ADMIN_TOKEN_LEN => {
+                return Err(invalid(
+                    "ADMIN_TOKEN",
+                    format!("must be at least {MIN_ADMIN_TOKEN_LEN} characters"),
+                ))
+            }
+            // It travels in `Authorization: Bearer <token>`: visible ASCII only.
+            Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => {
+                return Err(invalid(
+                    "ADMIN_TOKEN",
+                    "must be printable ASCII without spaces",
+                ))
+            }
+            Some(t) => Some(t),
+        };
+
+        let public_base_url = opt("PUBLIC_BASE_URL")
+            .map(|u| parse_base_url(&u))
+            .transpose()?;
+
+        let device_key = opt("DEVICE_KEY")
+            .map(|k| DeviceKey::from_hex("DEVICE_KEY", &k))
+            .transpose()?;
+
+        let notify_verify = match opt("ALIPAY_NOTIFY_VERIFY") {
+            None => true,
+            Some(v) if v.eq_ignore_ascii_case("true") => true,
+            Some(v) if v.eq_ignore_ascii_case("false") => false,
+            Some(v) => {
+                return Err(invalid(
+                    "ALIPAY_NOTIFY_VERIFY",
+                    format!("{v:?} is neither true nor false"),
+                ))
+            }
+        };
+
+        let mut ignored = Vec::new();
+        let (alipay, merchant) = if opt("ALIPAY_GATEWAY_URL").is_some() {
+            let config = AlipayConfig::from_lookup(|n| get(n))?;
+            let notify_verifier = AlipayConfig::from_lookup(|n| get(n))?.verifier;
+            let merchant = MerchantProfile::from_lookup(|n| get(n))?;
+            (
+                AlipayMode::Gateway {
+                    config: Arc::new(config),
+                    notify_verifier: Arc::new(notify_verifier),
+                },
+                merchant,
+            )
+        } else {
+            for name in [
+                "ALIPAY_PARTNER_ID",
+                "ALIPAY_SIGN_TYPE",
+                "ALIPAY_PRIVATE_KEY",
+                "ALIPAY_PUBLIC_KEY",
+                "ALIPAY_MD5_KEY",
+            ] {
+                if opt(name).is_some() {
+                    ignored.push(name);
+                }
+            }
+            // The operator's merchant fields still apply (and are still checked) with the sandbox.
+            let merchant = MerchantProfile::from_lookup(|n| {
+                opt(n).or_else(|| {
+                    SANDBOX_MERCHANT_DEFAULTS
+                        .iter()
+                        .find(|(k, _)| *k == n)
+                        .map(|(_, v)| (*v).to_owned())
+                })
+            })?;
+            (AlipayMode::Sandbox, merchant)
+        };
+
+        Ok(Config {
+            listen,
+            db,
+            windows,
+            admin_token,
+            public_base_url,
+            device_key,
+            notify_verify,
+            alipay,
+            merchant,
+            ignored,
+        })
+    }
+
+    pub fn is_sandbox(&self) -> bool {
+        matches!(self.alipay, AlipayMode::Sandbox)
+    }
+}
+
+/// `PUBLIC_BASE_URL`: an http(s) URL with a host; a trailing `/` is dropped (notify URLs append paths).
+fn parse_base_url(raw: &str) -> Result<String, ConfigError> {
+    let rest = raw
+        .strip_prefix("https://")
+        .or_else(|| raw.strip_prefix("http://"))
+        .ok_or_else(|| {
+            invalid(
+                "PUBLIC_BASE_URL",
+                format!("{raw:?} is not an http:// or https:// URL"),
+            )
+        })?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || raw.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
+        return Err(invalid(
+            "PUBLIC_BASE_URL",
+            format!("{raw:?} must be a base URL such as https://pay.example.com"),
+        ));
+    }
+    Ok(raw.trim_end_matches('/').to_owned())
+}
+
+/// The base URL to use when `PUBLIC_BASE_URL` is not set: the address actually bound, with a wildcard
+/// address replaced by loopback (a URL cannot point at 0.0.0.0).
+pub fn default_base_url(bound: SocketAddr) -> String {
+    let mut addr = bound;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{addr}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|n| map.get(n).cloned())
+    }
+
+    fn error_of(pairs: &[(&str, &str)]) -> String {
+        match parse(pairs) {
+            Ok(c) => panic!("expected an error, got {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_designs() {
+        let c = parse(&[]).expect("defaults");
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(c.db, PathBuf::from("vendpay.sqlite"));
+        assert_eq!(c.windows, Windows::default());
+        assert_eq!(c.windows.pay_first, Duration::from_secs(300));
+        assert_eq!(c.windows.purchase_first, Duration::from_secs(25));
+        assert_eq!(c.windows.order_payment, Duration::from_secs(120));
+        assert!(c.notify_verify);
+        assert!(c.is_sandbox());
+        assert!(c.admin_token.is_none() && c.device_key.is_none() && c.public_base_url.is_none());
+        assert!(c.ignored.is_empty());
+    }
+
+    #[test]
+    fn values_are_read() {
+        let key = "ab".repeat(32);
+        let c = parse(&[
+            ("VENDPAY_LISTEN", "0.0.0.0:9000"),
+            ("VENDPAY_DB", "/tmp/x.sqlite"),
+            ("PAY_FIRST_WINDOW_SECS", "3"),
+            ("PURCHASE_FIRST_WINDOW_SECS", " 2 "),
+            ("ORDER_PAYMENT_WINDOW_SECS", "4"),
+            ("ADMIN_TOKEN", "0123456789abcdef"),
+            ("PUBLIC_BASE_URL", "https://pay.example.com/"),
+            ("DEVICE_KEY", &key),
+            ("ALIPAY_NOTIFY_VERIFY", "FALSE"),
+            ("ALIPAY_PARTNER_ID", "2088000000000001"),
+        ])
+        .expect("config");
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.db, PathBuf::from("/tmp/x.sqlite"));
+        assert_eq!(c.windows.pay_first, Duration::from_secs(3));
+        assert_eq!(c.windows.purchase_first, Duration::from_secs(2));
+        assert_eq!(c.windows.order_payment, Duration::from_secs(4));
+        assert_eq!(c.admin_token.as_deref(), Some("0123456789abcdef"));
+        assert_eq!(
+            c.public_base_url.as_deref(),
+            Some("https://pay.example.com")
+        );
+        assert_eq!(c.device_key.as_ref().map(DeviceKey::to_hex), Some(key));
+        assert!(!c.notify_verify);
+        assert_eq!(c.ignored, ["ALIPAY_PARTNER_ID"]);
+    }
+
+    #[test]
+    fn blank_values_count_as_absent() {
+        let c = parse(&[("VENDPAY_LISTEN", "  "), ("ADMIN_TOKEN", "")]).expect("config");
+        assert_eq!(c.listen.port(), 8080);
+        assert!(c.admin_token.is_none());
+    }
+
+    #[test]
+    fn malformed_settings_are_named() {
+        let cases: &[(&str, &str)] = &[
+            ("VENDPAY_LISTEN", "localhost"),
+            ("PAY_FIRST_WINDOW_SECS", "five"),
+            ("PAY_FIRST_WINDOW_SECS", "0"),
+            ("PURCHASE_FIRST_WINDOW_SECS", "-1"),
+            ("ORDER_PAYMENT_WINDOW_SECS", "99999999"),
+            ("ADMIN_TOKEN", "short"),
+            ("ADMIN_TOKEN", "has a space in the middle"),
+            ("PUBLIC_BASE_URL", "pay.example.com"),
+            ("PUBLIC_BASE_URL", "https://"),
+            ("DEVICE_KEY", "abcd"),
+            (
+                "DEVICE_KEY",
+                "not hex at all, not hex at all, not hex at all, not hex at all",
+            ),
+            ("ALIPAY_NOTIFY_VERIFY", "maybe"),
+            ("ALIPAY_SETTLEMENT_CURRENCY", "XYZ"),
+        ];
+        for (setting, value) in cases {
+            let msg = error_of(&[(setting, value)]);
+            assert!(
+                msg.starts_with(setting),
+                "{setting}={value:?} gave {msg:?}, which does not start with the setting's name"
+            );
+        }
+    }
+
+    #[test]
+    fn a_gateway_needs_its_credentials() {
+        let msg = error_of(&[("ALIPAY_GATEWAY_URL", "https://mapi.alipay.com/gateway.do")]);
+        assert!(msg.contains("ALIPAY_PARTNER_ID"), "{msg}");
+        let msg = error_of(&[
+            ("ALIPAY_GATEWAY_URL", "https://mapi.alipay.com/gateway.do"),
+            ("ALIPAY_PARTNER_ID", "2088000000000001"),
+        ]);
+        assert!(msg.contains("ALIPAY_PRIVATE_KEY"), "{msg}");
+        let msg = error_of(&[("ALIPAY_GATEWAY_URL", "ftp://example.com")]);
+        assert!(msg.starts_with("ALIPAY_GATEWAY_URL"), "{msg}");
+    }
+
+    #[test]
+    fn a_gateway_with_keys_and_merchant_is_accepted() {
+        let c = parse(&[
+            ("ALIPAY_GATEWAY_URL", "http://127.0.0.1:8091/gateway.do"),
+            ("ALIPAY_PARTNER_ID", "2088000000000001"),
+            (
+                "ALIPAY_PRIVATE_KEY",
+                vendpay_alipay_sandbox::TEST_MERCHANT_PRIVATE_KEY,
+            ),
+            (
+                "ALIPAY_PUBLIC_KEY",
+                vendpay_alipay_sandbox::TEST_ALIPAY_PUBLIC_KEY,
+            ),
+            ("ALIPAY_SECONDARY_MERCHANT_ID", "m_1"),
+            ("ALIPAY_SECONDARY_MERCHANT_NAME", "Vending Co"),
+            ("ALIPAY_MERCHANT_INDUSTRY", "5499"),
+            ("ALIPAY_SETTLEMENT_CURRENCY", "USD"),
+        ])
+        .expect("config");
+        assert!(!c.is_sandbox());
+        assert_eq!(c.merchant.secondary_merchant_id, "m_1");
+        // Without the merchant fields the gateway is refused, naming the first missing one.
+        let msg = error_of(&[
+            ("ALIPAY_GATEWAY_URL", "http://127.0.0.1:8091/gateway.do"),
+            ("ALIPAY_PARTNER_ID", "2088000000000001"),
+            (
+                "ALIPAY_PRIVATE_KEY",
+                vendpay_alipay_sandbox::TEST_MERCHANT_PRIVATE_KEY,
+            ),
+            (
+                "ALIPAY_PUBLIC_KEY",
+                vendpay_alipay_sandbox::TEST_ALIPAY_PUBLIC_KEY,
+            ),
+        ]);
+        assert!(msg.contains("ALIPAY_"), "{msg}");
+    }
+
+    #[test]
+    fn the_default_base_url_is_reachable() {
+        assert_eq!(
+            default_base_url("0.0.0.0:8080".parse().expect("addr")),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            default_base_url("127.0.0.1:9".parse().expect("addr")),
+            "http://127.0.0.1:9"
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! `vendpay`: the whole system on one machine (design §6).
+//!
+//! - [`config`]: the settings of design §5, read once, each error naming its setting.
+//! - [`keyfile`]: the device key kept beside the database when `DEVICE_KEY` is not set.
+//! - [`server`]: `vendpay serve` — SQLite store, tokio timers, the refund worker, the HTTP listener in
+//!   front of `vendpay_api::Api`, and the in-process Alipay sandbox when no gateway is configured.
+//! - [`sandbox`]: the sandbox's customer routes on the server's own listener.
+//! - [`demo`]: `vendpay demo` — both flows end to end over HTTP, printed as a timeline and checked.
+//!
+//! The binary (`src/main.rs`) only parses the command line, sets up logging and calls these.
+
+pub mod config;
+pub mod demo;
+pub mod keyfile;
+pub mod sandbox;
+pub mod server;
+
+pub use config::{Config, ConfigError};
+pub use server::{Server, StartError};

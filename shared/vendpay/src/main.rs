@@ -1,0 +1,210 @@
+//! The `vendpay` command: `vendpay serve` and `vendpay demo` (see the crate's library for the parts).
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+use vendpay::server::DeviceKeySource;
+use vendpay::{Config, Server};
+
+const USAGE: &str = "\
+usage:
+  vendpay serve [--store sqlite]   serve every route on VENDPAY_LISTEN (default 127.0.0.1:8080)
+  vendpay demo [--real-time]       run both flows end to end and check every outcome
+  vendpay help
+
+Configuration is read from the environment (design §5): VENDPAY_LISTEN, VENDPAY_DB, ADMIN_TOKEN,
+PUBLIC_BASE_URL, DEVICE_KEY, PAY_FIRST_WINDOW_SECS, PURCHASE_FIRST_WINDOW_SECS, ORDER_PAYMENT_WINDOW_SECS,
+ALIPAY_* (no ALIPAY_GATEWAY_URL: an in-process Alipay sandbox). Logs: RUST_LOG (default info).";
+
+/// What the command line asked for.
+enum Command {
+    Serve,
+    Demo { real_time: bool },
+    Help,
+}
+
+fn parse_args(args: &[String]) -> Result<Command, String> {
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    match rest.as_slice() {
+        [] | ["help" | "--help" | "-h"] => Ok(Command::Help),
+        ["serve", flags @ ..] => {
+            let mut i = 0;
+            while i < flags.len() {
+                let store = match flags[i] {
+                    "--store" => {
+                        i += 1;
+                        flags.get(i).copied()
+                    }
+                    f => f.strip_prefix("--store="),
+                };
+                match store {
+                    Some("sqlite") => {}
+                    Some("aws") => return Err("--store aws is not available yet".into()),
+                    Some(other) => {
+                        return Err(format!("--store {other:?}: the stores are sqlite and aws"))
+                    }
+                    None => return Err(format!("unknown option {:?}\n\n{USAGE}", flags[i])),
+                }
+                i += 1;
+            }
+            Ok(Command::Serve)
+        }
+        ["demo"] => Ok(Command::Demo { real_time: false }),
+        ["demo", "--real-time"] => Ok(Command::Demo { real_time: true }),
+        _ => Err(format!("unknown command {:?}\n\n{USAGE}", rest.join(" "))),
+    }
+}
+
+fn init_logging(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // A second init only fails if something set a subscriber already; logging then goes there.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let command = match parse_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vendpay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vendpay: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match command {
+        Command::Help => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Command::Serve => {
+            init_logging("info");
+            runtime.block_on(serve())
+        }
+        Command::Demo { real_time } => {
+            // The timeline goes to stdout; only warnings and errors are logged unless RUST_LOG says more.
+            init_logging("warn");
+            match runtime.block_on(vendpay::demo::run(vendpay::demo::Options { real_time })) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("vendpay demo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vendpay: configuration: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for name in &config.ignored {
+        tracing::warn!(
+            setting = name,
+            "ignored: ALIPAY_GATEWAY_URL is not set, so the in-process sandbox is used"
+        );
+    }
+    let sandbox = config.is_sandbox();
+    let db = config.db.display().to_string();
+    let windows = config.windows;
+    let server = match Server::start(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vendpay: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = server.local_url();
+    println!("vendpay: listening on {url}");
+    println!(
+        "vendpay: store sqlite at {db}; re-armed {} deadline(s) and {} refund(s)",
+        server.rearmed.deadlines, server.rearmed.refunds
+    );
+    println!(
+        "vendpay: windows pay first {} s, purchase first {} s, order payment {} s",
+        windows.pay_first.as_secs(),
+        windows.purchase_first.as_secs(),
+        windows.order_payment.as_secs()
+    );
+    if sandbox {
+        println!(
+            "vendpay: Alipay SANDBOX mode (in-process, built-in TEST keys, no real money) at {}",
+            server.gateway_url
+        );
+        println!("vendpay: the sandbox keeps its trades in memory: refunds of payments made before a restart will fail there");
+        println!("vendpay: a customer pays a machine with POST {url}/sandbox/pay {{\"device_id\", \"amount\": {{\"minor\", \"currency\"}}}}");
+        tracing::warn!(gateway = %server.gateway_url, "Alipay sandbox mode: set ALIPAY_GATEWAY_URL, ALIPAY_PARTNER_ID and keys to talk to Alipay");
+    } else {
+        println!("vendpay: Alipay gateway {}", server.gateway_url);
+    }
+    println!(
+        "vendpay: notifications come back to {}/alipay/notify/{{device_id}}",
+        server.public_base_url
+    );
+    match &server.device_key_source {
+        DeviceKeySource::Setting => println!("vendpay: device key from DEVICE_KEY"),
+        DeviceKeySource::File { path, created } => println!(
+            "vendpay: device key {} {}",
+            if *created { "created in" } else { "read from" },
+            path.display()
+        ),
+    }
+    if server.admin_token_generated {
+        println!(
+            "vendpay: ADMIN_TOKEN was not set; this run's admin token is {}",
+            server.admin_token
+        );
+    }
+    tracing::info!(addr = %server.addr, sandbox, "vendpay serve started");
+    server.run_until(shutdown_signal()).await;
+    tracing::info!("vendpay serve stopped");
+    ExitCode::SUCCESS
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,443 @@
+//! `vendpay serve`: the whole system in one process.
+//!
+//! [`Server::start`] wires, in this order: the Alipay side (the in-process sandbox, or the configured
+//! gateway), the device key and admin token, the SQLite store, the tokio timers and refund queue, the
+//! [`Worker`] that drains them, [`rearm`] (so a restart picks up every stored deadline and pending refund
+//! before the first request), and finally the HTTP listener. Every request is turned into an
+//! `http::Request<Bytes>` and answered by [`Api::handle`], the same code the Lambda functions run.
+//!
+//! In sandbox mode the listener also answers the sandbox's customer side (see [`crate::sandbox`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use http::{header, StatusCode};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use vendpay_alipay::{AlipayConfig, HttpGateway, PartnerId};
+use vendpay_alipay_sandbox::{
+    RunningSandbox, Sandbox, SandboxConfig, TEST_ALIPAY_PUBLIC_KEY, TEST_MERCHANT_PRIVATE_KEY,
+};
+use vendpay_api::alipay::{Alipay, NotifyCheck};
+use vendpay_api::notify::NotifySettings;
+use vendpay_api::{AdminAuth, Api, DeviceKey};
+use vendpay_app::{DeviceStore, Ledger, RefundGateway};
+use vendpay_domain::{Clock, SystemClock};
+use vendpay_store_sqlite::{channels, rearm, SqliteStore, Worker};
+
+use crate::config::{default_base_url, AlipayMode, Config};
+use crate::keyfile;
+use crate::sandbox::{self, RefundLog, SandboxState};
+
+/// The largest request body accepted; larger ones are answered 413. Every route of design §4 takes a
+/// small JSON object or an Alipay form, far below this.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The partner id the in-process sandbox and its client share.
+pub const SANDBOX_PARTNER_ID: &str = "2088000000000001";
+
+/// Why the server did not start. Each message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("VENDPAY_LISTEN: cannot listen on {addr}: {reason}")]
+    Listen { addr: SocketAddr, reason: String },
+    #[error("VENDPAY_DB: cannot open {path}: {reason}")]
+    Store { path: String, reason: String },
+    #[error("VENDPAY_DB: cannot re-arm timers from {path}: {reason}")]
+    Rearm { path: String, reason: String },
+    #[error(transparent)]
+    KeyFile(#[from] keyfile::KeyFileError),
+    #[error("ADMIN_TOKEN is not set and none could be generated: {0}")]
+    AdminToken(String),
+    #[error("the Alipay sandbox could not start: {0}")]
+    Sandbox(String),
+    #[error("the Alipay HTTP client could not be built: {0}")]
+    HttpClient(String),
+}
+
+/// How the device key was obtained, for the start-up banner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceKeySource {
+    Setting,
+    File {
+        path: std::path::PathBuf,
+        created: bool,
+    },
+}
+
+/// A running server. Dropping it without [`Server::shutdown`] aborts the HTTP task.
+pub struct Server {
+    /// The address actually bound (useful with port 0).
+    pub addr: SocketAddr,
+    /// Where notifications are sent back to (`PUBLIC_BASE_URL` or `http://<addr>`).
+    pub public_base_url: String,
+    pub admin_token: String,
+    /// `true` when the token was generated at this start (so it must be shown once).
+    pub admin_token_generated: bool,
+    pub device_key_source: DeviceKeySource,
+    /// The sandbox's `gateway.do`, in sandbox mode.
+    pub sandbox_gateway_url: Option<String>,
+    /// The Alipay gateway in use (sandbox or configured).
+    pub gateway_url: String,
+    pub store: SqliteStore,
+    pub rearmed: vendpay_store_sqlite::RearmReport,
+    http: Option<JoinHandle<std::io::Result<()>>>,
+    stop: Option<oneshot::Sender<()>>,
+    worker: JoinHandle<()>,
+    /// Kept so the sandbox serves for as long as the server lives.
+    _sandbox: Option<RunningSandbox>,
+}
+
+/// The shared state of the HTTP handlers.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) api: Api,
+    /// Present in sandbox mode only (and only then are the `/sandbox/...` routes mounted).
+    pub(crate) sandbox: Option<Arc<SandboxState>>,
+}
+
+impl Server {
+    /// Builds everything and starts listening; returns once requests are being served.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| StartError::Listen {
+                addr: config.listen,
+                reason: e.to_string(),
+            })?;
+        let addr = listener.local_addr().map_err(|e| StartError::Listen {
+            addr: config.listen,
+            reason: e.to_string(),
+        })?;
+        let public_base_url = config
+            .public_base_url
+            .clone()
+            .unwrap_or_else(|| default_base_url(addr));
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+
+        // Alipay: the in-process sandbox with its built-in test keys, or the configured gateway.
+        let (alipay_config, notify_verifier, running_sandbox) = match &config.alipay {
+            AlipayMode::Gateway {
+                config,
+                notify_verifier,
+            } => (config.clone(), notify_verifier.clone(), None),
+            AlipayMode::Sandbox => {
+                let partner = PartnerId::parse(SANDBOX_PARTNER_ID)
+                    .map_err(|e| StartError::Sandbox(e.reason))?;
+                let sandbox = Sandbox::new(SandboxConfig::with_test_keys(partner))
+                    .map_err(|e| StartError::Sandbox(e.to_string()))?;
+                let running = sandbox
+                    .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
+                    .await
+                    .map_err(|e| StartError::Sandbox(e.to_string()))?;
+                let url = running.gateway_url();
+                let lookup = |name: &str| -> Option<String> {
+                    match name {
+                        "ALIPAY_GATEWAY_URL" => Some(url.clone()),
+                        "ALIPAY_PARTNER_ID" => Some(SANDBOX_PARTNER_ID.to_owned()),
+                        "ALIPAY_SIGN_TYPE" => Some("RSA2".to_owned()),
+                        "ALIPAY_PRIVATE_KEY" => Some(TEST_MERCHANT_PRIVATE_KEY.to_owned()),
+                        "ALIPAY_PUBLIC_KEY" => Some(TEST_ALIPAY_PUBLIC_KEY.to_owned()),
+                        _ => None,
+                    }
+                };
+                let client = AlipayConfig::from_lookup(lookup)
+                    .map_err(|e| StartError::Sandbox(e.to_string()))?;
+                let verifier = AlipayConfig::from_lookup(lookup)
+                    .map_err(|e| StartError::Sandbox(e.to_string()))?
+                    .verifier;
+                (
+                    Arc::new(client),
+                    Arc::new(verifier),
+                    Some((sandbox, running)),
+                )
+            }
+        };
+        let gateway_url = alipay_config.gateway_url.clone();
+        let partner = alipay_config.partner.clone();
+
+        let (device_key, device_key_source) = match &config.device_key {
+            Some(k) => (k.clone(), DeviceKeySource::Setting),
+            None => {
+                let path = keyfile::path_for(&config.db);
+                let db_existed = config.db.exists();
+                let (key, origin) = keyfile::load_or_create(&config.db)?;
+                let created = origin == keyfile::Origin::Created;
+                if created && db_existed {
+                    tracing::warn!(key_file = %path.display(), db = %config.db.display(),
+                        "the database exists but its device key file did not: a new key was made, so the secrets of machines registered before no longer verify; restore the old key file or set DEVICE_KEY");
+                }
+                (key, DeviceKeySource::File { path, created })
+            }
+        };
+        let (admin_token, admin_token_generated) = match &config.admin_token {
+            Some(t) => (t.clone(), false),
+            None => (
+                DeviceKey::generate()
+                    .map_err(|e| StartError::AdminToken(e.to_string()))?
+                    .to_hex(),
+                true,
+            ),
+        };
+
+        let db_name = config.db.display().to_string();
+        let store = SqliteStore::open(&config.db)
+            .await
+            .map_err(|e| StartError::Store {
+                path: db_name.clone(),
+                reason: e.to_string(),
+            })?;
+        let (scheduler, queue, receivers) = channels(clock.clone());
+        let ledger = Ledger::new(
+            Arc::new(store.clone()),
+            Arc::new(scheduler.clone()),
+            Arc::new(queue.clone()),
+            clock.clone(),
+            config.windows,
+        );
+
+        let http =
+            vendpay_alipay::http_client().map_err(|e| StartError::HttpClient(e.to_string()))?;
+        let alipay = Arc::new(Alipay {
+            gateway: HttpGateway::new(http, alipay_config, clock.clone()),
+            merchant: Arc::new(config.merchant.clone()),
+        });
+        let refund_log = running_sandbox.as_ref().map(|_| RefundLog::default());
+        let refunds: Arc<dyn RefundGateway> = match &refund_log {
+            Some(log) => Arc::new(sandbox::Recording {
+                inner: alipay.clone(),
+                log: log.clone(),
+                clock: clock.clone(),
+            }),
+            None => alipay.clone(),
+        };
+        let worker = Worker::new(ledger.clone(), refunds).spawn(receivers);
+        let rearmed = rearm(&store, &scheduler, &queue)
+            .await
+            .map_err(|e| StartError::Rearm {
+                path: db_name,
+                reason: e.to_string(),
+            })?;
+
+        let devices: Arc<dyn DeviceStore> = Arc::new(store.clone());
+        let api = Api {
+            ledger,
+            devices,
+            device_key,
+            admin: AdminAuth::Token(admin_token.clone()),
+            qr: alipay.clone(),
+            public_base_url: public_base_url.clone(),
+            notify: NotifySettings {
+                verifier: notify_verifier,
+                partner,
+                notify_verify: config
+                    .notify_verify
+                    .then(|| alipay.clone() as Arc<dyn NotifyCheck>),
+            },
+        };
+
+        let mut sandbox_gateway_url = None;
+        let mut kept_sandbox = None;
+        let mut sandbox_state = None;
+        if let (Some((sandbox, running)), Some(log)) = (running_sandbox, refund_log) {
+            sandbox_gateway_url = Some(running.gateway_url());
+            kept_sandbox = Some(running);
+            sandbox_state = Some(Arc::new(SandboxState {
+                sandbox,
+                refunds: log,
+            }));
+        }
+        let mut router = Router::new();
+        if sandbox_state.is_some() {
+            router = router
+                .route("/sandbox/pay", post(sandbox::pay))
+                .route("/sandbox/faults", post(sandbox::faults))
+                .route("/sandbox/deliveries", get(sandbox::deliveries))
+                .route("/sandbox/refunds", get(sandbox::refunds));
+        }
+        let router = router.fallback(api_route).with_state(AppState {
+            api,
+            sandbox: sandbox_state,
+        });
+
+        let (stop, stopped) = oneshot::channel::<()>();
+        let http = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    // A dropped sender also stops the server.
+                    let _ = stopped.await;
+                })
+                .await
+        });
+
+        Ok(Server {
+            addr,
+            public_base_url,
+            admin_token,
+            admin_token_generated,
+            device_key_source,
+            sandbox_gateway_url,
+            gateway_url,
+            store,
+            rearmed,
+            http: Some(http),
+            stop: Some(stop),
+            worker,
+            _sandbox: kept_sandbox,
+        })
+    }
+
+    /// `http://<bound address>`, with a wildcard address replaced by loopback.
+    pub fn local_url(&self) -> String {
+        default_base_url(self.addr)
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        let mut this = self;
+        let failed = match this.http.as_mut() {
+            Some(http) => tokio::select! {
+                () = signal => false,
+                r = http => {
+                    match r {
+                        Ok(Ok(())) => tracing::warn!("the HTTP server stopped by itself"),
+                        Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server failed"),
+                        Err(e) => tracing::error!(error = %e, "the HTTP server task failed"),
+                    }
+                    this.http = None;
+                    true
+                }
+            },
+            None => true,
+        };
+        if !failed {
+            tracing::info!("shutting down: finishing requests in flight");
+        }
+        this.shutdown().await;
+    }
+
+    /// Stops accepting connections, lets requests in flight finish, then stops the worker. Every
+    /// decision is already in SQLite, so whatever the worker had not done yet is re-armed at next start.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(http) = self.http.take() {
+            match http.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+                Err(e) => tracing::warn!(error = %e, "HTTP server task ended abnormally"),
+            }
+        }
+        self.worker.abort();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(http) = &self.http {
+            http.abort();
+        }
+        self.worker.abort();
+    }
+}
+
+/// Every route of design §4: the request becomes an `http::Request<Bytes>` for [`Api::handle`].
+async fn api_route(State(state): State<AppState>, req: Request) -> Response {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return too_large();
+    }
+    let bytes = match read_body(body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_owned();
+    let res = state
+        .api
+        .handle(http::Request::from_parts(parts, bytes))
+        .await;
+    tracing::debug!(%method, %path, status = res.status().as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "request");
+    res.map(Body::from)
+}
+
+/// Why a request body was not read.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    TooLarge,
+    Unreadable(String),
+}
+
+impl BodyError {
+    pub(crate) fn into_response(self) -> Response {
+        match self {
+            BodyError::TooLarge => too_large(),
+            BodyError::Unreadable(reason) => json_error(
+                StatusCode::BAD_REQUEST,
+                "unreadable_body",
+                &format!("the request body could not be read: {reason}"),
+            ),
+        }
+    }
+}
+
+/// Reads a whole body of at most [`MAX_BODY_BYTES`].
+pub(crate) async fn read_body(body: Body) -> Result<Bytes, BodyError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            let inner = e.into_inner();
+            if inner
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                BodyError::TooLarge
+            } else {
+                BodyError::Unreadable(inner.to_string())
+            }
+        })
+}
+
+/// 413, closing the connection: the rest of the body is unread, so the connection cannot carry another
+/// request (a client that reused it would see its next request fail).
+pub(crate) fn too_large() -> Response {
+    let mut res = json_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        &format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+    );
+    res.headers_mut()
+        .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    res
+}
+
+/// The error shape of design §4.
+pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({"error": {"code": code, "message": message}});
+    json_response(status, &body)
+}
+
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut res = Response::new(Body::from(Bytes::from(body.to_string())));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    res
+}

@@ -1,0 +1,384 @@
+//! `vendpay serve` over real HTTP: the binary on an ephemeral port with a temporary database.
+//!
+//! - Sandbox mode: an operator registers a machine, a customer pays through `POST /sandbox/pay`, the
+//!   machine (signing its requests) sees the balance and ends the session; the refund reaches the
+//!   sandbox. SIGTERM stops the server cleanly.
+//! - Gateway mode, against a sandbox this test runs (so it outlives the server): SIGKILL in the middle of
+//!   a session and a restart on the same database keep the balance, the machine's secret (the device
+//!   key file) and the deadline, which then refunds.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+const TOKEN: &str = "serve-smoke-test-admin-token";
+
+struct Serve {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(db: &Path, env: &[(&str, String)]) -> Serve {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vendpay"));
+    cmd.arg("serve")
+        .env("VENDPAY_LISTEN", "127.0.0.1:0")
+        .env("VENDPAY_DB", db)
+        .env("ADMIN_TOKEN", TOKEN)
+        .env_remove("ALIPAY_GATEWAY_URL")
+        .env_remove("DEVICE_KEY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start vendpay serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("vendpay: listening on ") {
+                let _ = tx.send(url.trim().to_owned());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("vendpay serve printed its address");
+    Serve { child, url }
+}
+
+async fn call(
+    http: &reqwest::Client,
+    url: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: String,
+) -> (u16, Value) {
+    let mut req = http.request(
+        reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
+        format!("{url}{path}"),
+    );
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let res = req.body(body).send().await.expect("HTTP");
+    let status = res.status().as_u16();
+    let bytes = res.bytes().await.expect("body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn admin(
+    http: &reqwest::Client,
+    url: &str,
+    method: &str,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    call(
+        http,
+        url,
+        method,
+        path,
+        &[("authorization", format!("Bearer {TOKEN}"))],
+        body,
+    )
+    .await
+}
+
+async fn device(
+    http: &reqwest::Client,
+    url: &str,
+    id: &str,
+    secret: &str,
+    method: &str,
+    path: &str,
+) -> (u16, Value) {
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("time")
+        .as_secs()
+        .to_string();
+    let sig = vendpay_api::auth::sign(secret, method, path, &ts, b"");
+    let headers = [
+        ("x-device-id", id.to_owned()),
+        ("x-timestamp", ts),
+        ("x-signature", sig),
+    ];
+    call(http, url, method, path, &headers, String::new()).await
+}
+
+async fn wait_for(
+    what: &str,
+    limit: Duration,
+    mut probe: impl AsyncFnMut() -> Option<Value>,
+) -> Value {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn register(http: &reqwest::Client, url: &str, id: &str) -> (String, String) {
+    let (status, body) = admin(http, url, "POST", "/admin/devices",
+        json!({"device_id": id, "name": "Smoke", "district": "Test", "currency": "CNY", "mode": "pay_first"})).await;
+    assert_eq!(status, 201, "{body}");
+    let secret = body["secret"].as_str().expect("secret").to_owned();
+    let (status, body) = admin(
+        http,
+        url,
+        "POST",
+        &format!("/admin/devices/{id}/qrcode"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let qrcode = body["qrcode"].as_str().expect("qrcode").to_owned();
+    assert!(qrcode.starts_with("https://"), "{body}");
+    (secret, qrcode)
+}
+
+async fn wait_open(http: &reqwest::Client, url: &str, id: &str, secret: &str) -> Value {
+    let path = format!("/devices/{id}/session");
+    wait_for("the balance", Duration::from_secs(10), async || {
+        let (status, s) = device(http, url, id, secret, "GET", &path).await;
+        assert_eq!(status, 200, "{s}");
+        (s["state"] == "open").then_some(s)
+    })
+    .await
+}
+
+async fn wait_refunded(http: &reqwest::Client, url: &str, session: &str, limit: Duration) -> Value {
+    let path = format!("/admin/sessions/{session}");
+    wait_for("the refund", limit, async || {
+        let (status, s) = admin(http, url, "GET", &path, Value::Null).await;
+        assert_eq!(status, 200, "{s}");
+        let done = s["refunds"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty() && r.iter().all(|r| r["status"] == "succeeded"));
+        (s["phase"] == "closed" && done).then_some(s)
+    })
+    .await
+}
+
+fn sigterm_and_wait(server: &mut Serve) -> std::process::ExitStatus {
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(s) = server.child.try_wait().expect("wait") {
+            return s;
+        }
+        assert!(
+            Instant::now() < until,
+            "vendpay serve did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn serve_in_sandbox_mode_over_http() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("smoke.sqlite");
+    let http = reqwest::Client::new();
+    let mut server = start(&db, &[]);
+    let url = server.url.clone();
+
+    let (secret, _) = register(&http, &url, "vm-smoke").await;
+    let (status, _) = call(
+        &http,
+        &url,
+        "GET",
+        "/admin/devices/vm-smoke",
+        &[],
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 401, "admin routes need the token");
+
+    // A customer pays 8.88 CNY through the sandbox, on our own listener.
+    let (status, receipt) = call(
+        &http,
+        &url,
+        "POST",
+        "/sandbox/pay",
+        &[],
+        json!({"device_id": "vm-smoke", "amount": {"minor": 888, "currency": "CNY"}}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{receipt}");
+    let trade = receipt["trade_no"].as_str().expect("trade").to_owned();
+    let session = wait_open(&http, &url, "vm-smoke", &secret).await;
+    assert_eq!(session["balance"], json!({"minor": 888, "currency": "CNY"}));
+    assert_eq!(session["session_id"], format!("s:{trade}"));
+
+    // A badly signed request is refused; an oversized body is 413 with the JSON error shape.
+    let (status, _) = device(
+        &http,
+        &url,
+        "vm-smoke",
+        "wrong-secret",
+        "GET",
+        "/devices/vm-smoke/session",
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, body) = call(
+        &http,
+        &url,
+        "POST",
+        "/admin/devices",
+        &[("authorization", format!("Bearer {TOKEN}"))],
+        "x".repeat(70 * 1024),
+    )
+    .await;
+    assert_eq!(status, 413);
+    assert_eq!(body["error"]["code"], "body_too_large");
+    let (status, body) = call(&http, &url, "POST", "/sandbox/pay", &[], "{}".into()).await;
+    assert_eq!(status, 400, "{body}");
+
+    // "Return change": the refund goes to the sandbox at once.
+    let (status, body) = device(
+        &http,
+        &url,
+        "vm-smoke",
+        &secret,
+        "POST",
+        "/devices/vm-smoke/session/end",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let closed = wait_refunded(&http, &url, &format!("s:{trade}"), Duration::from_secs(10)).await;
+    assert_eq!(
+        closed["refunds"][0]["amount"],
+        json!({"minor": 888, "currency": "CNY"})
+    );
+    let (_, refunds) = call(&http, &url, "GET", "/sandbox/refunds", &[], String::new()).await;
+    let confirmed = refunds
+        .as_array()
+        .expect("refund log")
+        .iter()
+        .filter(|r| r["trade_no"] == trade.as_str() && r["verdict"] == "succeeded")
+        .count();
+    assert_eq!(confirmed, 1, "{refunds}");
+
+    let status = sigterm_and_wait(&mut server);
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn gateway_mode_survives_sigkill_and_restart() {
+    use vendpay_alipay::PartnerId;
+    use vendpay_alipay_sandbox::{
+        Sandbox, SandboxConfig, TEST_ALIPAY_PUBLIC_KEY, TEST_MERCHANT_PRIVATE_KEY,
+    };
+    use vendpay_domain::{Currency, Money};
+
+    let partner = "2088000000000777";
+    let sandbox = Sandbox::new(SandboxConfig::with_test_keys(
+        PartnerId::parse(partner).expect("partner"),
+    ))
+    .expect("sandbox");
+    let running = sandbox
+        .serve("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("serve sandbox");
+    let env = [
+        ("ALIPAY_GATEWAY_URL", running.gateway_url()),
+        ("ALIPAY_PARTNER_ID", partner.to_owned()),
+        ("ALIPAY_PRIVATE_KEY", TEST_MERCHANT_PRIVATE_KEY.to_owned()),
+        ("ALIPAY_PUBLIC_KEY", TEST_ALIPAY_PUBLIC_KEY.to_owned()),
+        ("ALIPAY_SECONDARY_MERCHANT_ID", "smoke_merchant".to_owned()),
+        ("ALIPAY_SECONDARY_MERCHANT_NAME", "Smoke Vending".to_owned()),
+        ("ALIPAY_MERCHANT_INDUSTRY", "5499".to_owned()),
+        ("ALIPAY_SETTLEMENT_CURRENCY", "USD".to_owned()),
+        // Long enough to restart within, short enough to see the deadline after.
+        ("PAY_FIRST_WINDOW_SECS", "6".to_owned()),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("restart.sqlite");
+    let http = reqwest::Client::new();
+    let server = start(&db, &env);
+    let url = server.url.clone();
+    // In gateway mode the sandbox routes are not ours.
+    let (status, _) = call(&http, &url, "POST", "/sandbox/pay", &[], "{}".into()).await;
+    assert_eq!(status, 404);
+
+    let (secret, qrcode) = register(&http, &url, "vm-restart").await;
+    let receipt = sandbox
+        .pay(
+            &qrcode,
+            Money::new(1234, Currency::Cny).expect("money"),
+            None,
+        )
+        .expect("pay");
+    let session = wait_open(&http, &url, "vm-restart", &secret).await;
+    assert_eq!(
+        session["balance"],
+        json!({"minor": 1234, "currency": "CNY"})
+    );
+
+    // SIGKILL (Drop kills), then start again on the same database.
+    drop(server);
+    let server = start(&db, &env);
+    let url = server.url.clone();
+    let (status, s) = device(
+        &http,
+        &url,
+        "vm-restart",
+        &secret,
+        "GET",
+        "/devices/vm-restart/session",
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "the machine's secret still verifies after a restart: {s}"
+    );
+    assert_eq!(s["balance"], json!({"minor": 1234, "currency": "CNY"}));
+
+    // The re-armed deadline refunds the whole balance through the gateway.
+    let closed = wait_refunded(
+        &http,
+        &url,
+        &format!("s:{}", receipt.trade_no),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(
+        closed["refunds"][0]["amount"],
+        json!({"minor": 1234, "currency": "CNY"})
+    );
+    assert_eq!(closed["refunds"][0]["reason"], "settlement");
+    drop(server);
+}
