@@ -6,12 +6,15 @@
 //!   front of `vendpay_api::Api`, and the in-process Alipay sandbox when no gateway is configured.
 //! - [`sandbox`]: the sandbox's customer routes on the server's own listener.
 //! - [`demo`]: `vendpay demo` — both flows end to end over HTTP, printed as a timeline and checked.
+//! - [`load`]: `vendpay load` — many machines in pay-first sessions over HTTP at once: events/s,
+//!   latency, and the money invariant of every session.
 //!
 //! The binary (`src/main.rs`) only parses the command line, sets up logging and calls these.
 
 pub mod config;
 pub mod demo;
 pub mod keyfile;
+pub mod load;
 pub mod sandbox;
 pub mod server;
 

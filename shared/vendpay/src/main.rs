@@ -1,4 +1,4 @@
-//! The `vendpay` command: `vendpay serve` and `vendpay demo` (see the crate's library for the parts).
+//! The `vendpay` command: `vendpay serve`, `vendpay demo` and `vendpay load` (see the crate's library for the parts).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -11,6 +11,10 @@ const USAGE: &str = "\
 usage:
   vendpay serve [--store sqlite]   serve every route on VENDPAY_LISTEN (default 127.0.0.1:8080)
   vendpay demo [--real-time]       run both flows end to end and check every outcome
+  vendpay load [--machines N] [--seconds S | --events E] [--concurrency C] [--rounds R]
+                                   load benchmark: N machines (200) in pay-first sessions over HTTP for
+                                   S seconds (20), C requests in flight (32), R purchases a session (10);
+                                   reports events/s and latency, checks the money of every session
   vendpay help
 
 Configuration is read from the environment (design §5): VENDPAY_LISTEN, VENDPAY_DB, ADMIN_TOKEN,
@@ -21,6 +25,7 @@ ALIPAY_* (no ALIPAY_GATEWAY_URL: an in-process Alipay sandbox). Logs: RUST_LOG (
 enum Command {
     Serve,
     Demo { real_time: bool },
+    Load(vendpay::load::Options),
     Help,
 }
 
@@ -52,6 +57,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         }
         ["demo"] => Ok(Command::Demo { real_time: false }),
         ["demo", "--real-time"] => Ok(Command::Demo { real_time: true }),
+        ["load", flags @ ..] => Ok(Command::Load(vendpay::load::Options::parse(flags)?)),
         _ => Err(format!("unknown command {:?}\n\n{USAGE}", rest.join(" "))),
     }
 }
@@ -103,6 +109,17 @@ fn main() -> ExitCode {
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => {
                     eprintln!("vendpay demo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Load(options) => {
+            init_logging("warn");
+            match runtime.block_on(vendpay::load::run(options)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("vendpay load: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -1,0 +1,655 @@
+//! `vendpay load`: a load benchmark of the device routes, over real HTTP, on the embedded store.
+//!
+//! It starts its own [`Server`] (a temporary SQLite database, the in-process Alipay sandbox, an
+//! ephemeral port) through the same configuration path as `vendpay serve` and `vendpay demo`,
+//! registers `--machines` machines and drives each through pay-first sessions, all at once:
+//! a customer pays 100.00 through `POST /sandbox/pay` (the sandbox POSTs the signed notification back),
+//! the machine polls until the session is open, then repeats `--rounds` times: purchase request
+//! (1.00), vend result (every 7th vend fails), `GET /devices/{id}/session`; then ends the session, whose
+//! change is refunded through the sandbox. It stops after `--seconds` or `--events`.
+//!
+//! **Events** are the signed device requests of those loops: purchase, vend result, session read and
+//! session end. The polls while a payment is on its way are counted apart and left out of the events
+//! and the latencies. A latency is the time of one HTTP request (send to last byte of the answer), taken
+//! once the request holds one of the `--concurrency` permits: at most that many are in flight, and
+//! waiting for a permit is not counted.
+//!
+//! At the end every session touched is read through `GET /admin/sessions/{id}` (once its change has been
+//! refunded, or after a timeout) and checked: Σ payments = spent + held + balance + Σ refunds, a closed
+//! session holds no balance, every session closed with its refunds succeeded. [`run`] returns
+//! `Ok(false)` if any check fails or any request went wrong.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+use vendpay_domain::{Clock, SystemClock};
+
+use crate::config::{Config, ConfigError};
+use crate::server::{Server, StartError};
+
+const ADMIN_TOKEN: &str = "vendpay-load-admin-token";
+/// What each customer pays to open a session, in minor units (100.00 CNY).
+const PAYMENT: u64 = 10_000;
+/// The price of every item (1.00 CNY).
+const PRICE: u64 = 100;
+/// Every this many vends, one fails (its hold goes back to the balance).
+const FAIL_EVERY: u64 = 7;
+/// How long to wait for a payment's notification, and for the final refunds.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The command line of `vendpay load`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub machines: usize,
+    /// Stop after this long (default 20 s unless `events` is given).
+    pub seconds: Option<u64>,
+    /// Stop after this many events.
+    pub events: Option<u64>,
+    /// At most this many requests in flight.
+    pub concurrency: usize,
+    /// Purchase rounds per session.
+    pub rounds: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            machines: 200,
+            seconds: None,
+            events: None,
+            concurrency: 32,
+            rounds: 10,
+        }
+    }
+}
+
+pub const USAGE: &str =
+    "vendpay load [--machines N] [--seconds S | --events E] [--concurrency C] [--rounds R]";
+
+impl Options {
+    /// Parses the flags after `load` (`--name value` or `--name=value`).
+    pub fn parse(flags: &[&str]) -> Result<Options, String> {
+        let mut o = Options::default();
+        let mut i = 0;
+        while i < flags.len() {
+            let (name, value) = match flags[i].split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => {
+                    i += 1;
+                    (flags[i - 1], flags.get(i).copied())
+                }
+            };
+            let value = value.ok_or_else(|| format!("{name} needs a value"))?;
+            let number = |what: &str| -> Result<u64, String> {
+                match value.parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(format!("{what} {value:?}: want a whole number above 0")),
+                }
+            };
+            match name {
+                "--machines" => o.machines = to_usize(number(name)?)?,
+                "--seconds" => o.seconds = Some(number(name)?),
+                "--events" => o.events = Some(number(name)?),
+                "--concurrency" => o.concurrency = to_usize(number(name)?)?,
+                "--rounds" => o.rounds = number(name)?,
+                other => return Err(format!("unknown option {other:?}; usage: {USAGE}")),
+            }
+            i += 1;
+        }
+        if o.seconds.is_none() && o.events.is_none() {
+            o.seconds = Some(20);
+        }
+        Ok(o)
+    }
+}
+
+fn to_usize(n: u64) -> Result<usize, String> {
+    usize::try_from(n).map_err(|_| format!("{n} is too large"))
+}
+
+/// The benchmark could not run at all (a request or check that goes wrong is a failure, not this).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("cannot create a temporary directory: {0}")]
+    TempDir(std::io::Error),
+    #[error("HTTP client: {0}")]
+    Client(String),
+    #[error("registering the machines: {0}")]
+    Register(String),
+}
+
+type Step<T> = Result<T, String>;
+
+/// A registered machine and its secret.
+struct Machine {
+    id: String,
+    secret: String,
+}
+
+/// What every machine task shares.
+struct Shared {
+    http: reqwest::Client,
+    base: String,
+    permits: Semaphore,
+    stop: AtomicBool,
+    events: AtomicU64,
+    max_events: Option<u64>,
+    rounds: u64,
+}
+
+/// What one machine task brings back.
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u32>,
+    events: u64,
+    polls: u64,
+    sessions: Vec<String>,
+    declined: u64,
+    error: Option<String>,
+}
+
+/// Runs the benchmark and prints its report; `Ok(true)` when every check passed.
+pub async fn run(options: Options) -> Result<bool, LoadError> {
+    let dir = tempfile::tempdir().map_err(LoadError::TempDir)?;
+    let db = dir.path().join("load.sqlite");
+    // Windows short next to the real ones but longer than any session here: sessions end because the
+    // machine ends them, not because a deadline fires mid-loop.
+    let settings: HashMap<&str, String> = [
+        ("VENDPAY_LISTEN", "127.0.0.1:0".to_owned()),
+        ("VENDPAY_DB", db.display().to_string()),
+        ("PAY_FIRST_WINDOW_SECS", "60".to_owned()),
+        ("PURCHASE_FIRST_WINDOW_SECS", "5".to_owned()),
+        ("ORDER_PAYMENT_WINDOW_SECS", "10".to_owned()),
+        ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+        ("ALIPAY_NOTIFY_VERIFY", "true".to_owned()),
+    ]
+    .into_iter()
+    .collect();
+    let config = Config::from_lookup(|n| settings.get(n).cloned())?;
+    let server = Server::start(config).await?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(options.concurrency.max(options.machines))
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| LoadError::Client(e.to_string()))?;
+    let shared = Arc::new(Shared {
+        http,
+        base: server.local_url(),
+        permits: Semaphore::new(options.concurrency),
+        stop: AtomicBool::new(false),
+        events: AtomicU64::new(0),
+        max_events: options.events,
+        rounds: options.rounds,
+    });
+    println!(
+        "vendpay load: server {} on a temporary SQLite database; Alipay sandbox in-process",
+        shared.base
+    );
+
+    let machines = register_all(&shared, options.machines)
+        .await
+        .map_err(LoadError::Register)?;
+    println!(
+        "registered {} machines; running {}, {} requests in flight at most, {} purchase rounds a session",
+        machines.len(),
+        match (options.seconds, options.events) {
+            (Some(s), Some(e)) => format!("{s} s or {e} events"),
+            (Some(s), None) => format!("{s} s"),
+            (None, Some(e)) => format!("{e} events"),
+            (None, None) => "until stopped".to_owned(),
+        },
+        options.concurrency,
+        options.rounds
+    );
+
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(machines.len());
+    for m in machines {
+        let shared = Arc::clone(&shared);
+        tasks.push(tokio::spawn(async move { drive(&shared, &m).await }));
+    }
+    if let Some(s) = options.seconds {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(s)).await;
+            shared.stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let mut all = Tally::default();
+    let mut errors = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(t) => {
+                all.latencies_us.extend(t.latencies_us);
+                all.events += t.events;
+                all.polls += t.polls;
+                all.sessions.extend(t.sessions);
+                all.declined += t.declined;
+                errors.extend(t.error);
+            }
+            Err(e) => errors.push(format!("a machine task failed: {e}")),
+        }
+    }
+    let elapsed = started.elapsed();
+
+    let findings = check_sessions(&shared, &all.sessions).await;
+    server.shutdown().await;
+
+    all.latencies_us.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if all.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let rank = (p * all.latencies_us.len() as f64).ceil() as usize;
+        let i = rank.clamp(1, all.latencies_us.len()) - 1;
+        f64::from(all.latencies_us[i]) / 1000.0
+    };
+    let secs = elapsed.as_secs_f64();
+    println!();
+    println!("machines        {}", options.machines);
+    println!("concurrency     {}", options.concurrency);
+    println!(
+        "sessions        {} (payments through the sandbox; change refunded)",
+        all.sessions.len()
+    );
+    println!(
+        "events          {} (purchase, vend result, session read, end); {} payment polls not counted",
+        all.events, all.polls
+    );
+    println!("duration        {secs:.2} s");
+    println!(
+        "events/s        {:.0}",
+        if secs > 0.0 {
+            all.events as f64 / secs
+        } else {
+            0.0
+        }
+    );
+    println!(
+        "latency         p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        pct(0.50),
+        pct(0.99),
+        pct(1.0)
+    );
+    if all.declined > 0 {
+        println!(
+            "declined        {} purchase(s) (the session then ends)",
+            all.declined
+        );
+    }
+    let ok = errors.is_empty() && findings.is_empty();
+    if findings.is_empty() {
+        println!(
+            "invariant       ok for all {} sessions (payments = spent + held + balance + refunds; closed, no balance, refunds succeeded)",
+            all.sessions.len()
+        );
+    } else {
+        println!(
+            "invariant       FAILED for {} of {} sessions:",
+            findings.len(),
+            all.sessions.len()
+        );
+        for f in findings.iter().take(20) {
+            println!("  - {f}");
+        }
+    }
+    if !errors.is_empty() {
+        println!("{} machine(s) stopped on an error:", errors.len());
+        for e in errors.iter().take(20) {
+            println!("  - {e}");
+        }
+    }
+    Ok(ok)
+}
+
+/// Registers the machines, a few at a time, each with its QR code.
+async fn register_all(shared: &Arc<Shared>, n: usize) -> Step<Vec<Machine>> {
+    let gate = Arc::new(Semaphore::new(16));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let shared = Arc::clone(shared);
+        let gate = Arc::clone(&gate);
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await.map_err(|e| e.to_string())?;
+            register(&shared, &format!("vm-load-{i:05}")).await
+        }));
+    }
+    let mut machines = Vec::with_capacity(n);
+    for t in tasks {
+        machines.push(t.await.map_err(|e| e.to_string())??);
+    }
+    Ok(machines)
+}
+
+async fn register(shared: &Shared, id: &str) -> Step<Machine> {
+    let auth = [("authorization", format!("Bearer {ADMIN_TOKEN}"))];
+    let body = json!({"device_id": id, "name": format!("Load {id}"), "district": "Xuhui",
+        "location": "Lobby", "currency": "CNY", "mode": "pay_first"});
+    let created = ok(
+        shared,
+        "POST",
+        "/admin/devices",
+        &auth,
+        Some(body.to_string()),
+    )
+    .await?;
+    let secret = created
+        .get("secret")
+        .and_then(Value::as_str)
+        .ok_or("no secret in the registration answer")?
+        .to_owned();
+    ok(
+        shared,
+        "POST",
+        &format!("/admin/devices/{id}/qrcode"),
+        &auth,
+        None,
+    )
+    .await?;
+    Ok(Machine {
+        id: id.to_owned(),
+        secret,
+    })
+}
+
+/// One HTTP request; the status and the JSON answer (`null` if it is not JSON).
+async fn request(
+    shared: &Shared,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Option<String>,
+) -> Step<(u16, Value)> {
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .map_err(|e| format!("method {method}: {e}"))?;
+    let mut req = shared
+        .http
+        .request(method, format!("{}{path}", shared.base));
+    for (k, v) in headers {
+        req = req.header(*k, v.as_str());
+    }
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b);
+    }
+    let res = req.send().await.map_err(|e| format!("{path}: {e}"))?;
+    let status = res.status().as_u16();
+    let bytes = res.bytes().await.map_err(|e| format!("{path}: {e}"))?;
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+/// A request whose answer must be 2xx.
+async fn ok(
+    shared: &Shared,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Option<String>,
+) -> Step<Value> {
+    let (status, value) = request(shared, method, path, headers, body).await?;
+    if (200..300).contains(&status) {
+        Ok(value)
+    } else {
+        Err(format!("{method} {path} answered {status}: {value}"))
+    }
+}
+
+/// A signed device request, holding a permit; returns the answer and its latency in µs.
+async fn device(
+    shared: &Shared,
+    m: &Machine,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Step<(Value, u32)> {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let ts = SystemClock.now().secs().to_string();
+    let signature = vendpay_api::auth::sign(&m.secret, method, path, &ts, body.as_bytes());
+    let headers = [
+        ("x-device-id", m.id.clone()),
+        ("x-timestamp", ts),
+        ("x-signature", signature),
+    ];
+    let _permit = shared
+        .permits
+        .acquire()
+        .await
+        .map_err(|e| format!("permits: {e}"))?;
+    let t = Instant::now();
+    let v = ok(shared, method, path, &headers, Some(body)).await?;
+    let us = u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX);
+    Ok((v, us))
+}
+
+fn text<'a>(v: &'a Value, field: &str) -> &'a str {
+    v.get(field).and_then(Value::as_str).unwrap_or("?")
+}
+
+fn minor(v: &Value) -> u64 {
+    v.get("minor").and_then(Value::as_u64).unwrap_or(0)
+}
+
+impl Shared {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Counts one event; sets the stop flag when the event budget is used up.
+    fn count(&self, tally: &mut Tally, latency_us: u32) {
+        tally.events += 1;
+        tally.latencies_us.push(latency_us);
+        let n = self.events.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.max_events.is_some_and(|max| n >= max) {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One machine: sessions back to back until the stop flag is set.
+async fn drive(shared: &Shared, m: &Machine) -> Tally {
+    let mut tally = Tally::default();
+    let mut n: u64 = 0;
+    while !shared.stopped() {
+        if let Err(e) = session(shared, m, &mut tally, &mut n).await {
+            tally.error = Some(format!("{}: {e}", m.id));
+            break;
+        }
+    }
+    tally
+}
+
+/// One pay-first session: pay, wait for it to open, `rounds` purchases, end.
+async fn session(shared: &Shared, m: &Machine, tally: &mut Tally, n: &mut u64) -> Step<()> {
+    let status_path = format!("/devices/{}/session", m.id);
+    let pay = json!({"device_id": m.id, "amount": {"minor": PAYMENT, "currency": "CNY"}});
+    {
+        let _permit = shared
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| format!("permits: {e}"))?;
+        ok(shared, "POST", "/sandbox/pay", &[], Some(pay.to_string())).await?;
+    }
+    let until = Instant::now() + SETTLE_TIMEOUT;
+    let id = loop {
+        let (s, _) = device(shared, m, "GET", &status_path, None).await?;
+        tally.polls += 1;
+        if s["state"] == "open" && minor(&s["balance"]) >= PAYMENT {
+            break text(&s, "session_id").to_owned();
+        }
+        if Instant::now() >= until {
+            return Err(format!("the payment did not open a session; last seen {s}"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    tally.sessions.push(id.clone());
+    let purchases = format!("/devices/{}/purchases", m.id);
+    for _ in 0..shared.rounds {
+        if shared.stopped() {
+            break;
+        }
+        *n += 1;
+        let request_id = format!("p{n}");
+        let body = json!({"request_id": request_id, "slot": "A1",
+            "price": {"minor": PRICE, "currency": "CNY"}});
+        let (a, us) = device(shared, m, "POST", &purchases, Some(body)).await?;
+        shared.count(tally, us);
+        if a["decision"] != "approved" {
+            tally.declined += 1;
+            break;
+        }
+        if text(&a, "session_id") != id {
+            return Err(format!(
+                "purchase {request_id} landed in another session: {a}"
+            ));
+        }
+        let delivered = !n.is_multiple_of(FAIL_EVERY);
+        let (_, us) = device(
+            shared,
+            m,
+            "POST",
+            &format!("{purchases}/{request_id}/result"),
+            Some(json!({ "delivered": delivered })),
+        )
+        .await?;
+        shared.count(tally, us);
+        let (_, us) = device(shared, m, "GET", &status_path, None).await?;
+        shared.count(tally, us);
+    }
+    let (_, us) = device(
+        shared,
+        m,
+        "POST",
+        &format!("/devices/{}/session/end", m.id),
+        None,
+    )
+    .await?;
+    shared.count(tally, us);
+    Ok(())
+}
+
+/// Reads every session once its refunds are done (or the timeout passed) and checks the money.
+async fn check_sessions(shared: &Arc<Shared>, ids: &[String]) -> Vec<String> {
+    let findings = Arc::new(Mutex::new(Vec::new()));
+    let gate = Arc::new(Semaphore::new(16));
+    let until = Instant::now() + SETTLE_TIMEOUT;
+    let mut tasks = Vec::with_capacity(ids.len());
+    for id in ids {
+        let (shared, gate, findings, id) = (
+            Arc::clone(shared),
+            Arc::clone(&gate),
+            Arc::clone(&findings),
+            id.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let Ok(_permit) = gate.acquire().await else {
+                return;
+            };
+            if let Some(f) = check_session(&shared, &id, until).await {
+                if let Ok(mut v) = findings.lock() {
+                    v.push(f);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        if let Err(e) = t.await {
+            if let Ok(mut v) = findings.lock() {
+                v.push(format!("a check task failed: {e}"));
+            }
+        }
+    }
+    let mut out = findings.lock().map(|v| v.clone()).unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// `None` when the session is right.
+async fn check_session(shared: &Shared, id: &str, until: Instant) -> Option<String> {
+    let auth = [("authorization", format!("Bearer {ADMIN_TOKEN}"))];
+    let path = format!("/admin/sessions/{id}");
+    let s = loop {
+        let s = match ok(shared, "GET", &path, &auth, None).await {
+            Ok(s) => s,
+            Err(e) => return Some(format!("session {id}: {e}")),
+        };
+        let refunds = s
+            .get("refunds")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let settled = s["phase"] == "closed" && refunds.iter().all(|r| r["status"] != "pending");
+        if settled || Instant::now() >= until {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let sum = |field: &str| -> u64 {
+        s.get(field)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|x| minor(&x["amount"]))
+            .sum()
+    };
+    let (paid, refunded) = (sum("payments"), sum("refunds"));
+    let (spent, held, balance) = (minor(&s["spent"]), minor(&s["held"]), minor(&s["balance"]));
+    let mut wrong = Vec::new();
+    if paid != spent + held + balance + refunded {
+        wrong.push(format!(
+            "payments {paid} != spent {spent} + held {held} + balance {balance} + refunds {refunded}"
+        ));
+    }
+    if s["phase"] != "closed" {
+        wrong.push(format!("phase {} (want closed)", text(&s, "phase")));
+    } else if balance != 0 || held != 0 {
+        wrong.push(format!("closed with balance {balance}, held {held}"));
+    }
+    let unsettled: Vec<&str> = s
+        .get("refunds")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|r| text(r, "status"))
+        .filter(|st| *st != "succeeded")
+        .collect();
+    if !unsettled.is_empty() {
+        wrong.push(format!("refunds not succeeded: {unsettled:?}"));
+    }
+    if wrong.is_empty() {
+        None
+    } else {
+        Some(format!("session {id}: {}", wrong.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_flags() {
+        let o = Options::parse(&["--machines", "5", "--seconds=3", "--concurrency", "4"]).unwrap();
+        assert_eq!(o.machines, 5);
+        assert_eq!(o.seconds, Some(3));
+        assert_eq!(o.concurrency, 4);
+        assert_eq!(o.events, None);
+        let o = Options::parse(&["--events", "100"]).unwrap();
+        assert_eq!((o.seconds, o.events), (None, Some(100)));
+        assert_eq!(Options::parse(&[]).unwrap().seconds, Some(20));
+        assert!(Options::parse(&["--machines"]).is_err());
+        assert!(Options::parse(&["--machines", "0"]).is_err());
+        assert!(Options::parse(&["--bogus", "1"]).is_err());
+    }
+}

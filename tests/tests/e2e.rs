@@ -1,0 +1,390 @@
+//! End-to-end tests of `vendpay serve` over HTTP (issue 6 item 3), each on its own temporary database
+//! and ephemeral port, with the in-process Alipay sandbox: racing purchases, duplicated and
+//! out-of-order notifications, replayed and badly signed device requests, the sandbox's refund fault
+//! switches, and forged notifications.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use vendpay_alipay::notify::signed_form;
+use vendpay_alipay::{SignType, Signer};
+use vendpay_alipay_sandbox::{TEST_ALIPAY_PRIVATE_KEY, TEST_MERCHANT_PRIVATE_KEY};
+use vendpay_domain::{Clock, SystemClock};
+use vendpay_e2e::{cny, minor, now_secs, wait_for, Harness, Machine};
+
+const SOON: Duration = Duration::from_secs(10);
+
+async fn wait_open(h: &Harness, m: &Machine, balance: u64) -> Value {
+    wait_for(&format!("{} open with {balance}", m.id), SOON, async || {
+        let s = h.session(m).await;
+        (s["state"] == "open" && s["balance"] == cny(balance)).then_some(s)
+    })
+    .await
+}
+
+/// Waits until the session is closed with every refund succeeded; returns the admin view.
+async fn wait_closed(h: &Harness, session_id: &str, limit: Duration) -> Value {
+    wait_for(
+        &format!("{session_id} closed and refunded"),
+        limit,
+        async || {
+            let s = h.admin_session(session_id).await;
+            let refunded = s["refunds"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty() && r.iter().all(|r| r["status"] == "succeeded"));
+            (s["phase"] == "closed" && refunded).then_some(s)
+        },
+    )
+    .await
+}
+
+fn purchase(request_id: &str, price: u64) -> Value {
+    json!({"request_id": request_id, "slot": "A1", "price": cny(price)})
+}
+
+/// A notification as the sandbox sends it (alipay-mapi.md), signed with `key` (RSA2).
+fn notification(
+    key: &str,
+    notify_id: &str,
+    trade_no: &str,
+    out_trade_no: &str,
+    total: u64,
+) -> String {
+    let signer = Signer::from_setting(SignType::Rsa2, "test key", key).expect("signer");
+    let time = vendpay_alipay::time::format_gmt8(SystemClock.now());
+    let total = format!("{}.{:02}", total / 100, total % 100);
+    signed_form(
+        [
+            ("notify_id", notify_id),
+            ("notify_time", time.as_str()),
+            ("notify_type", "trade_status_sync"),
+            ("notify_action_type", "payByAccountAction"),
+            ("out_trade_no", out_trade_no),
+            ("trade_no", trade_no),
+            ("trade_status", "TRADE_SUCCESS"),
+            ("total_fee", total.as_str()),
+            ("trans_currency", "CNY"),
+            ("currency", "CNY"),
+            ("subject", "E2E"),
+            ("gmt_payment", time.as_str()),
+        ],
+        &signer,
+    )
+    .expect("sign")
+}
+
+async fn post_notification(h: &Harness, device: &str, form: String) -> (u16, String) {
+    let a = h
+        .call(
+            "POST",
+            &format!("/alipay/notify/{device}"),
+            &[(
+                "content-type",
+                "application/x-www-form-urlencoded; charset=utf-8".to_owned(),
+            )],
+            form,
+        )
+        .await;
+    let text = match &a.body {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    (a.status, text)
+}
+
+// 1. Racing purchases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_purchases_approve_exactly_what_the_balance_covers() {
+    let h = Harness::start(&[]).await;
+    let m = h.register("vm-race", "pay_first").await;
+    let receipt = h.pay(&m, 1000).await;
+    wait_open(&h, &m, 1000).await;
+
+    let path = format!("/devices/{}/purchases", m.id);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let (h2, m2, path) = (h.http.clone(), m.clone(), path.clone());
+        let url = h.url.clone();
+        tasks.spawn(async move {
+            let body = purchase(&format!("race-{i}"), 300).to_string();
+            let headers =
+                Harness::signed_headers(&m2, &m2.secret, "POST", &path, now_secs(), &body);
+            let mut req = h2.post(format!("{url}{path}")).body(body);
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            let res = req.send().await.expect("HTTP");
+            let status = res.status().as_u16();
+            let v: Value = serde_json::from_slice(&res.bytes().await.expect("body")).expect("json");
+            (status, v)
+        });
+    }
+    let mut approved = 0;
+    let mut declined = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (status, v) = r.expect("task");
+        assert_eq!(status, 200, "{v}");
+        match v["decision"].as_str() {
+            Some("approved") => approved += 1,
+            Some("declined") => {
+                assert_eq!(v["reason"], "insufficient_balance", "{v}");
+                declined += 1;
+            }
+            _ => panic!("unexpected answer {v}"),
+        }
+    }
+    assert_eq!((approved, declined), (3, 17));
+
+    let s = h.session(&m).await;
+    assert_eq!(s["balance"], cny(100), "{s}");
+    assert_eq!(s["held"], cny(900), "{s}");
+    let sid = s["session_id"].as_str().expect("session id").to_owned();
+    assert_eq!(sid, format!("s:{}", receipt["trade_no"].as_str().unwrap()));
+    let admin = h.admin_session(&sid).await;
+    let purchases = admin["purchases"].as_array().expect("purchases");
+    let held = purchases.iter().filter(|p| p["status"] == "held").count();
+    let declined_rows = purchases
+        .iter()
+        .filter(|p| p["status"] == "declined")
+        .count();
+    assert_eq!((held, declined_rows), (3, 17), "{admin}");
+    // Σ payments = spent + held + balance + Σ refunds.
+    assert_eq!(
+        (
+            minor(&admin["balance"]),
+            minor(&admin["held"]),
+            minor(&admin["spent"])
+        ),
+        (100, 900, 0),
+        "{admin}"
+    );
+    h.stop().await;
+}
+
+// 2. Duplicated and out-of-order notifications.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicated_notification_is_credited_once() {
+    let h = Harness::start(&[]).await;
+    let m = h.register("vm-dup", "pay_first").await;
+    h.faults(json!({"notifications": ["duplicate"]})).await;
+    let receipt = h.pay(&m, 500).await;
+    let trade = receipt["trade_no"].as_str().expect("trade").to_owned();
+    let answers = wait_for("both deliveries", SOON, async || {
+        let d: Vec<Value> = h
+            .sandbox_list("deliveries")
+            .await
+            .into_iter()
+            .filter(|d| d["trade_no"] == trade.as_str() && !d["answer"].is_null())
+            .collect();
+        (d.len() >= 2).then_some(d)
+    })
+    .await;
+    assert!(
+        answers.iter().all(|d| d["answer"] == "success"),
+        "{answers:?}"
+    );
+    let s = wait_open(&h, &m, 500).await;
+    let admin = h.admin_session(s["session_id"].as_str().unwrap()).await;
+    assert_eq!(
+        admin["payments"].as_array().map(Vec::len),
+        Some(1),
+        "{admin}"
+    );
+
+    // The same notification re-POSTed once more (as a late resend would be): still once.
+    let form = notification(
+        TEST_ALIPAY_PRIVATE_KEY,
+        receipt["notify_id"].as_str().unwrap(),
+        &trade,
+        receipt["out_trade_no"].as_str().unwrap(),
+        500,
+    );
+    let (status, text) = post_notification(&h, &m.id, form).await;
+    assert_eq!((status, text.as_str()), (200, "success"));
+    let s = h.session(&m).await;
+    assert_eq!(s["balance"], cny(500), "{s}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_notifications_credit_each_payment_once() {
+    let h = Harness::start(&[]).await;
+    let m = h.register("vm-order", "pay_first").await;
+    // The first payment's notification is lost; the second arrives first.
+    h.faults(json!({"notifications": ["drop"]})).await;
+    let first = h.pay(&m, 300).await;
+    let second = h.pay(&m, 200).await;
+    let s = wait_open(&h, &m, 200).await;
+    let sid = s["session_id"].as_str().unwrap().to_owned();
+
+    // The first one arrives late (re-POSTed as Alipay's resend would), then again.
+    let form = notification(
+        TEST_ALIPAY_PRIVATE_KEY,
+        first["notify_id"].as_str().unwrap(),
+        first["trade_no"].as_str().unwrap(),
+        first["out_trade_no"].as_str().unwrap(),
+        300,
+    );
+    for _ in 0..2 {
+        let (status, text) = post_notification(&h, &m.id, form.clone()).await;
+        assert_eq!((status, text.as_str()), (200, "success"));
+    }
+    let s = h.session(&m).await;
+    assert_eq!(s["balance"], cny(500), "{s}");
+    assert_eq!(s["session_id"], sid.as_str(), "one session: {s}");
+    let admin = h.admin_session(&sid).await;
+    let payments = admin["payments"].as_array().expect("payments");
+    assert_eq!(payments.len(), 2, "{admin}");
+    let _ = second;
+    h.stop().await;
+}
+
+// 3. Replayed and badly signed device requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_request_gets_the_same_answer_and_bad_signatures_401() {
+    let h = Harness::start(&[]).await;
+    let m = h.register("vm-replay", "pay_first").await;
+    h.pay(&m, 1000).await;
+    wait_open(&h, &m, 1000).await;
+
+    let path = format!("/devices/{}/purchases", m.id);
+    let body = purchase("r-1", 350).to_string();
+    let headers = Harness::signed_headers(&m, &m.secret, "POST", &path, now_secs(), &body);
+    let first = h.call("POST", &path, &headers, body.clone()).await;
+    let again = h.call("POST", &path, &headers, body.clone()).await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    assert_eq!(first.body["decision"], "approved", "{:?}", first.body);
+    assert_eq!(again.status, first.status);
+    assert_eq!(again.body["decision"], first.body["decision"]);
+    assert_eq!(again.body["balance"], cny(650), "{:?}", again.body);
+    let s = h.session(&m).await;
+    assert_eq!(
+        (s["balance"].clone(), s["held"].clone()),
+        (cny(650), cny(350))
+    );
+
+    // Badly signed: wrong secret, tampered body, stale timestamp, wrong device id header.
+    let cheaper = purchase("r-2", 1).to_string();
+    let forged = Harness::signed_headers(&m, "not-the-secret", "POST", &path, now_secs(), &cheaper);
+    assert_eq!(
+        h.call("POST", &path, &forged, cheaper.clone()).await.status,
+        401
+    );
+    let tampered = purchase("r-1", 1).to_string();
+    assert_eq!(h.call("POST", &path, &headers, tampered).await.status, 401);
+    let stale = Harness::signed_headers(&m, &m.secret, "POST", &path, now_secs() - 3600, &cheaper);
+    assert_eq!(
+        h.call("POST", &path, &stale, cheaper.clone()).await.status,
+        401
+    );
+    assert_eq!(
+        h.call("POST", &path, &[], cheaper.clone()).await.status,
+        401
+    );
+    let s = h.session(&m).await;
+    assert_eq!(
+        (s["balance"].clone(), s["held"].clone()),
+        (cny(650), cny(350)),
+        "{s}"
+    );
+    h.stop().await;
+}
+
+// 4. Sandbox faults on refunds.
+async fn refund_with_fault(fault: &str, limit: Duration) {
+    let h = Harness::start(&[("PAY_FIRST_WINDOW_SECS", "1")]).await;
+    let m = h.register(&format!("vm-{fault}"), "pay_first").await;
+    let receipt = h.pay(&m, 777).await;
+    let trade = receipt["trade_no"].as_str().unwrap().to_owned();
+    let sid = format!("s:{trade}");
+    wait_for("the payment", SOON, async || {
+        // 404 until the notification has opened the session.
+        let a = h
+            .admin("GET", &format!("/admin/sessions/{sid}"), None)
+            .await;
+        (a.status == 200 && a.body["payments"].as_array().map(Vec::len) == Some(1)).then_some(())
+    })
+    .await;
+    // Only now (the notification checked at the gateway) is the next gateway call the refund.
+    h.faults(json!({"gateway": [fault]})).await;
+    // The 1 s window's deadline settles the session and refunds all of it.
+    let closed = wait_closed(&h, &sid, limit).await;
+    let refunds = closed["refunds"].as_array().expect("refunds");
+    assert_eq!(refunds.len(), 1, "{closed}");
+    assert_eq!(minor(&refunds[0]["amount"]), 777, "{closed}");
+
+    let log: Vec<Value> = h
+        .sandbox_list("refunds")
+        .await
+        .into_iter()
+        .filter(|r| r["trade_no"] == trade.as_str())
+        .collect();
+    let succeeded: Vec<&Value> = log.iter().filter(|r| r["verdict"] == "succeeded").collect();
+    assert_eq!(succeeded.len(), 1, "{log:?}");
+    assert_eq!(succeeded[0]["amount"], cny(777), "{log:?}");
+    assert!(
+        log.iter().any(|r| r["verdict"] == "retry"),
+        "the {fault} fault was hit: {log:?}"
+    );
+    assert!(log.iter().all(|r| r["verdict"] != "failed"), "{log:?}");
+    let refund_ids: std::collections::HashSet<&str> =
+        log.iter().filter_map(|r| r["refund_id"].as_str()).collect();
+    assert_eq!(
+        refund_ids.len(),
+        1,
+        "one refund, retried under its id: {log:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refund_answered_unknow_then_succeeds_once() {
+    refund_with_fault("unknow", Duration::from_secs(15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refund_answered_html_then_succeeds_once() {
+    refund_with_fault("html", Duration::from_secs(15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refund_timing_out_then_succeeds_once() {
+    // The sandbox holds a `timeout` answer 20 s; the client gives up at 15 s and retries.
+    refund_with_fault("timeout", Duration::from_secs(45)).await;
+}
+
+// 5. Forged notifications.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_notifications_are_refused_and_move_no_money() {
+    let h = Harness::start(&[]).await;
+    let m = h.register("vm-forged", "pay_first").await;
+    let cases = [
+        // Signed with the merchant's key, not Alipay's.
+        notification(TEST_MERCHANT_PRIVATE_KEY, "forged-notify-1", "2026000000000001", "vp-forged-1", 10_000),
+        // Signed with Alipay's key, but Alipay never issued this notify_id (notify_verify says no).
+        notification(TEST_ALIPAY_PRIVATE_KEY, "forged-notify-2", "2026000000000002", "vp-forged-2", 10_000),
+        // A genuine-looking form whose amount was changed after signing.
+        notification(TEST_ALIPAY_PRIVATE_KEY, "forged-notify-3", "2026000000000003", "vp-forged-3", 100)
+            .replace("total_fee=1.00", "total_fee=100.00"),
+        // No signature at all.
+        "notify_id=x&trade_no=2026000000000004&out_trade_no=y&trade_status=TRADE_SUCCESS&total_fee=100.00&currency=CNY".to_owned(),
+    ];
+    for (i, form) in cases.into_iter().enumerate() {
+        let (status, text) = post_notification(&h, &m.id, form).await;
+        assert_ne!(
+            text.trim(),
+            "success",
+            "case {i} was accepted (status {status})"
+        );
+    }
+    let s = h.session(&m).await;
+    assert_eq!(s["state"], "idle", "no money moved: {s}");
+    for trade in ["2026000000000001", "2026000000000002", "2026000000000003"] {
+        let a = h
+            .admin("GET", &format!("/admin/sessions/s:{trade}"), None)
+            .await;
+        assert_eq!(a.status, 404, "no session for {trade}: {:?}", a.body);
+    }
+    assert!(h.sandbox_list("refunds").await.is_empty());
+    h.stop().await;
+}
