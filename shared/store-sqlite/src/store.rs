@@ -1,23 +1,37 @@
 //! [`SqliteStore`]: the `DeviceStore` and `SessionStore` ports on one SQLite database.
 //!
 //! ## Durability and threading
-//! - WAL journal with `synchronous = FULL`: every commit fsyncs the WAL before it returns. `NORMAL` would
-//!   survive a crash of the process but may lose the last commits on power loss, and a lost commit here
-//!   can be money: once a payment is answered `success`, Alipay stops resending it, so a credit that
-//!   vanishes leaves the customer's money with no session and no refund. One fsync per decision is
-//!   cheap at a vending fleet's rate.
-//! - `busy_timeout` of 5 s, so a second process (or a second `SqliteStore` on the same file) waits for
-//!   the write lock instead of failing; a wait beyond that is `StoreError::Unavailable` (retryable).
-//! - One connection per `SqliteStore`, behind a `std::sync::Mutex`, used only inside
-//!   `tokio::task::spawn_blocking`, so no SQLite call ever runs on an async worker thread. SQLite admits
-//!   one writer at a time anyway, and every command is a read followed by one short write transaction,
-//!   so a pool would buy a little read concurrency at the price of a second locking scheme; a dedicated
-//!   writer thread would need its own request/reply plumbing for the same serial order. Clones share the
-//!   connection.
-//! - Every [`SessionStore::commit`] is one `BEGIN IMMEDIATE` transaction: it takes the write lock first,
-//!   checks every condition of the `Commit`, writes every row, and commits — or rolls back everything
-//!   and answers `StoreError::Conflict` naming the condition that failed.
-//!
+//! - WAL journal with `synchronous = FULL`: every commit fsyncs the WAL before it returns, and a caller
+//!   is answered only after the fsync of the transaction holding its commit. `NORMAL` would survive a
+//!   crash of the process but may lose the last commits on power loss, and a lost commit here can be
+//!   money: once a payment is answered `success`, Alipay stops resending it, so a credit that vanishes
+//!   leaves the customer's money with no session and no refund.
+//! - **Group commit.** [`SessionStore::commit`] queues the `Commit` and waits for its answer on a
+//!   oneshot channel. One drainer at a time (a `spawn_blocking` task, started by the first commit that
+//!   finds none running, ending when the queue is empty) owns the writer connection: it takes every
+//!   queued commit (up to `MAX_BATCH`, 512), opens one `BEGIN IMMEDIATE` transaction, applies each commit
+//!   in queue order inside its own `SAVEPOINT` — checking every condition and writing every row, or
+//!   rolling back that savepoint alone and answering `StoreError::Conflict` naming the failed condition
+//!   (or the error that stopped it) — then `COMMIT`s once and only then answers every caller. Each
+//!   commit is thus judged against exactly the state its predecessors left, as if committed one by
+//!   one, but many decisions share one fsync. If the group as a whole cannot be committed (`COMMIT`
+//!   fails, or SQLite rolled the transaction back), nothing of it is written and its commits are retried
+//!   one transaction each, so one bad commit cannot fail its neighbours. A caller that goes away does
+//!   not cancel its commit, as before.
+//! - **Reads** run on a pool of read-only connections (file databases; WAL lets them read while the
+//!   writer writes and fsyncs), each inside `spawn_blocking`; up to `MAX_IDLE_READERS` (64) idle ones are
+//!   kept. A read sees every commit answered before it started (commits are answered after `COMMIT`),
+//!   never a group in progress. `machine` is one read transaction, so the device and its current session
+//!   come from one snapshot. An in-memory database (tests) has a single connection, so there reads lock
+//!   the writer connection.
+//! - No SQLite call ever runs on an async worker thread. The queue and the reader pool are behind
+//!   `std::sync::Mutex`es held only for a push or a pop; a poisoned one is still consistent and is used
+//!   as is. A writer connection found inside a transaction (left by a panic) is rolled back before use.
+//! - `busy_timeout` of 5 s on every connection, so a second process (or a second `SqliteStore` on the
+//!   same file) waits for the write lock instead of failing; a wait beyond that is
+//!   `StoreError::Unavailable` (retryable). Separate stores on one file each group their own commits and
+//!   serialise through SQLite's write lock, so racing writers still see exactly one winner.
+
 //! ## Tables (all `STRICT`; JSON bodies are the serde form of the domain and port types)
 //! | table | key | columns | notes |
 //! |---|---|---|---|
@@ -40,7 +54,7 @@
 //! | `set_qrcode` | `UPDATE devices SET qrcode` by key |
 //! | `session`, `trade`, `refund` | point read by key |
 //! | `request` | point read by key, `AND expires_at > now` |
-//! | `commit` | in one transaction: device version check (+ `UPDATE .. version = version + 1`); per session `INSERT .. ON CONFLICT DO NOTHING` (version 1) or `UPDATE .. WHERE version = v - 1`; `INSERT .. ON CONFLICT DO NOTHING` into `trades` and `requests` (after deleting an expired row of the same key); refund upserts |
+//! | `commit` | in one savepoint of a group transaction: device version check (+ `UPDATE .. version = version + 1`); per session `INSERT .. ON CONFLICT DO NOTHING` (version 1) or `UPDATE .. WHERE version = v - 1`; `INSERT .. ON CONFLICT DO NOTHING` into `trades` and `requests` (after deleting an expired row of the same key); refund upserts |
 //! | `due` | `sessions_by_deadline`: `deadline_at <= now` ordered by deadline |
 //! | `pending_deadlines` | `sessions_by_deadline`: every not-closed session with a deadline (re-arm at start) |
 //! | `pending_refunds` | `refunds_pending`, oldest first |
@@ -50,15 +64,17 @@
 //! Nothing read from the database is trusted: a row that does not decode, or whose key disagrees with
 //! its body, is `StoreError::Permanent` naming the row, never a panic.
 
+use std::collections::VecDeque;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::oneshot;
 use vendpay_app::{
     Commit, DeadlineMessage, DeviceRecord, DeviceStore, Machine, QrCode, RefundRecord,
     RequestRecord, SessionStore, StoreError,
@@ -72,6 +88,12 @@ const SCHEMA_VERSION: i64 = 1;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Expired request rows only cost disk space, so pruning them hourly is plenty.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// The most commits written as one group (one transaction, one fsync).
+const MAX_BATCH: usize = 512;
+/// Idle read-only connections kept open; a burst beyond this opens more and closes them after.
+const MAX_IDLE_READERS: usize = 64;
+/// Prepared statements cached per connection (the commit path alone uses about fifteen).
+const STATEMENT_CACHE: usize = 64;
 
 const SCHEMA: &str = "
 CREATE TABLE devices (
@@ -135,22 +157,40 @@ impl Display for Location {
     }
 }
 
-/// The embedded store. Cheap to clone; clones share one connection.
+/// The embedded store. Cheap to clone; clones share the writer, its commit queue and the readers.
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    db: Mutex<Db>,
+    /// The one connection that writes. Only the group-commit drainer and the rare direct writes
+    /// (`register`, `set_qrcode`, pruning) lock it, and in memory mode the reads too.
+    writer: Mutex<Writer>,
+    /// Commits waiting for the drainer, and whether a drainer is running.
+    queue: Mutex<Queue>,
+    /// Idle read-only connections (file databases only); a read takes one or opens one.
+    readers: Mutex<Vec<Connection>>,
     /// Decides which request rows have expired; the ledger's clock in tests, the system clock otherwise.
     clock: Arc<dyn Clock>,
     location: Location,
 }
 
-struct Db {
+struct Writer {
     conn: Connection,
     last_prune: Timestamp,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    draining: bool,
+}
+
+/// One queued commit and where its answer goes.
+struct Job {
+    commit: Commit,
+    reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -195,6 +235,7 @@ impl SqliteStore {
         }
         .ctx(&what)?;
         conn.busy_timeout(BUSY_TIMEOUT).ctx(&what)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .ctx(&what)?;
@@ -208,10 +249,12 @@ impl SqliteStore {
         prune(&conn, now)?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
-                db: Mutex::new(Db {
+                writer: Mutex::new(Writer {
                     conn,
                     last_prune: now,
                 }),
+                queue: Mutex::new(Queue::default()),
+                readers: Mutex::new(Vec::new()),
                 clock,
                 location,
             }),
@@ -222,19 +265,55 @@ impl SqliteStore {
         &self.inner.location
     }
 
-    /// Runs `f` on the connection on a blocking thread, with the store's current time.
-    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Runs `f` on the writer connection on a blocking thread, with the store's current time.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Db, Timestamp) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Writer, Timestamp) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock leaves no open transaction behind (dropping a
-            // `Transaction` rolls it back), so the connection is still sound.
-            let mut db = inner.db.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut w = inner.lock_writer()?;
             let now = inner.clock.now();
-            f(&mut db, now)
+            f(&mut w, now)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("storage task failed: {e}")))?
+    }
+
+    /// Runs the read `f` on a blocking thread, on a read-only connection of the pool (a file database)
+    /// or on the writer connection (in memory), with the store's current time. Every committed write
+    /// is visible to it: a commit is answered only once it is committed.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, Timestamp) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let path = match &inner.location {
+                Location::Memory => {
+                    let mut w = inner.lock_writer()?;
+                    let now = inner.clock.now();
+                    return f(&mut w.conn, now);
+                }
+                Location::File(p) => p,
+            };
+            let idle = lock(&inner.readers).pop();
+            let mut conn = match idle {
+                Some(c) => c,
+                None => open_reader(path, &inner.location)?,
+            };
+            let now = inner.clock.now();
+            let result = f(&mut conn, now);
+            // A connection left inside a transaction (a failed rollback) is closed, not reused.
+            if conn.is_autocommit() {
+                let mut idle = lock(&inner.readers);
+                if idle.len() < MAX_IDLE_READERS {
+                    idle.push(conn);
+                }
+            }
+            result
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("storage task failed: {e}")))?
@@ -242,9 +321,8 @@ impl SqliteStore {
 
     /// Every not-closed session with a deadline, soonest first: what `vendpay serve` re-arms at start.
     pub async fn pending_deadlines(&self) -> Result<Vec<DeadlineMessage>, StoreError> {
-        self.call(|db, _| {
-            let mut stmt = db
-                .conn
+        self.read(|conn, _| {
+            let mut stmt = conn
                 .prepare_cached(
                     "SELECT id, deadline_at FROM sessions WHERE deadline_at IS NOT NULL \
                      ORDER BY deadline_at, id",
@@ -273,10 +351,9 @@ impl SqliteStore {
         limit: usize,
     ) -> Result<Vec<Session>, StoreError> {
         let device = device.clone();
-        self.call(move |db, _| {
+        self.read(move |conn, _| {
             let what = format!("listing sessions of device {device}");
-            let mut stmt = db
-                .conn
+            let mut stmt = conn
                 .prepare_cached(
                     "SELECT id, version, body FROM sessions WHERE device = ?1 \
                      ORDER BY opened_at DESC, id DESC LIMIT ?2",
@@ -303,20 +380,124 @@ impl SqliteStore {
 
     /// Deletes expired request rows now; returns how many. (Also done on open and hourly on commit.)
     pub async fn prune_expired(&self) -> Result<usize, StoreError> {
-        self.call(|db, now| {
-            let n = prune(&db.conn, now)?;
-            db.last_prune = now;
+        self.write(|w, now| {
+            let n = prune(&w.conn, now)?;
+            w.last_prune = now;
             Ok(n)
         })
         .await
     }
 }
 
+impl Inner {
+    /// The writer connection, outside any transaction. A panic while it was held may have left a
+    /// batch's transaction open; rolling it back makes the connection sound again, and the callers of
+    /// that batch were answered "unavailable" (their reply channels were dropped), which is true.
+    fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, StoreError> {
+        let w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if !w.conn.is_autocommit() {
+            w.conn
+                .execute_batch("ROLLBACK")
+                .ctx("rolling back a transaction left open")?;
+        }
+        Ok(w)
+    }
+}
+
+/// The right to drain the queue, held by at most one drainer. If the drainer ends other than by finding
+/// the queue empty (a panic, or a runtime shutting down before the task ran), dropping this clears the
+/// "draining" mark and answers the commits still queued "unavailable" (their reply channels are
+/// dropped) rather than leaving them, and every later commit, waiting forever.
+struct DrainGuard {
+    inner: Arc<Inner>,
+    finished: bool,
+}
+
+impl DrainGuard {
+    /// The drainer: takes every queued commit (up to `MAX_BATCH`, 512) and writes them as one group, then
+    /// the next group, until the queue is empty. Runs on a blocking thread; at most one at a time.
+    fn drain(mut self) {
+        loop {
+            let batch: Vec<Job> = {
+                let mut q = lock(&self.inner.queue);
+                if q.jobs.is_empty() {
+                    q.draining = false;
+                    self.finished = true;
+                    return;
+                }
+                let n = q.jobs.len().min(MAX_BATCH);
+                q.jobs.drain(..n).collect()
+            };
+            let results = match self.inner.lock_writer() {
+                Ok(mut w) => {
+                    let commits: Vec<&Commit> = batch.iter().map(|j| &j.commit).collect();
+                    let started = std::time::Instant::now();
+                    let results = write_group(&w.conn, &commits, &*self.inner.clock);
+                    tracing::trace!(
+                        commits = commits.len(),
+                        micros = started.elapsed().as_micros() as u64,
+                        "group committed"
+                    );
+                    let now = self.inner.clock.now();
+                    if w.last_prune.plus(PRUNE_EVERY) <= now {
+                        // The commits stand whatever happens here; a failed prune is retried later.
+                        match prune(&w.conn, now) {
+                            Ok(n) => tracing::debug!(pruned = n, "expired request rows pruned"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "pruning expired request rows failed")
+                            }
+                        }
+                        w.last_prune = now;
+                    }
+                    results
+                }
+                Err(e) => vec![Err(e); batch.len()],
+            };
+            for (job, result) in batch.into_iter().zip(results) {
+                // A caller that went away no longer needs its answer; its commit stands all the same.
+                let _ = job.reply.send(result);
+            }
+        }
+    }
+}
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut q = lock(&self.inner.queue);
+            q.draining = false;
+            q.jobs.clear();
+        }
+    }
+}
+
+/// Locks a mutex whose data stays consistent whatever a panicking holder did (a queue or a pool of
+/// idle connections, changed by single calls that complete or do nothing).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A read-only connection on the database file (WAL lets it read while the writer writes).
+fn open_reader(path: &Path, location: &Location) -> Result<Connection, StoreError> {
+    let what = format!("opening a reader on {location}");
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .ctx(&what)?;
+    conn.busy_timeout(BUSY_TIMEOUT).ctx(&what)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
 #[async_trait]
 impl DeviceStore for SqliteStore {
     async fn register(&self, record: &DeviceRecord) -> Result<bool, StoreError> {
         let record = record.clone();
-        self.call(move |db, _| {
+        self.write(move |w, _| {
+            let conn = &w.conn;
             let id = &record.device.id;
             let what = format!("device row {id}");
             let body = encode(&record, &what)?;
@@ -326,8 +507,7 @@ impl DeviceStore for SqliteStore {
                 .map(|q| encode(q, &what))
                 .transpose()?;
             let version = to_i64(record.version, &what)?;
-            let n = db
-                .conn
+            let n = conn
                 .prepare_cached(
                     "INSERT INTO devices (id, record, qrcode, current, version) \
                      VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
@@ -349,16 +529,16 @@ impl DeviceStore for SqliteStore {
 
     async fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
         let id = id.clone();
-        self.call(move |db, _| read_device(&db.conn, &id)).await
+        self.read(move |conn, _| read_device(&conn, &id)).await
     }
 
     async fn set_qrcode(&self, id: &DeviceId, qrcode: &QrCode) -> Result<(), StoreError> {
         let (id, qrcode) = (id.clone(), qrcode.clone());
-        self.call(move |db, _| {
+        self.write(move |w, _| {
+            let conn = &w.conn;
             let what = format!("device row {id}");
             let body = encode(&qrcode, &what)?;
-            let n = db
-                .conn
+            let n = conn
                 .prepare_cached("UPDATE devices SET qrcode = ?1 WHERE id = ?2")
                 .and_then(|mut s| s.execute(params![body, id.as_str()]))
                 .ctx(&what)?;
@@ -377,11 +557,11 @@ impl DeviceStore for SqliteStore {
 impl SessionStore for SqliteStore {
     async fn machine(&self, id: &DeviceId) -> Result<Option<Machine>, StoreError> {
         let id = id.clone();
-        self.call(move |db, _| {
+        self.read(move |conn, _| {
             let what = format!("reading machine {id}");
             // One read transaction, so the device and its session come from the same snapshot even
             // when another process writes the file.
-            let tx = db.conn.transaction().ctx(&what)?;
+            let tx = conn.transaction().ctx(&what)?;
             let Some(record) = read_device(&tx, &id)? else {
                 return Ok(None);
             };
@@ -401,15 +581,14 @@ impl SessionStore for SqliteStore {
 
     async fn session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         let id = id.clone();
-        self.call(move |db, _| read_session(&db.conn, &id)).await
+        self.read(move |conn, _| read_session(&conn, &id)).await
     }
 
     async fn trade(&self, trade_no: &TradeNo) -> Result<Option<PaymentOutcome>, StoreError> {
         let trade_no = trade_no.clone();
-        self.call(move |db, _| {
+        self.read(move |conn, _| {
             let what = format!("trade row {trade_no}");
-            let row: Option<String> = db
-                .conn
+            let row: Option<String> = conn
                 .prepare_cached("SELECT outcome FROM trades WHERE trade_no = ?1")
                 .and_then(|mut s| s.query_row([trade_no.as_str()], |r| r.get(0)).optional())
                 .ctx(&what)?;
@@ -424,10 +603,9 @@ impl SessionStore for SqliteStore {
         request_id: &RequestId,
     ) -> Result<Option<RequestRecord>, StoreError> {
         let (device, request_id) = (device.clone(), request_id.clone());
-        self.call(move |db, now| {
+        self.read(move |conn, now| {
             let what = format!("request row ({device}, {request_id})");
-            let row: Option<String> = db
-                .conn
+            let row: Option<String> = conn
                 .prepare_cached(
                     "SELECT body FROM requests \
                      WHERE device = ?1 AND request_id = ?2 AND expires_at > ?3",
@@ -454,10 +632,9 @@ impl SessionStore for SqliteStore {
 
     async fn refund(&self, refund_id: &RefundId) -> Result<Option<RefundRecord>, StoreError> {
         let refund_id = refund_id.clone();
-        self.call(move |db, _| {
+        self.read(move |conn, _| {
             let what = format!("refund row {refund_id}");
-            let row: Option<String> = db
-                .conn
+            let row: Option<String> = conn
                 .prepare_cached("SELECT body FROM refunds WHERE refund_id = ?1")
                 .and_then(|mut s| s.query_row([refund_id.as_str()], |r| r.get(0)).optional())
                 .ctx(&what)?;
@@ -473,27 +650,35 @@ impl SessionStore for SqliteStore {
         .await
     }
 
+    /// Queues the commit for the drainer (starting one if none runs) and waits for its answer, which
+    /// comes once the group holding it is committed and fsynced, or rolled back.
     async fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
-        let commit = commit.clone();
-        self.call(move |db, now| {
-            write_commit(&mut db.conn, &commit, now)?;
-            if db.last_prune.plus(PRUNE_EVERY) <= now {
-                // The commit stands whatever happens here; a failed prune is retried next time.
-                match prune(&db.conn, now) {
-                    Ok(n) => tracing::debug!(pruned = n, "expired request rows pruned"),
-                    Err(e) => tracing::warn!(error = %e, "pruning expired request rows failed"),
-                }
-                db.last_prune = now;
-            }
-            Ok(())
-        })
-        .await
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut q = lock(&self.inner.queue);
+            q.jobs.push_back(Job {
+                commit: commit.clone(),
+                reply,
+            });
+            !std::mem::replace(&mut q.draining, true)
+        };
+        if start {
+            // On a blocking thread, like every SQLite call; and while it runs, a paused tokio clock
+            // does not jump ahead under a caller waiting for its answer.
+            let guard = DrainGuard {
+                inner: self.inner.clone(),
+                finished: false,
+            };
+            drop(tokio::task::spawn_blocking(move || guard.drain()));
+        }
+        answer.await.map_err(|_| {
+            StoreError::Unavailable("the commit was not answered: the writer stopped".into())
+        })?
     }
 
     async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<SessionId>, StoreError> {
-        self.call(move |db, _| {
-            let mut stmt = db
-                .conn
+        self.read(move |conn, _| {
+            let mut stmt = conn
                 .prepare_cached(
                     "SELECT id FROM sessions WHERE deadline_at IS NOT NULL AND deadline_at <= ?1 \
                      ORDER BY deadline_at, id LIMIT ?2",
@@ -514,10 +699,9 @@ impl SessionStore for SqliteStore {
     }
 
     async fn pending_refunds(&self, limit: usize) -> Result<Vec<RefundRecord>, StoreError> {
-        self.call(move |db, _| {
+        self.read(move |conn, _| {
             let what = "listing pending refunds";
-            let mut stmt = db
-                .conn
+            let mut stmt = conn
                 .prepare_cached(
                     "SELECT refund_id, body FROM refunds WHERE status = 'pending' \
                      ORDER BY issued_at, refund_id LIMIT ?1",
@@ -545,17 +729,88 @@ impl SessionStore for SqliteStore {
     }
 }
 
-/// The whole of a commit in one `BEGIN IMMEDIATE` transaction. Any `Err` drops the transaction, which
-/// rolls back everything written so far.
-fn write_commit(conn: &mut Connection, commit: &Commit, now: Timestamp) -> Result<(), StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .ctx("starting a commit")?;
+/// Writes `commits` in order as one group: one `BEGIN IMMEDIATE` transaction, each commit inside its
+/// own savepoint, one `COMMIT` (so one fsync) for all of them. A commit whose condition fails (or that
+/// cannot be written) rolls back its savepoint only and gets its own error; the others are unaffected,
+/// and each is judged against the state its predecessors in the group left, exactly as if they had
+/// been committed one by one. If the group as a whole cannot be committed (the transaction is lost, or
+/// `COMMIT` fails), nothing of it is written and every commit is tried again on its own.
+fn write_group(
+    conn: &Connection,
+    commits: &[&Commit],
+    clock: &dyn Clock,
+) -> Vec<Result<(), StoreError>> {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE", "starting a commit") {
+        // Nothing was judged: every commit gets the (retryable, when it is a lock wait) error.
+        return vec![Err(e); commits.len()];
+    }
+    let outcome = group_body(conn, commits, clock)
+        .and_then(|results| exec(conn, "COMMIT", "committing").map(|()| results));
+    match outcome {
+        Ok(results) => results,
+        Err(e) => {
+            rollback(conn);
+            if commits.len() == 1 {
+                return vec![Err(e)];
+            }
+            tracing::warn!(error = %e, commits = commits.len(), "a group commit failed; committing one by one");
+            commits
+                .iter()
+                .flat_map(|c| write_group(conn, std::slice::from_ref(c), clock))
+                .collect()
+        }
+    }
+}
 
+/// Each commit of the group inside its own savepoint; `Err` when the group as a whole is lost.
+fn group_body(
+    conn: &Connection,
+    commits: &[&Commit],
+    clock: &dyn Clock,
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let mut results = Vec::with_capacity(commits.len());
+    for commit in commits {
+        exec(conn, "SAVEPOINT one", "starting a commit")?;
+        let result = apply_commit(conn, commit, clock.now());
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (disk full, I/O error): the group is lost.
+            return Err(match result {
+                Err(e) => e,
+                Ok(()) => StoreError::Unavailable("the transaction was rolled back".into()),
+            });
+        }
+        if result.is_err() {
+            exec(conn, "ROLLBACK TO one", "rolling back a commit")?;
+        }
+        exec(conn, "RELEASE one", "finishing a commit")?;
+        results.push(result);
+    }
+    Ok(results)
+}
+
+fn exec(conn: &Connection, sql: &str, what: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(|_| ())
+        .ctx(what)
+}
+
+/// Ends a failed group's transaction; if even that fails, the next use of the writer rolls it back.
+fn rollback(conn: &Connection) {
+    if !conn.is_autocommit() {
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::warn!(error = %e, "rolling back a failed group commit failed");
+        }
+    }
+}
+
+/// Checks every condition of `commit` and writes every row, inside the caller's transaction; any `Err`
+/// leaves rows written so far for the caller to roll back.
+fn apply_commit(conn: &Connection, commit: &Commit, now: Timestamp) -> Result<(), StoreError> {
     if let Some(guard) = &commit.device {
         let id = &guard.device;
         let what = format!("device row {id}");
-        let stored: Option<i64> = tx
+        let stored: Option<i64> = conn
             .prepare_cached("SELECT version FROM devices WHERE id = ?1")
             .and_then(|mut s| s.query_row([id.as_str()], |r| r.get(0)).optional())
             .ctx(&what)?;
@@ -572,7 +827,7 @@ fn write_commit(conn: &mut Connection, commit: &Commit, now: Timestamp) -> Resul
             )));
         }
         if let Some(current) = &guard.new_current {
-            tx.prepare_cached(
+            conn.prepare_cached(
                 "UPDATE devices SET current = ?1, version = version + 1 WHERE id = ?2",
             )
             .and_then(|mut s| s.execute(params![current.as_str(), id.as_str()]))
@@ -596,7 +851,7 @@ fn write_commit(conn: &mut Connection, commit: &Commit, now: Timestamp) -> Resul
         };
         let phase = phase_str(s.phase);
         let n = if s.version == 1 {
-            tx.prepare_cached(
+            conn.prepare_cached(
                 "INSERT INTO sessions (id, device, phase, version, opened_at, deadline_at, body) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
             )
@@ -613,7 +868,7 @@ fn write_commit(conn: &mut Connection, commit: &Commit, now: Timestamp) -> Resul
             })
             .ctx(&what)?
         } else {
-            tx.prepare_cached(
+            conn.prepare_cached(
                 "UPDATE sessions SET device = ?2, phase = ?3, version = ?4, opened_at = ?5, \
                  deadline_at = ?6, body = ?7 WHERE id = ?1 AND version = ?8",
             )
@@ -643,7 +898,7 @@ fn write_commit(conn: &mut Connection, commit: &Commit, now: Timestamp) -> Resul
     if let Some((trade_no, outcome)) = &commit.trade {
         let what = format!("trade row {trade_no}");
         let body = encode(outcome, &what)?;
-        let n = tx
+        let n = conn
             .prepare_cached(
                 "INSERT INTO trades (trade_no, outcome) VALUES (?1, ?2) \
                  ON CONFLICT (trade_no) DO NOTHING",
@@ -661,7 +916,7 @@ fn write_commit(conn: &mut Connection, commit: &Commit, now: Timestamp) -> Resul
         let what = format!("request row ({}, {})", r.device, r.request_id);
         let body = encode(r, &what)?;
         // An expired row reads as absent, so it must not block a new one either.
-        tx.prepare_cached(
+        conn.prepare_cached(
             "DELETE FROM requests WHERE device = ?1 AND request_id = ?2 AND expires_at <= ?3",
         )
         .and_then(|mut s| {
@@ -672,7 +927,7 @@ fn write_commit(conn: &mut Connection, commit: &Commit, now: Timestamp) -> Resul
             ])
         })
         .ctx(&what)?;
-        let n = tx
+        let n = conn
             .prepare_cached(
                 "INSERT INTO requests (device, request_id, expires_at, body) \
                  VALUES (?1, ?2, ?3, ?4) ON CONFLICT (device, request_id) DO NOTHING",
@@ -697,7 +952,7 @@ fn write_commit(conn: &mut Connection, commit: &Commit, now: Timestamp) -> Resul
     for r in &commit.refunds {
         let what = format!("refund row {}", r.refund_id);
         let body = encode(r, &what)?;
-        tx.prepare_cached(
+        conn.prepare_cached(
             "INSERT INTO refunds (refund_id, session, status, issued_at, body) \
              VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (refund_id) DO UPDATE SET \
              session = excluded.session, status = excluded.status, \
@@ -714,8 +969,7 @@ fn write_commit(conn: &mut Connection, commit: &Commit, now: Timestamp) -> Resul
         })
         .ctx(&what)?;
     }
-
-    tx.commit().ctx("committing")
+    Ok(())
 }
 
 fn migrate(conn: &mut Connection, location: &Location) -> Result<(), StoreError> {
