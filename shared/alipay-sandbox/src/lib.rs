@@ -256,6 +256,31 @@ impl Sandbox {
     /// A buyer pays `amount` on `qrcode`: the trade is recorded and its signed notification is POSTed
     /// to the code's `notify_url` in the background, resent until the answer is `success`. Call it
     /// inside a Tokio runtime (the delivery is a spawned task).
+    /// Records a trade paid outside the sandbox — a committed fixture's notification — so refunds of it
+    /// are answered as for any other trade. Refused for a trade number already known.
+    pub fn import_trade(
+        &self,
+        trade_no: &str,
+        out_trade_no: &str,
+        amount: Money,
+    ) -> Result<(), &'static str> {
+        let now = self.inner.clock.now();
+        lock(&self.inner.ledger).import(Trade {
+            trade_no: trade_no.to_owned(),
+            out_trade_no: out_trade_no.to_owned(),
+            qrcode: String::new(),
+            amount,
+            refunded: Money::zero(amount.currency()),
+            buyer_id: None,
+            paid_at: now,
+        })
+    }
+
+    /// How much of a trade has been refunded (`None`: unknown trade).
+    pub fn refunded(&self, trade_no: &str) -> Option<Money> {
+        lock(&self.inner.ledger).trade(trade_no).map(|t| t.refunded)
+    }
+
     pub fn pay(
         &self,
         qrcode: &str,

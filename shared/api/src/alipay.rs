@@ -12,11 +12,12 @@ use vendpay_app::{DeviceRecord, QrCode, RefundGateway, RefundOrder, RefundVerdic
 
 use crate::{ProvisionError, QrProvisioner};
 
-/// The gateway plus the merchant fields every QR code carries.
+/// The gateway plus the merchant fields every QR code carries (`None` in functions that never create
+/// QR codes: the notification route and the refund executor do not need them).
 #[derive(Clone)]
 pub struct Alipay {
     pub gateway: HttpGateway,
-    pub merchant: Arc<MerchantProfile>,
+    pub merchant: Option<Arc<MerchantProfile>>,
 }
 
 #[async_trait]
@@ -63,11 +64,12 @@ impl QrProvisioner for Alipay {
             message,
         };
         let notify_url = NotifyUrl::parse(notify_url).map_err(|e| permanent(e.to_string()))?;
+        let merchant = self.merchant.as_ref().ok_or_else(|| {
+            permanent("the merchant fields of qrcode.create (ALIPAY_SECONDARY_MERCHANT_ID, ...) are not configured here".into())
+        })?;
         let req = QrCodeCreate {
             notify_url,
-            biz: self
-                .merchant
-                .biz_data(&device.device.id, &device.name, device.device.currency),
+            biz: merchant.biz_data(&device.device.id, &device.name, device.device.currency),
         };
         let info = self
             .gateway

@@ -15,6 +15,8 @@ pub mod error;
 pub mod input;
 pub mod label;
 pub mod notify;
+pub mod queued;
+pub mod settings;
 pub mod views;
 
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use vendpay_domain::{Currency, DeviceId, Mode, OrderId, RequestId, SessionId, Sl
 
 pub use auth::DeviceKey;
 pub use error::ApiError;
+pub use queued::QueuedRequest;
 
 /// How operators authenticate on `/admin/...`.
 #[derive(Clone)]
@@ -57,9 +60,8 @@ pub trait QrProvisioner: Send + Sync {
     ) -> Result<QrCode, ProvisionError>;
 }
 
-/// Everything the routes need, built once at start-up.
-#[derive(Clone)]
-pub struct Api {
+/// What the routes are built from, once at start-up; [`Api::new`] splits it into the three route groups.
+pub struct ApiParts {
     pub ledger: Ledger,
     pub devices: Arc<dyn DeviceStore>,
     pub device_key: DeviceKey,
@@ -69,6 +71,48 @@ pub struct Api {
     pub public_base_url: String,
     pub notify: notify::NotifySettings,
 }
+
+/// The machine routes, `/devices/{id}/...` (the `device-api` function).
+#[derive(Clone)]
+pub struct DeviceRoutes {
+    pub ledger: Ledger,
+    pub devices: Arc<dyn DeviceStore>,
+    pub device_key: DeviceKey,
+}
+
+/// The operator routes, `/admin/...` (the `qr-provision` function).
+#[derive(Clone)]
+pub struct AdminRoutes {
+    pub ledger: Ledger,
+    pub devices: Arc<dyn DeviceStore>,
+    pub device_key: DeviceKey,
+    pub admin: AdminAuth,
+    pub qr: Arc<dyn QrProvisioner>,
+    /// `PUBLIC_BASE_URL`: where Alipay reaches us; notify URLs are built from it.
+    pub public_base_url: String,
+}
+
+/// `POST /alipay/notify/{device_id}` (the `alipay-notify` function).
+#[derive(Clone)]
+pub struct NotifyRoute {
+    pub ledger: Ledger,
+    pub devices: Arc<dyn DeviceStore>,
+    pub settings: notify::NotifySettings,
+}
+
+/// Every route of design §4, as the local server serves them: each Lambda function serves one group.
+#[derive(Clone)]
+pub struct Api {
+    pub device: DeviceRoutes,
+    pub admin: AdminRoutes,
+    pub notify: NotifyRoute,
+}
+
+/// Set by the Lambda adapter when API Gateway authenticated the caller with IAM (SigV4): the caller's
+/// ARN. With [`AdminAuth::Iam`] an admin request without it is refused, so a route deployed without
+/// the IAM authorizer by mistake is closed, not open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IamCaller(pub String);
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Bytes> {
     Response::builder()
@@ -87,36 +131,91 @@ fn segments(path: &str) -> Vec<&str> {
 }
 
 impl Api {
-    /// Answers any route of design §4 except the Alipay notification.
-    pub async fn handle(&self, req: Request<Bytes>) -> Response<Bytes> {
-        let segs = segments(req.uri().path());
-        if let (Some(&"alipay"), Some(&"notify"), Some(device), None) =
-            (segs.first(), segs.get(1), segs.get(2), segs.get(3))
-        {
-            if req.method() != Method::POST {
-                return ApiError::new(405, "method_not_allowed", "Alipay notifications are POSTed")
-                    .into_response();
-            }
-            return self.alipay_notify(device, req.body()).await;
+    pub fn new(parts: ApiParts) -> Api {
+        let ApiParts {
+            ledger,
+            devices,
+            device_key,
+            admin,
+            qr,
+            public_base_url,
+            notify,
+        } = parts;
+        Api {
+            device: DeviceRoutes {
+                ledger: ledger.clone(),
+                devices: devices.clone(),
+                device_key: device_key.clone(),
+            },
+            admin: AdminRoutes {
+                ledger: ledger.clone(),
+                devices: devices.clone(),
+                device_key,
+                admin,
+                qr,
+                public_base_url,
+            },
+            notify: NotifyRoute {
+                ledger,
+                devices,
+                settings: notify,
+            },
         }
-        let result = match segs.first() {
-            Some(&"devices") => self.device_route(&req).await,
-            Some(&"admin") => self.admin_route(&req).await,
-            _ => Err(ApiError::not_found(format!(
-                "no route {}",
-                req.uri().path()
-            ))),
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.device.ledger
+    }
+
+    /// Answers any route of design §4.
+    pub async fn handle(&self, req: Request<Bytes>) -> Response<Bytes> {
+        match segments(req.uri().path()).first() {
+            Some(&"alipay") => self.notify.handle(&req).await,
+            Some(&"devices") => self.device.handle(&req).await,
+            Some(&"admin") => self.admin.handle(&req).await,
+            _ => ApiError::not_found(format!("no route {}", req.uri().path())).into_response(),
+        }
+    }
+}
+
+impl NotifyRoute {
+    /// `POST /alipay/notify/{device_id}`; any other path is 404.
+    pub async fn handle(&self, req: &Request<Bytes>) -> Response<Bytes> {
+        let segs = segments(req.uri().path());
+        let (Some(&"alipay"), Some(&"notify"), Some(device), None) =
+            (segs.first(), segs.get(1), segs.get(2), segs.get(3))
+        else {
+            return ApiError::not_found(format!("no route {}", req.uri().path())).into_response();
         };
-        result.unwrap_or_else(ApiError::into_response)
+        if req.method() != Method::POST {
+            return ApiError::new(405, "method_not_allowed", "Alipay notifications are POSTed")
+                .into_response();
+        }
+        self.notify(device, req.body()).await
     }
 
-    /// `POST /alipay/notify/{device_id}`: answers `success` once the payment is durably recorded.
-    pub async fn alipay_notify(&self, device: &str, body: &[u8]) -> Response<Bytes> {
-        notify::handle(&self.notify, &self.ledger, &*self.devices, device, body).await
+    /// Answers `success` once the payment is durably recorded.
+    pub async fn notify(&self, device: &str, body: &[u8]) -> Response<Bytes> {
+        notify::handle(&self.settings, &self.ledger, &*self.devices, device, body).await
+    }
+}
+
+impl DeviceRoutes {
+    /// Answers a machine request received now.
+    pub async fn handle(&self, req: &Request<Bytes>) -> Response<Bytes> {
+        self.route(req, self.ledger.now())
+            .await
+            .unwrap_or_else(ApiError::into_response)
     }
 
-    /// The machine routes, `/devices/{id}/...`, after checking the request's signature.
-    pub async fn device_route(&self, req: &Request<Bytes>) -> Result<Response<Bytes>, ApiError> {
+    /// The machine routes, `/devices/{id}/...`, after checking the request's signature, whose
+    /// timestamp must be within ±300 s of `received_at` (now over HTTP; when the queue received it for a
+    /// machine publishing through a broker).
+    pub async fn route(
+        &self,
+        req: &Request<Bytes>,
+        received_at: vendpay_domain::Timestamp,
+    ) -> Result<Response<Bytes>, ApiError> {
         let path = req.uri().path();
         let segs = segments(path);
         let (Some(&"devices"), Some(raw_id)) = (segs.first(), segs.get(1)) else {
@@ -142,7 +241,7 @@ impl Api {
             path_and_query: req.uri().path_and_query().map_or(path, |p| p.as_str()),
             body: req.body(),
         };
-        if let Err(e) = auth::verify(raw_id, &signed, secret.as_deref(), self.ledger.now()) {
+        if let Err(e) = auth::verify(raw_id, &signed, secret.as_deref(), received_at) {
             tracing::info!(device = %raw_id, reason = %e, "device request refused");
             return Err(ApiError::new(e.status(), e.code(), e.to_string()));
         }
@@ -204,21 +303,48 @@ impl Api {
             _ => Err(ApiError::not_found(format!("no route {path}"))),
         }
     }
+}
+
+impl AdminRoutes {
+    pub async fn handle(&self, req: &Request<Bytes>) -> Response<Bytes> {
+        self.route(req)
+            .await
+            .unwrap_or_else(ApiError::into_response)
+    }
 
     /// The operator routes, `/admin/...`.
-    pub async fn admin_route(&self, req: &Request<Bytes>) -> Result<Response<Bytes>, ApiError> {
-        if let AdminAuth::Token(token) = &self.admin {
-            let given = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
-            if !auth::admin_token_matches(token, given) {
-                return Err(ApiError::new(
+    pub async fn route(&self, req: &Request<Bytes>) -> Result<Response<Bytes>, ApiError> {
+        match &self.admin {
+            AdminAuth::Token(token) => {
+                let given = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                if !auth::admin_token_matches(token, given) {
+                    return Err(ApiError::new(
+                        401,
+                        "unauthorized",
+                        "a valid admin bearer token is required",
+                    ));
+                }
+            }
+            AdminAuth::Iam => match req.extensions().get::<IamCaller>() {
+                Some(caller) => {
+                    tracing::info!(caller = %caller.0, path = %req.uri().path(), "admin request")
+                }
+                None => return Err(ApiError::new(
                     401,
                     "unauthorized",
-                    "a valid admin bearer token is required",
-                ));
-            }
+                    "admin routes need an IAM-signed request (API Gateway AWS_IAM authorization)",
+                )),
+            },
+        }
+        let segs = segments(req.uri().path());
+        if segs.first() != Some(&"admin") {
+            return Err(ApiError::not_found(format!(
+                "no route {}",
+                req.uri().path()
+            )));
         }
         let path = req.uri().path();
         let segs = segments(path);

@@ -14,18 +14,14 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use vendpay_alipay::{AlipayConfig, MerchantProfile, Verifier};
-use vendpay_api::DeviceKey;
+use vendpay_api::{settings, DeviceKey};
 use vendpay_domain::Windows;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DB: &str = "vendpay.sqlite";
-/// The longest window accepted: a week. Longer ones are almost certainly a unit mistake (ms for s).
-pub const MAX_WINDOW_SECS: u64 = 7 * 24 * 3600;
-/// A configured admin token shorter than this is refused: it guards every operator route.
-pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+pub use settings::{MAX_WINDOW_SECS, MIN_ADMIN_TOKEN_LEN};
 
 /// Every setting `vendpay serve` reads; [`Config::from_env`] snapshots exactly these.
 pub const SETTINGS: &[&str] = &[
@@ -67,6 +63,8 @@ pub enum ConfigError {
         setting: &'static str,
         reason: String,
     },
+    #[error(transparent)]
+    Setting(#[from] settings::SettingError),
     /// An Alipay setting (its message names the setting).
     #[error(transparent)]
     Alipay(#[from] vendpay_alipay::ConfigError),
@@ -171,62 +169,19 @@ impl Config {
         })?;
         let db = PathBuf::from(opt("VENDPAY_DB").unwrap_or_else(|| DEFAULT_DB.to_owned()));
 
-        let window = |setting: &'static str, default: Duration| -> Result<Duration, ConfigError> {
-            let Some(raw) = opt(setting) else {
-                return Ok(default);
-            };
-            match raw.parse::<u64>() {
-                Ok(secs) if (1..=MAX_WINDOW_SECS).contains(&secs) => Ok(Duration::from_secs(secs)),
-                _ => Err(invalid(
-                    setting,
-                    format!("{raw:?} is not a whole number of seconds from 1 to {MAX_WINDOW_SECS}"),
-                )),
-            }
-        };
-        let defaults = Windows::default();
-        let windows = Windows {
-            pay_first: window("PAY_FIRST_WINDOW_SECS", defaults.pay_first)?,
-            purchase_first: window("PURCHASE_FIRST_WINDOW_SECS", defaults.purchase_first)?,
-            order_payment: window("ORDER_PAYMENT_WINDOW_SECS", defaults.order_payment)?,
-        };
+        let windows = settings::windows(&get)?;
 
-        let admin_token = match opt("ADMIN_TOKEN") {
-            None => None,
-            Some(t) if t.len() < MIN_ADMIN_TOKEN_LEN => {
-                return Err(invalid(
-                    "ADMIN_TOKEN",
-                    format!("must be at least {MIN_ADMIN_TOKEN_LEN} characters"),
-                ))
-            }
-            // It travels in `Authorization: Bearer <token>`: visible ASCII only.
-            Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => {
-                return Err(invalid(
-                    "ADMIN_TOKEN",
-                    "must be printable ASCII without spaces",
-                ))
-            }
-            Some(t) => Some(t),
-        };
+        let admin_token = settings::admin_token(&get)?;
 
         let public_base_url = opt("PUBLIC_BASE_URL")
-            .map(|u| parse_base_url(&u))
+            .map(|u| settings::base_url(&u))
             .transpose()?;
 
         let device_key = opt("DEVICE_KEY")
             .map(|k| DeviceKey::from_hex("DEVICE_KEY", &k))
             .transpose()?;
 
-        let notify_verify = match opt("ALIPAY_NOTIFY_VERIFY") {
-            None => true,
-            Some(v) if v.eq_ignore_ascii_case("true") => true,
-            Some(v) if v.eq_ignore_ascii_case("false") => false,
-            Some(v) => {
-                return Err(invalid(
-                    "ALIPAY_NOTIFY_VERIFY",
-                    format!("{v:?} is neither true nor false"),
-                ))
-            }
-        };
+        let notify_verify = settings::notify_verify(&get)?;
 
         let mut ignored = Vec::new();
         let (alipay, merchant) = if opt("ALIPAY_GATEWAY_URL").is_some() {
@@ -283,27 +238,6 @@ impl Config {
     }
 }
 
-/// `PUBLIC_BASE_URL`: an http(s) URL with a host; a trailing `/` is dropped (notify URLs append paths).
-fn parse_base_url(raw: &str) -> Result<String, ConfigError> {
-    let rest = raw
-        .strip_prefix("https://")
-        .or_else(|| raw.strip_prefix("http://"))
-        .ok_or_else(|| {
-            invalid(
-                "PUBLIC_BASE_URL",
-                format!("{raw:?} is not an http:// or https:// URL"),
-            )
-        })?;
-    let host = rest.split('/').next().unwrap_or_default();
-    if host.is_empty() || raw.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
-        return Err(invalid(
-            "PUBLIC_BASE_URL",
-            format!("{raw:?} must be a base URL such as https://pay.example.com"),
-        ));
-    }
-    Ok(raw.trim_end_matches('/').to_owned())
-}
-
 /// The base URL to use when `PUBLIC_BASE_URL` is not set: the address actually bound, with a wildcard
 /// address replaced by loopback (a URL cannot point at 0.0.0.0).
 pub fn default_base_url(bound: SocketAddr) -> String {
@@ -320,6 +254,7 @@ pub fn default_base_url(bound: SocketAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = pairs

@@ -203,6 +203,7 @@ async fn pay_inner(state: &AppState, req: Request) -> Result<Response, TooLargeO
             let id = DeviceId::parse(d.as_str()).map_err(|_| unknown())?;
             let record = state
                 .api
+                .device
                 .devices
                 .device(&id)
                 .await

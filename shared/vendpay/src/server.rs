@@ -28,7 +28,7 @@ use vendpay_alipay_sandbox::{
 };
 use vendpay_api::alipay::{Alipay, NotifyCheck};
 use vendpay_api::notify::NotifySettings;
-use vendpay_api::{AdminAuth, Api, DeviceKey};
+use vendpay_api::{AdminAuth, Api, ApiParts, DeviceKey};
 use vendpay_app::{DeviceStore, Ledger, RefundGateway};
 use vendpay_domain::{Clock, SystemClock};
 use vendpay_store_sqlite::{channels, rearm, SqliteStore, Worker};
@@ -208,7 +208,7 @@ impl Server {
             vendpay_alipay::http_client().map_err(|e| StartError::HttpClient(e.to_string()))?;
         let alipay = Arc::new(Alipay {
             gateway: HttpGateway::new(http, alipay_config, clock.clone()),
-            merchant: Arc::new(config.merchant.clone()),
+            merchant: Some(Arc::new(config.merchant.clone())),
         });
         let refund_log = running_sandbox.as_ref().map(|_| RefundLog::default());
         let refunds: Arc<dyn RefundGateway> = match &refund_log {
@@ -228,7 +228,7 @@ impl Server {
             })?;
 
         let devices: Arc<dyn DeviceStore> = Arc::new(store.clone());
-        let api = Api {
+        let api = Api::new(ApiParts {
             ledger,
             devices,
             device_key,
@@ -242,7 +242,7 @@ impl Server {
                     .notify_verify
                     .then(|| alipay.clone() as Arc<dyn NotifyCheck>),
             },
-        };
+        });
 
         let mut sandbox_gateway_url = None;
         let mut kept_sandbox = None;

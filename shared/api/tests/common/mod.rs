@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use vendpay_alipay::{PartnerId, SignType, Signer, Verifier};
 use vendpay_api::auth::sign;
 use vendpay_api::notify::NotifySettings;
-use vendpay_api::{AdminAuth, Api, DeviceKey, ProvisionError, QrProvisioner};
+use vendpay_api::{AdminAuth, Api, ApiParts, DeviceKey, ProvisionError, QrProvisioner};
 use vendpay_app::contract::{ManualClock, Recorder};
 use vendpay_app::{DeviceRecord, Ledger, QrCode};
 use vendpay_domain::*;
@@ -74,7 +74,7 @@ pub async fn harness() -> Harness {
         clock.clone(),
         Windows::default(),
     );
-    let api = Api {
+    let api = Api::new(ApiParts {
         ledger: ledger.clone(),
         devices: store,
         device_key: DeviceKey::from_hex("DEVICE_KEY", &"5a".repeat(32)).expect("key"),
@@ -90,7 +90,7 @@ pub async fn harness() -> Harness {
             partner: PartnerId::parse(PARTNER).expect("partner"),
             notify_verify: None,
         },
-    };
+    });
     Harness {
         api,
         clock,

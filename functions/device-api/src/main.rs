@@ -1,0 +1,18 @@
+use lambda_runtime::{service_fn, Error};
+use vendpay_lambda::{wiring, Env};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    vendpay_lambda::init_logging();
+    let sdk = wiring::sdk_config().await;
+    let env = Env::from_process(device_api::SETTINGS)?
+        .resolve(&sdk)
+        .await?;
+    let routes = device_api::build(&sdk, &env)
+        .inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
+    let routes = &routes;
+    lambda_runtime::run(service_fn(move |event| {
+        device_api::handler::handle(routes, event)
+    }))
+    .await
+}

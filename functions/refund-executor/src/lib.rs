@@ -1,0 +1,61 @@
+//! `refund-executor`: sends refunds to Alipay from the refund queue.
+//!
+//! Each message names a refund whose id and amount were fixed when it was decided; every attempt sends
+//! exactly those (`spot.refund`, `is_sync=Y`), so Alipay refunds it at most once however often it is
+//! sent. Success is recorded and closes the session once all its refunds are final; a permanent refusal
+//! is recorded as failed for an operator (`alert = "refund_failed_permanently"`); anything uncertain
+//! (timeout, `UNKNOW`, a system error, an HTML page) is retried with exponential backoff by stretching
+//! the message's visibility timeout, then dead-lettered, and the sweep re-sends it while it is pending.
+
+pub mod handler;
+
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use vendpay_api::alipay::Alipay;
+use vendpay_app::Ledger;
+use vendpay_lambda::wiring::{self, NotWired};
+use vendpay_lambda::{Env, StartError};
+
+/// Every setting this function reads.
+pub const SETTINGS: &[&str] = &[
+    "TABLE_NAME",
+    "PAY_FIRST_WINDOW_SECS",
+    "PURCHASE_FIRST_WINDOW_SECS",
+    "ORDER_PAYMENT_WINDOW_SECS",
+    "REFUND_QUEUE_URL",
+    "ALIPAY_GATEWAY_URL",
+    "ALIPAY_PARTNER_ID",
+    "ALIPAY_SIGN_TYPE",
+    "ALIPAY_PRIVATE_KEY",
+    "ALIPAY_PUBLIC_KEY",
+    "ALIPAY_MD5_KEY",
+];
+
+/// What the handler needs.
+pub struct Executor {
+    pub ledger: Ledger,
+    pub alipay: Arc<Alipay>,
+    /// Stretches a message's visibility for backoff.
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+}
+
+pub fn build(sdk: &SdkConfig, env: &Env) -> Result<Executor, StartError> {
+    let clock = wiring::clock();
+    // Recording a refund's outcome never schedules a deadline or issues another refund.
+    let ledger = wiring::ledger(
+        wiring::store(sdk, env)?,
+        Arc::new(NotWired("refund-executor")),
+        Arc::new(NotWired("refund-executor")),
+        clock.clone(),
+        env,
+    )?;
+    let queue_url = env.required("REFUND_QUEUE_URL")?;
+    Ok(Executor {
+        ledger,
+        alipay: wiring::alipay(env, clock, false)?.alipay,
+        sqs: aws_sdk_sqs::Client::new(sdk),
+        queue_url,
+    })
+}

@@ -1,0 +1,651 @@
+//! The five Lambda functions' handlers, run in-process against moto (DynamoDB, SQS, Scheduler, Secrets
+//! Manager — started by `scripts/with-moto`) and the Alipay sandbox, fed the fixtures of `events/`.
+//!
+//! Each function gets its own SDK configuration whose endpoint is a small recording proxy in front of
+//! moto: every AWS operation a function's code really calls is recorded (from `X-Amz-Target`, or the
+//! REST path for Scheduler) and compared with the function's `functions/<name>/aws-calls.json`, which
+//! the SAM template's IAM policies are checked against (scripts/check-infra).
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_sdk_dynamodb::config::Credentials;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use vendpay_alipay::PartnerId;
+use vendpay_alipay::{SignType, Signer};
+use vendpay_alipay_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
+use vendpay_lambda::Env;
+
+pub const DEVICE: &str = "vm-fixture-1";
+pub const TRADE: &str = "2026112622001400010001";
+pub const OUT_TRADE: &str = "VP20261126000001";
+pub const SESSION: &str = "s:2026112622001400010001";
+pub const PARTNER: &str = "2088101122136241";
+pub const FUNCTIONS: [&str; 5] = [
+    "alipay-notify",
+    "device-api",
+    "qr-provision",
+    "deadline",
+    "refund-executor",
+];
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A fixture of `events/`, parsed.
+pub fn fixture(name: &str) -> Value {
+    let path = root().join("events").join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+pub fn moto() -> String {
+    match std::env::var("VENDPAY_MOTO_ENDPOINT") {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => panic!(
+            "VENDPAY_MOTO_ENDPOINT is not set: run through scripts/with-moto, e.g.\n\n    \
+             scripts/with-moto cargo test -p vendpay-e2e --test functions\n"
+        ),
+    }
+}
+
+pub async fn sdk_for(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+        .load()
+        .await
+}
+
+pub fn unique(prefix: &str) -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{:x}-{n}",
+        t ^ (u64::from(std::process::id()) << 40)
+    )
+}
+
+/// A recording proxy in front of moto.
+#[derive(Clone)]
+pub struct Proxy {
+    pub url: String,
+    pub calls: Arc<Mutex<BTreeSet<String>>>,
+}
+
+#[derive(Clone)]
+struct ProxyState {
+    upstream: String,
+    http: reqwest::Client,
+    calls: Arc<Mutex<BTreeSet<String>>>,
+}
+
+/// The IAM action of one AWS API request.
+fn action(method: &str, path: &str, target: Option<&str>) -> String {
+    if let Some(t) = target {
+        let (service, op) = t.split_once('.').unwrap_or(("?", t));
+        let prefix = match service {
+            s if s.starts_with("DynamoDB") => "dynamodb",
+            "AmazonSQS" => "sqs",
+            "secretsmanager" => "secretsmanager",
+            "AmazonSSM" => "ssm",
+            other => other,
+        };
+        return format!("{prefix}:{op}");
+    }
+    if path.starts_with("/schedules/") {
+        let op = match method {
+            "POST" => "CreateSchedule",
+            "GET" => "GetSchedule",
+            "PUT" => "UpdateSchedule",
+            "DELETE" => "DeleteSchedule",
+            _ => "?",
+        };
+        return format!("scheduler:{op}");
+    }
+    format!("?:{method} {path}")
+}
+
+async fn forward(State(s): State<ProxyState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let path = parts.uri.path().to_owned();
+    if let Ok(mut c) = s.calls.lock() {
+        c.insert(action(parts.method.as_str(), &path, target.as_deref()));
+    }
+    let bytes = axum::body::to_bytes(body, 1 << 24)
+        .await
+        .unwrap_or_default();
+    let url = format!(
+        "{}{}",
+        s.upstream.trim_end_matches('/'),
+        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    let mut out = s.http.request(parts.method.clone(), url);
+    for (k, v) in &parts.headers {
+        if k != "host" && k != "content-length" {
+            out = out.header(k, v);
+        }
+    }
+    match out.body(bytes).send().await {
+        Ok(res) => {
+            let mut b = Response::builder().status(res.status());
+            for (k, v) in res.headers() {
+                if k != "content-length" && k != "transfer-encoding" {
+                    b = b.header(k, v);
+                }
+            }
+            let body = res.bytes().await.unwrap_or_default();
+            b.body(Body::from(body))
+                .unwrap_or_else(|_| Response::new(Body::empty()))
+        }
+        Err(e) => Response::builder()
+            .status(502)
+            .body(Body::from(format!("proxy: {e}")))
+            .unwrap_or_else(|_| Response::new(Body::empty())),
+    }
+}
+
+impl Proxy {
+    pub async fn start(upstream: &str) -> Proxy {
+        let calls = Arc::new(Mutex::new(BTreeSet::new()));
+        let state = ProxyState {
+            upstream: upstream.to_owned(),
+            http: reqwest::Client::new(),
+            calls: calls.clone(),
+        };
+        let app = axum::Router::new().fallback(forward).with_state(state);
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Proxy {
+            url: format!("http://{addr}"),
+            calls,
+        }
+    }
+
+    pub fn calls(&self) -> BTreeSet<String> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+/// One function's state, built the way its `main.rs` builds it, behind its own recording proxy.
+pub struct Functions {
+    pub notify: vendpay_api::NotifyRoute,
+    pub device: vendpay_api::DeviceRoutes,
+    pub admin: vendpay_api::AdminRoutes,
+    pub deadline: vendpay_app::Ledger,
+    pub refunds: refund_executor::Executor,
+    pub proxies: BTreeMap<&'static str, Proxy>,
+}
+
+/// Moto resources and the sandbox for one test.
+pub struct World {
+    pub admin_sdk: SdkConfig,
+    pub table: String,
+    pub deadline_queue: String,
+    pub refund_queue: String,
+    pub device_queue: String,
+    pub sandbox: Sandbox,
+    pub running: RunningSandbox,
+    pub settings: BTreeMap<String, String>,
+}
+
+async fn queue(sdk: &SdkConfig, name: &str) -> (String, String) {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("queue url");
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .expect("queue arn");
+    (url, arn)
+}
+
+impl World {
+    /// A fresh table, three queues, two secrets (Alipay keys as JSON fields, the device key as a plain
+    /// secret) and a sandbox; the settings reference the secrets as the SAM template does.
+    pub async fn new(extra: &[(&str, &str)]) -> World {
+        let admin_sdk = sdk_for(&moto()).await;
+        let table = unique("vp-fn");
+        vendpay_store_aws::create_table(&aws_sdk_dynamodb::Client::new(&admin_sdk), &table)
+            .await
+            .expect("create table");
+        let (deadline_queue, deadline_arn) = queue(&admin_sdk, &unique("vp-deadline")).await;
+        let (refund_queue, _) = queue(&admin_sdk, &unique("vp-refund")).await;
+        let (device_queue, _) = queue(&admin_sdk, &unique("vp-device")).await;
+        let sm = aws_sdk_secretsmanager::Client::new(&admin_sdk);
+        let alipay_secret = unique("vp-alipay");
+        sm.create_secret()
+            .name(&alipay_secret)
+            .secret_string(
+                json!({
+                    "private_key": vendpay_alipay_sandbox::TEST_MERCHANT_PRIVATE_KEY,
+                    "public_key": vendpay_alipay_sandbox::TEST_ALIPAY_PUBLIC_KEY,
+                    "md5_key": ""
+                })
+                .to_string(),
+            )
+            .send()
+            .await
+            .expect("alipay secret");
+        let device_secret = unique("vp-device-key");
+        sm.create_secret()
+            .name(&device_secret)
+            .secret_string("0123456789abcdef".repeat(4))
+            .send()
+            .await
+            .expect("device key secret");
+
+        let mut config = SandboxConfig::with_test_keys(PartnerId::parse(PARTNER).expect("partner"));
+        config.time_scale = 0.0001;
+        let sandbox = Sandbox::new(config).expect("sandbox");
+        let running = sandbox
+            .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("sandbox serve");
+        // The fixture notification's trade, as if the customer had paid at Alipay.
+        let paid = vendpay_domain::Money::new(1000, vendpay_domain::Currency::Cny).expect("money");
+        sandbox
+            .import_trade(TRADE, OUT_TRADE, paid)
+            .expect("import the fixture trade");
+
+        let mut settings: BTreeMap<String, String> = [
+            ("TABLE_NAME", table.clone()),
+            ("DEADLINE_QUEUE_URL", deadline_queue.clone()),
+            ("DEADLINE_QUEUE_ARN", deadline_arn),
+            (
+                "SCHEDULER_ROLE_ARN",
+                "arn:aws:iam::123456789012:role/vendpay-scheduler".to_owned(),
+            ),
+            ("REFUND_QUEUE_URL", refund_queue.clone()),
+            ("DEVICE_KEY", format!("secretsmanager:{device_secret}")),
+            (
+                "PUBLIC_BASE_URL",
+                "https://abc123.execute-api.us-east-1.amazonaws.com".to_owned(),
+            ),
+            ("ALIPAY_GATEWAY_URL", running.gateway_url()),
+            ("ALIPAY_PARTNER_ID", PARTNER.to_owned()),
+            ("ALIPAY_SIGN_TYPE", "RSA2".to_owned()),
+            (
+                "ALIPAY_PRIVATE_KEY",
+                format!("secretsmanager:{alipay_secret}#private_key"),
+            ),
+            (
+                "ALIPAY_PUBLIC_KEY",
+                format!("secretsmanager:{alipay_secret}#public_key"),
+            ),
+            (
+                "ALIPAY_MD5_KEY",
+                format!("secretsmanager:{alipay_secret}#md5_key"),
+            ),
+            // The fixture's notify_id is not one the sandbox issued.
+            ("ALIPAY_NOTIFY_VERIFY", "false".to_owned()),
+            ("ALIPAY_SECONDARY_MERCHANT_ID", "vendpay_fixture".to_owned()),
+            (
+                "ALIPAY_SECONDARY_MERCHANT_NAME",
+                "vendpay fixture vending".to_owned(),
+            ),
+            ("ALIPAY_MERCHANT_INDUSTRY", "5499".to_owned()),
+            ("ALIPAY_SETTLEMENT_CURRENCY", "CNY".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (k, v) in extra {
+            settings.insert((*k).to_owned(), (*v).to_owned());
+        }
+        World {
+            admin_sdk,
+            table,
+            deadline_queue,
+            refund_queue,
+            device_queue,
+            sandbox,
+            running,
+            settings,
+        }
+    }
+
+    /// The settings one function reads (its `SETTINGS`), secrets resolved through its own proxy.
+    async fn env(&self, names: &[&str], sdk: &SdkConfig) -> Env {
+        Env::from_pairs(
+            self.settings
+                .iter()
+                .filter(|(k, _)| names.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        )
+        .resolve(sdk)
+        .await
+        .expect("secrets resolve")
+    }
+
+    /// Builds all five functions as their `main.rs` does.
+    pub async fn functions(&self) -> Functions {
+        let mut proxies = BTreeMap::new();
+        let mut sdks = BTreeMap::new();
+        for f in FUNCTIONS {
+            let p = Proxy::start(&moto()).await;
+            sdks.insert(f, sdk_for(&p.url).await);
+            proxies.insert(f, p);
+        }
+        let sdk = |f: &str| sdks.get(f).cloned().expect("sdk");
+        let s = sdk("alipay-notify");
+        let notify = alipay_notify::build(&s, &self.env(alipay_notify::SETTINGS, &s).await)
+            .expect("alipay-notify builds");
+        let s = sdk("device-api");
+        let device = device_api::build(&s, &self.env(device_api::SETTINGS, &s).await)
+            .expect("device-api builds");
+        let s = sdk("qr-provision");
+        let admin = qr_provision::build(&s, &self.env(qr_provision::SETTINGS, &s).await)
+            .expect("qr-provision builds");
+        let s = sdk("deadline");
+        let deadline =
+            deadline::build(&s, &self.env(deadline::SETTINGS, &s).await).expect("deadline builds");
+        let s = sdk("refund-executor");
+        let refunds = refund_executor::build(&s, &self.env(refund_executor::SETTINGS, &s).await)
+            .expect("refund-executor builds");
+        Functions {
+            notify,
+            device,
+            admin,
+            deadline,
+            refunds,
+            proxies,
+        }
+    }
+
+    /// Messages waiting on a queue (received with a zero visibility timeout, so they stay).
+    pub async fn peek(&self, queue_url: &str) -> Vec<Value> {
+        let out = aws_sdk_sqs::Client::new(&self.admin_sdk)
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .expect("receive");
+        out.messages
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| m.body().and_then(|b| serde_json::from_str(b).ok()))
+            .collect()
+    }
+}
+
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Signs an API Gateway event's device request with `secret` at `ts`, as a machine would.
+pub fn sign_http(event: &mut Value, secret: &str, ts: i64) {
+    let method = event["requestContext"]["http"]["method"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut path = event["rawPath"].as_str().unwrap_or_default().to_owned();
+    if let Some(q) = event["rawQueryString"].as_str().filter(|q| !q.is_empty()) {
+        path = format!("{path}?{q}");
+    }
+    let body = event["body"].as_str().unwrap_or_default().to_owned();
+    let sig = vendpay_api::auth::sign(secret, &method, &path, &ts.to_string(), body.as_bytes());
+    event["headers"]["x-timestamp"] = json!(ts.to_string());
+    event["headers"]["x-signature"] = json!(sig);
+}
+
+/// Signs a queued device request (`events/device-events-sqs.json`) and marks it sent at `ts`.
+pub fn sign_queued(event: &mut Value, secret: &str, ts: i64) {
+    for record in event["Records"].as_array_mut().into_iter().flatten() {
+        let mut q: Value =
+            serde_json::from_str(record["body"].as_str().unwrap_or_default()).expect("queued");
+        let method = q["method"].as_str().unwrap_or_default().to_owned();
+        let path = q["path"].as_str().unwrap_or_default().to_owned();
+        let body = q["body"].as_str().unwrap_or_default().to_owned();
+        let sig = vendpay_api::auth::sign(secret, &method, &path, &ts.to_string(), body.as_bytes());
+        q["headers"]["x-timestamp"] = json!(ts.to_string());
+        q["headers"]["x-signature"] = json!(sig);
+        record["body"] = json!(q.to_string());
+        record["attributes"]["SentTimestamp"] = json!((ts * 1000).to_string());
+    }
+}
+
+/// An HTTP answer as the tests look at it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub text: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+fn answer(res: lambda_http::Response<lambda_http::Body>) -> Answer {
+    let status = res.status().as_u16();
+    let text = match res.into_body() {
+        lambda_http::Body::Text(t) => t,
+        lambda_http::Body::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+        _ => String::new(),
+    };
+    Answer { status, text }
+}
+
+fn http_request(event: &Value) -> lambda_http::Request {
+    lambda_http::request::from_str(&event.to_string()).expect("an API Gateway v2 event")
+}
+
+fn ctx() -> lambda_runtime::Context {
+    lambda_runtime::Context::default()
+}
+
+impl Functions {
+    pub async fn notify(&self, event: &Value) -> Answer {
+        answer(alipay_notify::handler::handle(&self.notify, http_request(event)).await)
+    }
+
+    pub async fn admin(&self, event: &Value) -> Answer {
+        answer(qr_provision::handler::handle(&self.admin, http_request(event)).await)
+    }
+
+    /// The device function with an HTTP event: its raw Lambda answer, decoded.
+    pub async fn device(&self, event: &Value) -> Answer {
+        let out = device_api::handler::handle(
+            &self.device,
+            lambda_runtime::LambdaEvent::new(event.clone(), ctx()),
+        )
+        .await
+        .expect("device-api answers HTTP events");
+        let status = out["statusCode"].as_u64().unwrap_or(0) as u16;
+        let text = out["body"].as_str().unwrap_or_default().to_owned();
+        Answer { status, text }
+    }
+
+    /// The device function with an SQS event: the records it asks SQS to redeliver.
+    pub async fn device_queue(&self, event: &Value) -> Vec<String> {
+        let out = device_api::handler::handle(
+            &self.device,
+            lambda_runtime::LambdaEvent::new(event.clone(), ctx()),
+        )
+        .await
+        .expect("device-api answers SQS events");
+        failures(serde_json::from_value(out).expect("an SQS batch response"))
+    }
+
+    pub async fn deadline(&self, event: &Value) -> Result<Value, String> {
+        deadline::handler::handle(
+            &self.deadline,
+            lambda_runtime::LambdaEvent::new(event.clone(), ctx()),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    pub async fn refund(&self, event: &Value) -> Vec<String> {
+        let batch: SqsEvent = serde_json::from_value(event.clone()).expect("an SQS event");
+        failures(refund_executor::handler::handle(&self.refunds, &batch).await)
+    }
+
+    pub async fn admin_session(&self, id: &str) -> Value {
+        let mut ev = fixture("admin-get-session.json");
+        ev["rawPath"] = json!(format!("/admin/sessions/{id}"));
+        ev["requestContext"]["http"]["path"] = json!(format!("/admin/sessions/{id}"));
+        self.admin(&ev).await.json()
+    }
+
+    pub async fn machine_status(&self, secret: &str) -> Value {
+        let mut ev = fixture("device-get-session.json");
+        sign_http(&mut ev, secret, now_secs());
+        self.device(&ev).await.json()
+    }
+}
+
+pub fn failures(r: SqsBatchResponse) -> Vec<String> {
+    r.batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect()
+}
+
+/// `functions/<name>/aws-calls.json`.
+pub fn manifest(function: &str) -> BTreeSet<String> {
+    let path = root()
+        .join("functions")
+        .join(function)
+        .join("aws-calls.json");
+    let v: Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    v["calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect()
+}
+
+pub fn body_bytes(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+/// The fields of the fixture trade's notification.
+pub fn notification_fields() -> Vec<(String, String)> {
+    let passback = format!(r#"{{"device_id":"{DEVICE}"}}"#);
+    let fields = [
+        ("notify_id", "fixture-notify-1"),
+        ("notify_time", "2026-11-26 10:00:02"),
+        ("notify_type", "trade_status_sync"),
+        ("notify_action_type", "payByAccountAction"),
+        ("partner", PARTNER),
+        ("out_trade_no", OUT_TRADE),
+        ("trade_no", TRADE),
+        ("trade_status", "TRADE_SUCCESS"),
+        ("total_fee", "10.00"),
+        ("trans_currency", "CNY"),
+        ("currency", "CNY"),
+        ("gmt_payment", "2026-11-26 10:00:01"),
+        ("buyer_id", "2088000000000001"),
+        ("passback_parameters", passback.as_str()),
+    ];
+    fields
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// A form signed as Alipay signs it, with the committed test key (or `key`).
+pub fn sign_form(fields: &[(String, String)], key: &str) -> String {
+    let signer = Signer::from_setting(SignType::Rsa2, "test key", key).expect("test key");
+    vendpay_alipay::signed_form(
+        fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &signer,
+    )
+    .expect("sign")
+}
+
+/// The notification Alipay would send for the fixture trade, signed with the committed test key.
+pub fn signed_notification() -> String {
+    sign_form(
+        &notification_fields(),
+        vendpay_alipay_sandbox::TEST_ALIPAY_PRIVATE_KEY,
+    )
+}
+
+pub fn notification_event() -> Value {
+    notification_with_body(&signed_notification())
+}
+
+/// The notification event around `body` (a form), as API Gateway delivers it.
+pub fn notification_with_body(body: &str) -> Value {
+    let mut ev = fixture("device-get-session.json");
+    let path = format!("/alipay/notify/{DEVICE}");
+    ev["routeKey"] = json!("POST /alipay/notify/{device_id}");
+    ev["rawPath"] = json!(path);
+    ev["requestContext"]["routeKey"] = json!("POST /alipay/notify/{device_id}");
+    ev["requestContext"]["requestId"] = json!("fixture-alipay-notify");
+    ev["requestContext"]["http"]["method"] = json!("POST");
+    ev["requestContext"]["http"]["path"] = json!(path);
+    ev["requestContext"]["http"]["userAgent"] = json!("Mozilla/4.0");
+    ev["headers"] = json!({
+        "host": "abc123.execute-api.us-east-1.amazonaws.com",
+        "content-type": "application/x-www-form-urlencoded; charset=utf-8",
+        "user-agent": "Mozilla/4.0",
+        "x-forwarded-proto": "https"
+    });
+    // HTTP APIs hand form bodies to Lambda base64-encoded.
+    ev["body"] = json!(base64::engine::general_purpose::STANDARD.encode(body));
+    ev["isBase64Encoded"] = json!(true);
+    ev
+}
