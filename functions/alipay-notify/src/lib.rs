@@ -12,37 +12,24 @@ use aws_config::SdkConfig;
 use vendpay_api::NotifyRoute;
 use vendpay_lambda::{wiring, Env, StartError};
 
-/// Every setting this function reads.
-pub const SETTINGS: &[&str] = &[
-    "TABLE_NAME",
-    "PAY_FIRST_WINDOW_SECS",
-    "PURCHASE_FIRST_WINDOW_SECS",
-    "ORDER_PAYMENT_WINDOW_SECS",
-    "DEADLINE_QUEUE_URL",
-    "DEADLINE_QUEUE_ARN",
-    "SCHEDULER_ROLE_ARN",
-    "SCHEDULE_GROUP_NAME",
-    "REFUND_QUEUE_URL",
-    "ALIPAY_GATEWAY_URL",
-    "ALIPAY_PARTNER_ID",
-    "ALIPAY_SIGN_TYPE",
-    "ALIPAY_PRIVATE_KEY",
-    "ALIPAY_PUBLIC_KEY",
-    "ALIPAY_MD5_KEY",
-    "ALIPAY_NOTIFY_VERIFY",
+/// The settings this function reads, by group (see `vendpay_lambda::wiring`).
+pub const SETTING_GROUPS: &[&[&str]] = &[
+    wiring::LEDGER_SETTINGS,
+    wiring::DEADLINE_SETTINGS,
+    &["REFUND_QUEUE_URL"],
+    wiring::ALIPAY_SETTINGS,
+    &["ALIPAY_NOTIFY_VERIFY"],
 ];
+
+/// Every setting this function reads; the SAM template sets exactly these (infra/function-env.json).
+pub fn settings() -> Vec<&'static str> {
+    wiring::names(SETTING_GROUPS)
+}
 
 /// Everything the handler needs, built once per execution environment.
 pub fn build(sdk: &SdkConfig, env: &Env) -> Result<NotifyRoute, StartError> {
     let clock = wiring::clock();
-    let store = wiring::store(sdk, env)?;
-    let ledger = wiring::ledger(
-        store.clone(),
-        wiring::deadline_scheduler(sdk, env, clock.clone())?,
-        wiring::refund_queue(sdk, env)?,
-        clock.clone(),
-        env,
-    )?;
+    let (store, ledger) = wiring::dispatching_ledger(sdk, env, clock.clone())?;
     let alipay = wiring::alipay(env, clock, false)?;
     Ok(NotifyRoute {
         ledger,

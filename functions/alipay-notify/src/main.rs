@@ -5,7 +5,7 @@ use vendpay_lambda::{wiring, Env};
 async fn main() -> Result<(), Error> {
     vendpay_lambda::init_logging();
     let sdk = wiring::sdk_config().await;
-    let env = Env::from_process(alipay_notify::SETTINGS)?
+    let env = Env::from_process(&alipay_notify::settings())?
         .resolve(&sdk)
         .await?;
     let route = alipay_notify::build(&sdk, &env)

@@ -13,26 +13,18 @@ use aws_config::SdkConfig;
 use vendpay_app::Ledger;
 use vendpay_lambda::{wiring, Env, StartError};
 
-/// Every setting this function reads.
-pub const SETTINGS: &[&str] = &[
-    "TABLE_NAME",
-    "PAY_FIRST_WINDOW_SECS",
-    "PURCHASE_FIRST_WINDOW_SECS",
-    "ORDER_PAYMENT_WINDOW_SECS",
-    "DEADLINE_QUEUE_URL",
-    "DEADLINE_QUEUE_ARN",
-    "SCHEDULER_ROLE_ARN",
-    "SCHEDULE_GROUP_NAME",
-    "REFUND_QUEUE_URL",
+/// The settings this function reads, by group (see `vendpay_lambda::wiring`).
+pub const SETTING_GROUPS: &[&[&str]] = &[
+    wiring::LEDGER_SETTINGS,
+    wiring::DEADLINE_SETTINGS,
+    &["REFUND_QUEUE_URL"],
 ];
 
+/// Every setting this function reads; the SAM template sets exactly these (infra/function-env.json).
+pub fn settings() -> Vec<&'static str> {
+    wiring::names(SETTING_GROUPS)
+}
+
 pub fn build(sdk: &SdkConfig, env: &Env) -> Result<Ledger, StartError> {
-    let clock = wiring::clock();
-    wiring::ledger(
-        wiring::store(sdk, env)?,
-        wiring::deadline_scheduler(sdk, env, clock.clone())?,
-        wiring::refund_queue(sdk, env)?,
-        clock,
-        env,
-    )
+    Ok(wiring::dispatching_ledger(sdk, env, wiring::clock())?.1)
 }

@@ -5,7 +5,9 @@ use vendpay_lambda::{wiring, Env};
 async fn main() -> Result<(), Error> {
     vendpay_lambda::init_logging();
     let sdk = wiring::sdk_config().await;
-    let env = Env::from_process(deadline::SETTINGS)?.resolve(&sdk).await?;
+    let env = Env::from_process(&deadline::settings())?
+        .resolve(&sdk)
+        .await?;
     let ledger =
         deadline::build(&sdk, &env).inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
     let ledger = &ledger;

@@ -12,30 +12,20 @@ use aws_config::SdkConfig;
 use vendpay_api::{DeviceKey, DeviceRoutes};
 use vendpay_lambda::{wiring, Env, StartError};
 
-/// Every setting this function reads.
-pub const SETTINGS: &[&str] = &[
-    "TABLE_NAME",
-    "PAY_FIRST_WINDOW_SECS",
-    "PURCHASE_FIRST_WINDOW_SECS",
-    "ORDER_PAYMENT_WINDOW_SECS",
-    "DEADLINE_QUEUE_URL",
-    "DEADLINE_QUEUE_ARN",
-    "SCHEDULER_ROLE_ARN",
-    "SCHEDULE_GROUP_NAME",
-    "REFUND_QUEUE_URL",
-    "DEVICE_KEY",
+/// The settings this function reads, by group (see `vendpay_lambda::wiring`).
+pub const SETTING_GROUPS: &[&[&str]] = &[
+    wiring::LEDGER_SETTINGS,
+    wiring::DEADLINE_SETTINGS,
+    &["REFUND_QUEUE_URL", "DEVICE_KEY"],
 ];
 
+/// Every setting this function reads; the SAM template sets exactly these (infra/function-env.json).
+pub fn settings() -> Vec<&'static str> {
+    wiring::names(SETTING_GROUPS)
+}
+
 pub fn build(sdk: &SdkConfig, env: &Env) -> Result<DeviceRoutes, StartError> {
-    let clock = wiring::clock();
-    let store = wiring::store(sdk, env)?;
-    let ledger = wiring::ledger(
-        store.clone(),
-        wiring::deadline_scheduler(sdk, env, clock.clone())?,
-        wiring::refund_queue(sdk, env)?,
-        clock,
-        env,
-    )?;
+    let (store, ledger) = wiring::dispatching_ledger(sdk, env, wiring::clock())?;
     Ok(DeviceRoutes {
         ledger,
         devices: store,

@@ -5,7 +5,7 @@ use vendpay_lambda::{wiring, Env};
 async fn main() -> Result<(), Error> {
     vendpay_lambda::init_logging();
     let sdk = wiring::sdk_config().await;
-    let env = Env::from_process(device_api::SETTINGS)?
+    let env = Env::from_process(&device_api::settings())?
         .resolve(&sdk)
         .await?;
     let routes = device_api::build(&sdk, &env)

@@ -13,27 +13,18 @@ use vendpay_api::{settings, AdminAuth, AdminRoutes, DeviceKey};
 use vendpay_lambda::wiring::{self, NotWired};
 use vendpay_lambda::{Env, StartError};
 
-/// Every setting this function reads.
-pub const SETTINGS: &[&str] = &[
-    "TABLE_NAME",
-    "PAY_FIRST_WINDOW_SECS",
-    "PURCHASE_FIRST_WINDOW_SECS",
-    "ORDER_PAYMENT_WINDOW_SECS",
-    "DEVICE_KEY",
-    "ADMIN_TOKEN",
-    "PUBLIC_BASE_URL",
-    "ALIPAY_GATEWAY_URL",
-    "ALIPAY_PARTNER_ID",
-    "ALIPAY_SIGN_TYPE",
-    "ALIPAY_PRIVATE_KEY",
-    "ALIPAY_PUBLIC_KEY",
-    "ALIPAY_MD5_KEY",
-    "ALIPAY_SECONDARY_MERCHANT_ID",
-    "ALIPAY_SECONDARY_MERCHANT_NAME",
-    "ALIPAY_MERCHANT_INDUSTRY",
-    "ALIPAY_SETTLEMENT_CURRENCY",
-    "ALIPAY_COUNTRY_CODE",
+/// The settings this function reads, by group (see `vendpay_lambda::wiring`).
+pub const SETTING_GROUPS: &[&[&str]] = &[
+    wiring::LEDGER_SETTINGS,
+    wiring::ADMIN_SETTINGS,
+    wiring::ALIPAY_SETTINGS,
+    wiring::MERCHANT_SETTINGS,
 ];
+
+/// Every setting this function reads; the SAM template sets exactly these (infra/function-env.json).
+pub fn settings() -> Vec<&'static str> {
+    wiring::names(SETTING_GROUPS)
+}
 
 pub fn build(sdk: &SdkConfig, env: &Env) -> Result<AdminRoutes, StartError> {
     let clock = wiring::clock();

@@ -5,7 +5,7 @@ use vendpay_lambda::{wiring, Env};
 async fn main() -> Result<(), Error> {
     vendpay_lambda::init_logging();
     let sdk = wiring::sdk_config().await;
-    let env = Env::from_process(qr_provision::SETTINGS)?
+    let env = Env::from_process(&qr_provision::settings())?
         .resolve(&sdk)
         .await?;
     let routes = qr_provision::build(&sdk, &env)

@@ -17,20 +17,17 @@ use vendpay_app::Ledger;
 use vendpay_lambda::wiring::{self, NotWired};
 use vendpay_lambda::{Env, StartError};
 
-/// Every setting this function reads.
-pub const SETTINGS: &[&str] = &[
-    "TABLE_NAME",
-    "PAY_FIRST_WINDOW_SECS",
-    "PURCHASE_FIRST_WINDOW_SECS",
-    "ORDER_PAYMENT_WINDOW_SECS",
-    "REFUND_QUEUE_URL",
-    "ALIPAY_GATEWAY_URL",
-    "ALIPAY_PARTNER_ID",
-    "ALIPAY_SIGN_TYPE",
-    "ALIPAY_PRIVATE_KEY",
-    "ALIPAY_PUBLIC_KEY",
-    "ALIPAY_MD5_KEY",
+/// The settings this function reads, by group (see `vendpay_lambda::wiring`).
+pub const SETTING_GROUPS: &[&[&str]] = &[
+    wiring::LEDGER_SETTINGS,
+    &["REFUND_QUEUE_URL"],
+    wiring::ALIPAY_SETTINGS,
 ];
+
+/// Every setting this function reads; the SAM template sets exactly these (infra/function-env.json).
+pub fn settings() -> Vec<&'static str> {
+    wiring::names(SETTING_GROUPS)
+}
 
 /// What the handler needs.
 pub struct Executor {

@@ -6,7 +6,7 @@ use vendpay_lambda::{wiring, Env};
 async fn main() -> Result<(), Error> {
     vendpay_lambda::init_logging();
     let sdk = wiring::sdk_config().await;
-    let env = Env::from_process(refund_executor::SETTINGS)?
+    let env = Env::from_process(&refund_executor::settings())?
         .resolve(&sdk)
         .await?;
     let executor = refund_executor::build(&sdk, &env)

@@ -211,8 +211,9 @@ fn json_field(text: &str, field: &str) -> Result<String, String> {
 
 /// Setting names come from the function's fixed list; errors carry them as `&'static str`.
 fn static_name(name: &str) -> &'static str {
-    crate::wiring::SETTINGS
+    crate::wiring::ALL
         .iter()
+        .flat_map(|g| g.iter())
         .find(|s| **s == name)
         .copied()
         .unwrap_or("(setting)")

@@ -18,35 +18,6 @@ use vendpay_store_aws::{DynamoStore, LongDeadlines, SqsDeadlineScheduler, SqsRef
 use crate::env::Env;
 use crate::StartError;
 
-/// Every setting any function reads (design §5 plus the AWS resources). Each function reads the subset
-/// it lists in its own `SETTINGS`.
-pub const SETTINGS: &[&str] = &[
-    "TABLE_NAME",
-    "PAY_FIRST_WINDOW_SECS",
-    "PURCHASE_FIRST_WINDOW_SECS",
-    "ORDER_PAYMENT_WINDOW_SECS",
-    "DEADLINE_QUEUE_URL",
-    "DEADLINE_QUEUE_ARN",
-    "SCHEDULER_ROLE_ARN",
-    "SCHEDULE_GROUP_NAME",
-    "REFUND_QUEUE_URL",
-    "DEVICE_KEY",
-    "ADMIN_TOKEN",
-    "PUBLIC_BASE_URL",
-    "ALIPAY_GATEWAY_URL",
-    "ALIPAY_PARTNER_ID",
-    "ALIPAY_SIGN_TYPE",
-    "ALIPAY_PRIVATE_KEY",
-    "ALIPAY_PUBLIC_KEY",
-    "ALIPAY_MD5_KEY",
-    "ALIPAY_NOTIFY_VERIFY",
-    "ALIPAY_SECONDARY_MERCHANT_ID",
-    "ALIPAY_SECONDARY_MERCHANT_NAME",
-    "ALIPAY_MERCHANT_INDUSTRY",
-    "ALIPAY_SETTLEMENT_CURRENCY",
-    "ALIPAY_COUNTRY_CODE",
-];
-
 /// The ledger's settings: the table and the three windows.
 pub const LEDGER_SETTINGS: &[&str] = &[
     "TABLE_NAME",
@@ -78,6 +49,29 @@ pub const MERCHANT_SETTINGS: &[&str] = &[
     "ALIPAY_SETTLEMENT_CURRENCY",
     "ALIPAY_COUNTRY_CODE",
 ];
+
+/// Admin auth and notify URLs (qr-provision).
+pub const ADMIN_SETTINGS: &[&str] = &["DEVICE_KEY", "ADMIN_TOKEN", "PUBLIC_BASE_URL"];
+/// Every group; a function reads the union of the groups it lists.
+pub const ALL: &[&[&str]] = &[
+    LEDGER_SETTINGS,
+    DEADLINE_SETTINGS,
+    &["REFUND_QUEUE_URL", "ALIPAY_NOTIFY_VERIFY"],
+    ADMIN_SETTINGS,
+    ALIPAY_SETTINGS,
+    MERCHANT_SETTINGS,
+];
+
+/// The names of `groups`, in order, each once.
+pub fn names(groups: &[&[&'static str]]) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for name in groups.iter().flat_map(|g| g.iter()) {
+        if !out.contains(name) {
+            out.push(name);
+        }
+    }
+    out
+}
 
 /// The one SDK configuration of the process: region, credentials and endpoint (`AWS_ENDPOINT_URL` for
 /// an emulator) from the standard sources.
@@ -178,6 +172,24 @@ pub fn ledger(
 ) -> Result<Ledger, StartError> {
     let windows = settings::windows(&env.lookup())?;
     Ok(Ledger::new(store, deadlines, refunds, clock, windows))
+}
+
+/// The store and the ledger of a function that dispatches deadlines and refunds (SQS, and Scheduler
+/// for long deadlines).
+pub fn dispatching_ledger(
+    sdk: &SdkConfig,
+    env: &Env,
+    clock: Arc<dyn Clock>,
+) -> Result<(Arc<DynamoStore>, Ledger), StartError> {
+    let store = store(sdk, env)?;
+    let ledger = ledger(
+        store.clone(),
+        deadline_scheduler(sdk, env, clock.clone())?,
+        refund_queue(sdk, env)?,
+        clock,
+        env,
+    )?;
+    Ok((store, ledger))
 }
 
 /// The Alipay client (one HTTP client with timeouts, keys parsed once), with the merchant fields when

@@ -348,7 +348,7 @@ impl World {
         }
     }
 
-    /// The settings one function reads (its `SETTINGS`), secrets resolved through its own proxy.
+    /// The settings one function reads (its `settings()`), secrets resolved through its own proxy.
     async fn env(&self, names: &[&str], sdk: &SdkConfig) -> Env {
         Env::from_pairs(
             self.settings
@@ -372,19 +372,19 @@ impl World {
         }
         let sdk = |f: &str| sdks.get(f).cloned().expect("sdk");
         let s = sdk("alipay-notify");
-        let notify = alipay_notify::build(&s, &self.env(alipay_notify::SETTINGS, &s).await)
+        let notify = alipay_notify::build(&s, &self.env(&alipay_notify::settings(), &s).await)
             .expect("alipay-notify builds");
         let s = sdk("device-api");
-        let device = device_api::build(&s, &self.env(device_api::SETTINGS, &s).await)
+        let device = device_api::build(&s, &self.env(&device_api::settings(), &s).await)
             .expect("device-api builds");
         let s = sdk("qr-provision");
-        let admin = qr_provision::build(&s, &self.env(qr_provision::SETTINGS, &s).await)
+        let admin = qr_provision::build(&s, &self.env(&qr_provision::settings(), &s).await)
             .expect("qr-provision builds");
         let s = sdk("deadline");
-        let deadline =
-            deadline::build(&s, &self.env(deadline::SETTINGS, &s).await).expect("deadline builds");
+        let deadline = deadline::build(&s, &self.env(&deadline::settings(), &s).await)
+            .expect("deadline builds");
         let s = sdk("refund-executor");
-        let refunds = refund_executor::build(&s, &self.env(refund_executor::SETTINGS, &s).await)
+        let refunds = refund_executor::build(&s, &self.env(&refund_executor::settings(), &s).await)
             .expect("refund-executor builds");
         Functions {
             notify,
