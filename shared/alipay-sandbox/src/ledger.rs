@@ -76,6 +76,16 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// Numbers trades and QR codes from `first` on. The sandbox starts from its clock, so a restarted
+    /// sandbox (its trades journalled and imported again) never hands out a trade number twice — real
+    /// Alipay trade numbers are unique forever, and vendpay's dedupe relies on it.
+    pub fn numbered_from(first: u64) -> Ledger {
+        Ledger {
+            seq: first,
+            ..Ledger::default()
+        }
+    }
+
     fn next(&mut self) -> u64 {
         self.seq += 1;
         self.seq

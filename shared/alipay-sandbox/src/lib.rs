@@ -73,6 +73,12 @@ pub enum SandboxError {
     Http(String),
 }
 
+/// Where a new sandbox starts numbering: the time in units of 10 µs, so numbers keep growing across
+/// restarts (at fewer than 100 trades per millisecond).
+fn first_number(now: Timestamp) -> u64 {
+    u64::try_from(now.millis()).unwrap_or(0).saturating_mul(100)
+}
+
 /// How the sandbox is set up.
 #[derive(Clone, Debug)]
 pub struct SandboxConfig {
@@ -206,7 +212,7 @@ impl Sandbox {
                 config,
                 signers,
                 verifier,
-                ledger: Mutex::new(Ledger::default()),
+                ledger: Mutex::new(Ledger::numbered_from(first_number(SystemClock.now()))),
                 faults: Mutex::new(Faults::default()),
                 deliveries: Mutex::new(Vec::new()),
                 notify_ids: Mutex::new(HashMap::new()),

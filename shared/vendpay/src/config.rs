@@ -8,6 +8,12 @@
 //! With no `ALIPAY_GATEWAY_URL` the server runs the Alipay sandbox in-process ([`AlipayMode::Sandbox`]);
 //! the `ALIPAY_*` keys are then the sandbox's built-in test keys and the merchant fields get harmless
 //! defaults. With it, every gateway setting is required and checked here ([`AlipayMode::Gateway`]).
+//!
+//! The store is SQLite at `VENDPAY_DB` unless `VENDPAY_STORE=aws` (or `vendpay serve --store aws`):
+//! then [`StoreConfig::Aws`] holds the AWS settings exactly as the Lambda functions read them
+//! (`vendpay_lambda::Env`: `TABLE_NAME`, `DEADLINE_QUEUE_URL`, `REFUND_QUEUE_URL`, optional
+//! `DEADLINE_QUEUE_ARN` + `SCHEDULER_ROLE_ARN` + `SCHEDULE_GROUP_NAME`), and `VENDPAY_AWS_CREATE=true`
+//! (or `--create-missing`) lets the server create the table and queues that do not exist yet.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,6 +24,7 @@ use std::sync::Arc;
 use vendpay_alipay::{AlipayConfig, MerchantProfile, Verifier};
 use vendpay_api::{settings, DeviceKey};
 use vendpay_domain::Windows;
+use vendpay_lambda::Env;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DB: &str = "vendpay.sqlite";
@@ -45,7 +52,31 @@ pub const SETTINGS: &[&str] = &[
     "ALIPAY_MERCHANT_INDUSTRY",
     "ALIPAY_SETTLEMENT_CURRENCY",
     "ALIPAY_COUNTRY_CODE",
+    "VENDPAY_STORE",
+    "VENDPAY_AWS_CREATE",
+    "TABLE_NAME",
+    "DEADLINE_QUEUE_URL",
+    "REFUND_QUEUE_URL",
+    "DEADLINE_QUEUE_ARN",
+    "SCHEDULER_ROLE_ARN",
+    "SCHEDULE_GROUP_NAME",
 ];
+
+/// The AWS resources `--store aws` uses (with the window settings, which it reads the same way).
+pub const AWS_SETTINGS: &[&str] = &[
+    "TABLE_NAME",
+    "DEADLINE_QUEUE_URL",
+    "REFUND_QUEUE_URL",
+    "DEADLINE_QUEUE_ARN",
+    "SCHEDULER_ROLE_ARN",
+    "SCHEDULE_GROUP_NAME",
+    "PAY_FIRST_WINDOW_SECS",
+    "PURCHASE_FIRST_WINDOW_SECS",
+    "ORDER_PAYMENT_WINDOW_SECS",
+];
+
+/// The table `--store aws` creates when `TABLE_NAME` is not set (only with `VENDPAY_AWS_CREATE=true`).
+pub const DEFAULT_TABLE_NAME: &str = "vendpay";
 
 /// Merchant fields used with the sandbox when none are configured (the sandbox only checks they exist).
 const SANDBOX_MERCHANT_DEFAULTS: &[(&str, &str)] = &[
@@ -93,10 +124,33 @@ pub enum AlipayMode {
     },
 }
 
+/// Where the money lives.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// The embedded store at [`Config::db`], with in-process timers (the default).
+    Sqlite,
+    /// DynamoDB + SQS (+ EventBridge Scheduler beyond 15 minutes), as the Lambda functions use them.
+    Aws(AwsConfig),
+}
+
+/// `--store aws`: the settings the Lambda functions' wiring reads, and whether to create what is missing.
+#[derive(Debug, Clone)]
+pub struct AwsConfig {
+    /// [`AWS_SETTINGS`] as given (values are never printed).
+    pub env: Env,
+    /// `VENDPAY_AWS_CREATE` / `--create-missing`: create the table and the two queues if they do not
+    /// exist. Then `TABLE_NAME` defaults to [`DEFAULT_TABLE_NAME`] and the queues to
+    /// `<TABLE_NAME>-deadlines` and `<TABLE_NAME>-refunds` (or the names at the end of the given URLs).
+    pub create_missing: bool,
+}
+
 /// The whole configuration of `vendpay serve`.
 pub struct Config {
     pub listen: SocketAddr,
+    /// The SQLite database; with `--store aws` only the device key file (and the sandbox's trade
+    /// journal) are kept beside it.
     pub db: PathBuf,
+    pub store: StoreConfig,
     pub windows: Windows,
     /// `None`: generate one at start and print it once.
     pub admin_token: Option<String>,
@@ -122,6 +176,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("db", &self.db)
+            .field("store", &self.store)
             .field("windows", &self.windows)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("public_base_url", &self.public_base_url)
@@ -168,6 +223,7 @@ impl Config {
             )
         })?;
         let db = PathBuf::from(opt("VENDPAY_DB").unwrap_or_else(|| DEFAULT_DB.to_owned()));
+        let store = store_config(&get)?;
 
         let windows = settings::windows(&get)?;
 
@@ -222,6 +278,7 @@ impl Config {
         Ok(Config {
             listen,
             db,
+            store,
             windows,
             admin_token,
             public_base_url,
@@ -236,6 +293,74 @@ impl Config {
     pub fn is_sandbox(&self) -> bool {
         matches!(self.alipay, AlipayMode::Sandbox)
     }
+
+    pub fn is_aws(&self) -> bool {
+        matches!(self.store, StoreConfig::Aws(_))
+    }
+}
+
+/// `VENDPAY_STORE` (`sqlite` or `aws`) and, for `aws`, its settings. Without `VENDPAY_AWS_CREATE=true`
+/// the table and both queues must be named; the URLs' form and the Scheduler pair are checked by the
+/// Lambda wiring at start-up (with the same messages the functions give).
+fn store_config(get: &impl Fn(&str) -> Option<String>) -> Result<StoreConfig, ConfigError> {
+    let store = settings::present(get, "VENDPAY_STORE").unwrap_or_else(|| "sqlite".to_owned());
+    match store.to_ascii_lowercase().as_str() {
+        "sqlite" => return Ok(StoreConfig::Sqlite),
+        "aws" => {}
+        _ => {
+            return Err(invalid(
+                "VENDPAY_STORE",
+                format!("{store:?}: the stores are sqlite and aws"),
+            ))
+        }
+    }
+    let create_missing = match settings::present(get, "VENDPAY_AWS_CREATE")
+        .map(|v| v.to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(invalid(
+                "VENDPAY_AWS_CREATE",
+                format!("{other:?} is neither true nor false"),
+            ))
+        }
+    };
+    let env = Env::from_pairs(
+        AWS_SETTINGS
+            .iter()
+            .filter_map(|&name| settings::present(get, name).map(|v| (name, v))),
+    );
+    if !create_missing {
+        for name in ["TABLE_NAME", "DEADLINE_QUEUE_URL", "REFUND_QUEUE_URL"] {
+            if env.get(name).is_none() {
+                return Err(invalid(
+                    name,
+                    "is not set (--store aws needs the table and both queues; set VENDPAY_AWS_CREATE=true or pass --create-missing to create them)",
+                ));
+            }
+        }
+    }
+    match (env.get("DEADLINE_QUEUE_ARN"), env.get("SCHEDULER_ROLE_ARN")) {
+        (Some(_), None) => {
+            return Err(invalid(
+                "SCHEDULER_ROLE_ARN",
+                "is required with DEADLINE_QUEUE_ARN",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "DEADLINE_QUEUE_ARN",
+                "is required with SCHEDULER_ROLE_ARN",
+            ))
+        }
+        _ => {}
+    }
+    Ok(StoreConfig::Aws(AwsConfig {
+        env,
+        create_missing,
+    }))
 }
 
 /// The base URL to use when `PUBLIC_BASE_URL` is not set: the address actually bound, with a wildcard
@@ -401,6 +526,88 @@ mod tests {
             ),
         ]);
         assert!(msg.contains("ALIPAY_"), "{msg}");
+    }
+
+    #[test]
+    fn the_store_is_sqlite_unless_aws_is_asked_for() {
+        assert!(!parse(&[]).expect("config").is_aws());
+        assert!(!parse(&[("VENDPAY_STORE", "sqlite"), ("TABLE_NAME", "t")])
+            .expect("config")
+            .is_aws());
+        let full = [
+            ("VENDPAY_STORE", "aws"),
+            ("TABLE_NAME", "vp"),
+            (
+                "DEADLINE_QUEUE_URL",
+                "https://sqs.us-east-1.amazonaws.com/1/vp-d",
+            ),
+            (
+                "REFUND_QUEUE_URL",
+                "https://sqs.us-east-1.amazonaws.com/1/vp-r",
+            ),
+        ];
+        match parse(&full).expect("config").store {
+            StoreConfig::Aws(a) => {
+                assert!(!a.create_missing);
+                assert_eq!(a.env.get("TABLE_NAME").as_deref(), Some("vp"));
+            }
+            StoreConfig::Sqlite => panic!("expected the aws store"),
+        }
+        // Creating: nothing else is needed.
+        match parse(&[("VENDPAY_STORE", "AWS"), ("VENDPAY_AWS_CREATE", "TRUE")])
+            .expect("config")
+            .store
+        {
+            StoreConfig::Aws(a) => assert!(a.create_missing && a.env.get("TABLE_NAME").is_none()),
+            StoreConfig::Sqlite => panic!("expected the aws store"),
+        }
+    }
+
+    #[test]
+    fn aws_settings_are_named() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("VENDPAY_STORE", "dynamo")], "VENDPAY_STORE"),
+            (&[("VENDPAY_STORE", "aws")], "TABLE_NAME"),
+            (
+                &[("VENDPAY_STORE", "aws"), ("TABLE_NAME", "t")],
+                "DEADLINE_QUEUE_URL",
+            ),
+            (
+                &[
+                    ("VENDPAY_STORE", "aws"),
+                    ("TABLE_NAME", "t"),
+                    ("DEADLINE_QUEUE_URL", "https://q/1/d"),
+                ],
+                "REFUND_QUEUE_URL",
+            ),
+            (
+                &[("VENDPAY_STORE", "aws"), ("VENDPAY_AWS_CREATE", "yes")],
+                "VENDPAY_AWS_CREATE",
+            ),
+            (
+                &[
+                    ("VENDPAY_STORE", "aws"),
+                    ("VENDPAY_AWS_CREATE", "true"),
+                    ("DEADLINE_QUEUE_ARN", "arn:aws:sqs:us-east-1:1:d"),
+                ],
+                "SCHEDULER_ROLE_ARN",
+            ),
+            (
+                &[
+                    ("VENDPAY_STORE", "aws"),
+                    ("VENDPAY_AWS_CREATE", "true"),
+                    ("SCHEDULER_ROLE_ARN", "arn:aws:iam::1:role/r"),
+                ],
+                "DEADLINE_QUEUE_ARN",
+            ),
+        ];
+        for (pairs, setting) in cases {
+            let msg = error_of(pairs);
+            assert!(
+                msg.starts_with(setting),
+                "{pairs:?} gave {msg:?}, not naming {setting}"
+            );
+        }
     }
 
     #[test]

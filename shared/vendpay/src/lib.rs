@@ -4,6 +4,8 @@
 //! - [`keyfile`]: the device key kept beside the database when `DEVICE_KEY` is not set.
 //! - [`server`]: `vendpay serve` — SQLite store, tokio timers, the refund worker, the HTTP listener in
 //!   front of `vendpay_api::Api`, and the in-process Alipay sandbox when no gateway is configured.
+//! - [`aws`]: `vendpay serve --store aws` — DynamoDB + SQS through the Lambda functions' wiring, the
+//!   deadline and refund queues long-polled into the functions' own handlers, the once-a-minute sweep.
 //! - [`sandbox`]: the sandbox's customer routes on the server's own listener.
 //! - [`demo`]: `vendpay demo` — both flows end to end over HTTP, printed as a timeline and checked.
 //! - [`load`]: `vendpay load` — many machines in pay-first sessions over HTTP at once: events/s,
@@ -11,6 +13,7 @@
 //!
 //! The binary (`src/main.rs`) only parses the command line, sets up logging and calls these.
 
+pub mod aws;
 pub mod config;
 pub mod demo;
 pub mod keyfile;

@@ -4,12 +4,16 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
-use vendpay::server::DeviceKeySource;
+use vendpay::server::{DeviceKeySource, ServerStore};
 use vendpay::{Config, Server};
 
 const USAGE: &str = "\
 usage:
-  vendpay serve [--store sqlite]   serve every route on VENDPAY_LISTEN (default 127.0.0.1:8080)
+  vendpay serve [--store sqlite|aws] [--create-missing]
+                                   serve every route on VENDPAY_LISTEN (default 127.0.0.1:8080), on
+                                   SQLite (VENDPAY_DB) or on DynamoDB + SQS (TABLE_NAME,
+                                   DEADLINE_QUEUE_URL, REFUND_QUEUE_URL; AWS_ENDPOINT_URL for an
+                                   emulator); --create-missing creates the table and queues
   vendpay demo [--real-time]       run both flows end to end and check every outcome
   vendpay load [--machines N] [--seconds S | --events E] [--concurrency C] [--rounds R]
                                    load benchmark: N machines (200) in pay-first sessions over HTTP for
@@ -19,12 +23,19 @@ usage:
 
 Configuration is read from the environment (design §5): VENDPAY_LISTEN, VENDPAY_DB, ADMIN_TOKEN,
 PUBLIC_BASE_URL, DEVICE_KEY, PAY_FIRST_WINDOW_SECS, PURCHASE_FIRST_WINDOW_SECS, ORDER_PAYMENT_WINDOW_SECS,
-ALIPAY_* (no ALIPAY_GATEWAY_URL: an in-process Alipay sandbox). Logs: RUST_LOG (default info).";
+ALIPAY_* (no ALIPAY_GATEWAY_URL: an in-process Alipay sandbox); VENDPAY_STORE (sqlite|aws, as --store),
+VENDPAY_AWS_CREATE (true|false, as --create-missing), TABLE_NAME, DEADLINE_QUEUE_URL, REFUND_QUEUE_URL,
+DEADLINE_QUEUE_ARN, SCHEDULER_ROLE_ARN, SCHEDULE_GROUP_NAME and the AWS SDK's own (AWS_ENDPOINT_URL,
+AWS_REGION, ...). With --store aws any setting may be a secretsmanager:<id>[#field] or ssm:<name>
+reference. Logs: RUST_LOG (default info).";
 
 /// What the command line asked for.
 enum Command {
-    Serve,
-    Demo { real_time: bool },
+    /// Settings the command line gives (they win over the environment).
+    Serve(Vec<(&'static str, String)>),
+    Demo {
+        real_time: bool,
+    },
     Load(vendpay::load::Options),
     Help,
 }
@@ -34,18 +45,23 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
     match rest.as_slice() {
         [] | ["help" | "--help" | "-h"] => Ok(Command::Help),
         ["serve", flags @ ..] => {
+            let mut overrides = Vec::new();
             let mut i = 0;
             while i < flags.len() {
+                if flags[i] == "--create-missing" {
+                    overrides.push(("VENDPAY_AWS_CREATE", "true".to_owned()));
+                    i += 1;
+                    continue;
+                }
                 let store = match flags[i] {
                     "--store" => {
                         i += 1;
-                        flags.get(i).copied()
+                        Some(flags.get(i).copied().unwrap_or(""))
                     }
                     f => f.strip_prefix("--store="),
                 };
                 match store {
-                    Some("sqlite") => {}
-                    Some("aws") => return Err("--store aws is not available yet".into()),
+                    Some(s @ ("sqlite" | "aws")) => overrides.push(("VENDPAY_STORE", s.to_owned())),
                     Some(other) => {
                         return Err(format!("--store {other:?}: the stores are sqlite and aws"))
                     }
@@ -53,7 +69,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                 }
                 i += 1;
             }
-            Ok(Command::Serve)
+            Ok(Command::Serve(overrides))
         }
         ["demo"] => Ok(Command::Demo { real_time: false }),
         ["demo", "--real-time"] => Ok(Command::Demo { real_time: true }),
@@ -97,9 +113,9 @@ fn main() -> ExitCode {
             println!("{USAGE}");
             ExitCode::SUCCESS
         }
-        Command::Serve => {
+        Command::Serve(overrides) => {
             init_logging("info");
-            runtime.block_on(serve())
+            runtime.block_on(serve(overrides))
         }
         Command::Demo { real_time } => {
             // The timeline goes to stdout; only warnings and errors are logged unless RUST_LOG says more.
@@ -127,8 +143,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve() -> ExitCode {
-    let config = match Config::from_env() {
+async fn serve(overrides: Vec<(&'static str, String)>) -> ExitCode {
+    let config = match read_config(&overrides).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vendpay: configuration: {e}");
@@ -153,10 +169,26 @@ async fn serve() -> ExitCode {
     };
     let url = server.local_url();
     println!("vendpay: listening on {url}");
-    println!(
-        "vendpay: store sqlite at {db}; re-armed {} deadline(s) and {} refund(s)",
-        server.rearmed.deadlines, server.rearmed.refunds
-    );
+    match &server.store {
+        ServerStore::Sqlite { rearmed, .. } => println!(
+            "vendpay: store sqlite at {db}; re-armed {} deadline(s) and {} refund(s)",
+            rearmed.deadlines, rearmed.refunds
+        ),
+        ServerStore::Aws(r) => {
+            println!(
+                "vendpay: store aws: table {}, deadline queue {}, refund queue {}",
+                r.table, r.deadline_queue_url, r.refund_queue_url
+            );
+            if !r.created.is_empty() {
+                println!("vendpay: created {}", r.created.join(", "));
+            }
+            println!(
+                "vendpay: polling both queues (long polls of {} s) and sweeping overdue sessions every {} s",
+                vendpay::aws::WAIT_TIME_SECS,
+                vendpay::aws::SWEEP_EVERY.as_secs()
+            );
+        }
+    }
     println!(
         "vendpay: windows pay first {} s, purchase first {} s, order payment {} s",
         windows.pay_first.as_secs(),
@@ -168,7 +200,10 @@ async fn serve() -> ExitCode {
             "vendpay: Alipay SANDBOX mode (in-process, built-in TEST keys, no real money) at {}",
             server.gateway_url
         );
-        println!("vendpay: the sandbox keeps its trades in memory: refunds of payments made before a restart will fail there");
+        println!(
+            "vendpay: the sandbox's trades are journalled beside VENDPAY_DB ({} restored), so refunds after a restart still find them; its QR codes are not",
+            server.sandbox_trades_restored
+        );
         println!("vendpay: a customer pays a machine with POST {url}/sandbox/pay {{\"device_id\", \"amount\": {{\"minor\", \"currency\"}}}}");
         tracing::warn!(gateway = %server.gateway_url, "Alipay sandbox mode: set ALIPAY_GATEWAY_URL, ALIPAY_PARTNER_ID and keys to talk to Alipay");
     } else {
@@ -196,6 +231,35 @@ async fn serve() -> ExitCode {
     server.run_until(shutdown_signal()).await;
     tracing::info!("vendpay serve stopped");
     ExitCode::SUCCESS
+}
+
+/// The configuration from the environment with the command line's settings on top. With the AWS store,
+/// secret references (`secretsmanager:...`, `ssm:...`) are resolved first, as the Lambda functions do.
+async fn read_config(overrides: &[(&'static str, String)]) -> Result<Config, String> {
+    let mut names: Vec<&'static str> = vendpay::config::SETTINGS.to_vec();
+    for n in &vendpay_lambda::wiring::names(vendpay_lambda::wiring::ALL) {
+        if !names.contains(n) {
+            names.push(n);
+        }
+    }
+    let env = vendpay_lambda::Env::from_process(&names).map_err(|e| e.to_string())?;
+    let mut pairs: Vec<(String, String)> = names
+        .iter()
+        .filter_map(|&n| env.get(n).map(|v| (n.to_owned(), v)))
+        .filter(|(n, _)| !overrides.iter().any(|(o, _)| o == n))
+        .collect();
+    pairs.extend(overrides.iter().map(|(n, v)| ((*n).to_owned(), v.clone())));
+    let env = vendpay_lambda::Env::from_pairs(pairs);
+    let aws = env
+        .get("VENDPAY_STORE")
+        .is_some_and(|s| s.eq_ignore_ascii_case("aws"));
+    let env = if aws {
+        let sdk = vendpay_lambda::wiring::sdk_config().await;
+        env.resolve(&sdk).await.map_err(|e| e.to_string())?
+    } else {
+        env
+    };
+    Config::from_lookup(env.lookup()).map_err(|e| e.to_string())
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM.

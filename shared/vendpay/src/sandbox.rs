@@ -6,12 +6,20 @@
 //! | `POST /sandbox/pay` | `{"device_id" or "qrcode", "amount": {"minor", "currency"}, "buyer_id"?}`: a customer pays the machine's QR code; the sandbox then POSTs the signed notification back to `/alipay/notify/{device}` |
 //! | `POST /sandbox/faults` | the sandbox's fault switches, `{"gateway": [...], "notifications": [...]}` |
 //! | `GET /sandbox/deliveries` | every notification attempt and the answer it got |
-//! | `GET /sandbox/refunds` | every refund call vendpay made to the sandbox, with the sandbox's verdict |
+//! | `GET /sandbox/refunds` | every refund call vendpay made to the sandbox, with the sandbox's verdict (SQLite store only: with `--store aws` the refunds are in `GET /admin/sessions/{id}`) |
+//!
+//! The sandbox keeps its trades in memory. So that a refund decided after a restart (a deadline re-armed
+//! from the store) still finds its trade, every trade paid through `POST /sandbox/pay` is also appended
+//! to a journal beside the database, `<VENDPAY_DB>.sandbox-trades` ([`TradeJournal`]), and given back to
+//! the sandbox at start. Only the trades are kept: QR codes and refund history are not (a machine's QR
+//! code is created again with `POST /admin/devices/{id}/qrcode`).
 //!
 //! The sandbox's own `/sandbox/pay` takes Alipay's decimal strings and a QR code; this one takes the
 //! money objects of design §4 and a device id, which is what a person testing a machine has at hand.
 
 use std::collections::VecDeque;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
@@ -32,7 +40,110 @@ pub const REFUND_LOG_CAPACITY: usize = 10_000;
 
 pub(crate) struct SandboxState {
     pub(crate) sandbox: Sandbox,
-    pub(crate) refunds: RefundLog,
+    /// `None` with `--store aws` (the refund executor calls Alipay itself).
+    pub(crate) refunds: Option<RefundLog>,
+    pub(crate) journal: TradeJournal,
+}
+
+/// The sandbox's trades, one JSON object a line (`trade_no`, `out_trade_no`, `amount`), appended and
+/// flushed to disk as each payment is made, and imported into a new sandbox at start.
+pub struct TradeJournal {
+    path: PathBuf,
+    lock: Mutex<()>,
+}
+
+#[derive(serde::Deserialize)]
+struct JournalLine {
+    trade_no: String,
+    out_trade_no: String,
+    amount: JournalMoney,
+}
+
+#[derive(serde::Deserialize)]
+struct JournalMoney {
+    minor: u64,
+    currency: String,
+}
+
+impl TradeJournal {
+    /// `<db>.sandbox-trades`.
+    pub fn for_db(db: &Path) -> TradeJournal {
+        let mut p = db.as_os_str().to_owned();
+        p.push(".sandbox-trades");
+        TradeJournal {
+            path: PathBuf::from(p),
+            lock: Mutex::new(()),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Gives the sandbox every trade of the journal; answers how many. A missing journal is empty; an
+    /// unreadable line (a write cut short by a kill) is skipped with a warning.
+    pub fn restore(&self, sandbox: &Sandbox) -> Result<usize, String> {
+        let file = match std::fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => {
+                return Err(format!(
+                    "cannot read its trade journal {}: {e}",
+                    self.path.display()
+                ))
+            }
+        };
+        let mut restored = 0;
+        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(|e| {
+                format!("cannot read its trade journal {}: {e}", self.path.display())
+            })?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let parsed = serde_json::from_str::<JournalLine>(&line)
+                .ok()
+                .and_then(|l| {
+                    let currency: Currency = l.amount.currency.parse().ok()?;
+                    Some((
+                        l.trade_no,
+                        l.out_trade_no,
+                        Money::new(l.amount.minor, currency)?,
+                    ))
+                });
+            match parsed {
+                Some((trade_no, out_trade_no, amount)) => {
+                    if sandbox
+                        .import_trade(&trade_no, &out_trade_no, amount)
+                        .is_ok()
+                    {
+                        restored += 1;
+                    }
+                }
+                None => {
+                    tracing::warn!(journal = %self.path.display(), line = n + 1, "sandbox trade journal: unreadable line skipped")
+                }
+            }
+        }
+        Ok(restored)
+    }
+
+    fn append(&self, trade_no: &str, out_trade_no: &str, amount: Money) -> std::io::Result<()> {
+        let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut line = json!({
+            "trade_no": trade_no,
+            "out_trade_no": out_trade_no,
+            "amount": vendpay_api::views::money(amount),
+        })
+        .to_string();
+        line.push('\n');
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        f.write_all(line.as_bytes())?;
+        f.sync_data()
+    }
 }
 
 /// One refund call to the sandbox and what it answered.
@@ -231,6 +342,12 @@ async fn pay_inner(state: &AppState, req: Request) -> Result<Response, TooLargeO
         .pay(&qrcode, amount, buyer)
         .map_err(|e| bad("pay_refused", e.to_string()))?;
     tracing::info!(qrcode = %qrcode, trade_no = %receipt.trade_no, amount = %amount, "sandbox: a customer paid");
+    if let Err(e) = sb
+        .journal
+        .append(&receipt.trade_no, &receipt.out_trade_no, amount)
+    {
+        tracing::warn!(journal = %sb.journal.path().display(), error = %e, "sandbox: the trade could not be journalled; its refunds will fail after a restart");
+    }
     Ok(json_response(
         StatusCode::OK,
         &json!({
@@ -302,7 +419,15 @@ pub(crate) async fn deliveries(State(state): State<AppState>) -> Response {
 /// `GET /sandbox/refunds`.
 pub(crate) async fn refunds(State(state): State<AppState>) -> Response {
     match sandbox_of(&state) {
-        Ok(sb) => json_response(StatusCode::OK, &json!(sb.refunds.entries())),
+        Ok(SandboxState {
+            refunds: Some(log), ..
+        }) => json_response(StatusCode::OK, &json!(log.entries())),
+        Ok(_) => refusal(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the refund log is kept with the SQLite store only; with --store aws see GET /admin/sessions/{session_id}",
+        )
+        .into_response(),
         Err(r) => r.into_response(),
     }
 }

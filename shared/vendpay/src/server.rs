@@ -1,9 +1,10 @@
 //! `vendpay serve`: the whole system in one process.
 //!
 //! [`Server::start`] wires, in this order: the Alipay side (the in-process sandbox, or the configured
-//! gateway), the device key and admin token, the SQLite store, the tokio timers and refund queue, the
-//! [`Worker`] that drains them, [`rearm`] (so a restart picks up every stored deadline and pending refund
-//! before the first request), and finally the HTTP listener. Every request is turned into an
+//! gateway), the device key and admin token, then the store: either the SQLite store, the tokio timers
+//! and refund queue, the [`Worker`] that drains them and [`rearm`] (so a restart picks up every stored
+//! deadline and pending refund before the first request); or, with `--store aws`, DynamoDB and the SQS
+//! pollers of [`crate::aws`]. Finally the HTTP listener. Every request is turned into an
 //! `http::Request<Bytes>` and answered by [`Api::handle`], the same code the Lambda functions run.
 //!
 //! In sandbox mode the listener also answers the sandbox's customer side (see [`crate::sandbox`]).
@@ -33,9 +34,10 @@ use vendpay_app::{DeviceStore, Ledger, RefundGateway};
 use vendpay_domain::{Clock, SystemClock};
 use vendpay_store_sqlite::{channels, rearm, SqliteStore, Worker};
 
-use crate::config::{default_base_url, AlipayMode, Config};
+use crate::aws::AwsResources;
+use crate::config::{default_base_url, AlipayMode, Config, StoreConfig};
 use crate::keyfile;
-use crate::sandbox::{self, RefundLog, SandboxState};
+use crate::sandbox::{self, RefundLog, SandboxState, TradeJournal};
 
 /// The largest request body accepted; larger ones are answered 413. Every route of design §4 takes a
 /// small JSON object or an Alipay form, far below this.
@@ -61,6 +63,30 @@ pub enum StartError {
     Sandbox(String),
     #[error("the Alipay HTTP client could not be built: {0}")]
     HttpClient(String),
+    /// `--store aws`: a setting the Lambda wiring refused (the message names it).
+    #[error(transparent)]
+    Aws(#[from] vendpay_lambda::StartError),
+    /// `--store aws`: the table or a queue could not be found or created.
+    #[error("{setting}: {reason}")]
+    AwsResource {
+        setting: &'static str,
+        reason: String,
+    },
+}
+
+impl From<vendpay_api::settings::SettingError> for StartError {
+    fn from(e: vendpay_api::settings::SettingError) -> StartError {
+        StartError::Aws(e.into())
+    }
+}
+
+/// The store in use, for the start-up banner.
+pub enum ServerStore {
+    Sqlite {
+        store: SqliteStore,
+        rearmed: vendpay_store_sqlite::RearmReport,
+    },
+    Aws(AwsResources),
 }
 
 /// How the device key was obtained, for the start-up banner.
@@ -87,11 +113,14 @@ pub struct Server {
     pub sandbox_gateway_url: Option<String>,
     /// The Alipay gateway in use (sandbox or configured).
     pub gateway_url: String,
-    pub store: SqliteStore,
-    pub rearmed: vendpay_store_sqlite::RearmReport,
+    pub store: ServerStore,
+    /// In sandbox mode: how many trades of earlier runs the sandbox was given back (see
+    /// [`TradeJournal`]), so their refunds still succeed there.
+    pub sandbox_trades_restored: usize,
     http: Option<JoinHandle<std::io::Result<()>>>,
     stop: Option<oneshot::Sender<()>>,
-    worker: JoinHandle<()>,
+    /// The refund worker (SQLite), or the queue pollers and the sweep (AWS).
+    workers: Vec<JoinHandle<()>>,
     /// Kept so the sandbox serves for as long as the server lives.
     _sandbox: Option<RunningSandbox>,
 }
@@ -134,6 +163,8 @@ impl Server {
                     .map_err(|e| StartError::Sandbox(e.reason))?;
                 let sandbox = Sandbox::new(SandboxConfig::with_test_keys(partner))
                     .map_err(|e| StartError::Sandbox(e.to_string()))?;
+                let journal = TradeJournal::for_db(&config.db);
+                let restored = journal.restore(&sandbox).map_err(StartError::Sandbox)?;
                 let running = sandbox
                     .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
                     .await
@@ -157,7 +188,7 @@ impl Server {
                 (
                     Arc::new(client),
                     Arc::new(verifier),
-                    Some((sandbox, running)),
+                    Some((sandbox, running, journal, restored)),
                 )
             }
         };
@@ -188,46 +219,70 @@ impl Server {
             ),
         };
 
-        let db_name = config.db.display().to_string();
-        let store = SqliteStore::open(&config.db)
-            .await
-            .map_err(|e| StartError::Store {
-                path: db_name.clone(),
-                reason: e.to_string(),
-            })?;
-        let (scheduler, queue, receivers) = channels(clock.clone());
-        let ledger = Ledger::new(
-            Arc::new(store.clone()),
-            Arc::new(scheduler.clone()),
-            Arc::new(queue.clone()),
-            clock.clone(),
-            config.windows,
-        );
-
         let http =
             vendpay_alipay::http_client().map_err(|e| StartError::HttpClient(e.to_string()))?;
         let alipay = Arc::new(Alipay {
             gateway: HttpGateway::new(http, alipay_config, clock.clone()),
             merchant: Some(Arc::new(config.merchant.clone())),
         });
-        let refund_log = running_sandbox.as_ref().map(|_| RefundLog::default());
-        let refunds: Arc<dyn RefundGateway> = match &refund_log {
-            Some(log) => Arc::new(sandbox::Recording {
-                inner: alipay.clone(),
-                log: log.clone(),
-                clock: clock.clone(),
-            }),
-            None => alipay.clone(),
-        };
-        let worker = Worker::new(ledger.clone(), refunds).spawn(receivers);
-        let rearmed = rearm(&store, &scheduler, &queue)
-            .await
-            .map_err(|e| StartError::Rearm {
-                path: db_name,
-                reason: e.to_string(),
-            })?;
+        // `/sandbox/refunds` logs the refunds of the SQLite mode's worker; with `--store aws` the Lambda
+        // refund executor calls the Alipay client itself.
+        let refund_log = running_sandbox
+            .as_ref()
+            .filter(|_| !config.is_aws())
+            .map(|_| RefundLog::default());
 
-        let devices: Arc<dyn DeviceStore> = Arc::new(store.clone());
+        let (ledger, devices, store, workers) = match &config.store {
+            StoreConfig::Sqlite => {
+                let db_name = config.db.display().to_string();
+                let store = SqliteStore::open(&config.db)
+                    .await
+                    .map_err(|e| StartError::Store {
+                        path: db_name.clone(),
+                        reason: e.to_string(),
+                    })?;
+                let (scheduler, queue, receivers) = channels(clock.clone());
+                let ledger = Ledger::new(
+                    Arc::new(store.clone()),
+                    Arc::new(scheduler.clone()),
+                    Arc::new(queue.clone()),
+                    clock.clone(),
+                    config.windows,
+                );
+                let refunds: Arc<dyn RefundGateway> = match &refund_log {
+                    Some(log) => Arc::new(sandbox::Recording {
+                        inner: alipay.clone(),
+                        log: log.clone(),
+                        clock: clock.clone(),
+                    }),
+                    None => alipay.clone(),
+                };
+                let worker = Worker::new(ledger.clone(), refunds).spawn(receivers);
+                let rearmed =
+                    rearm(&store, &scheduler, &queue)
+                        .await
+                        .map_err(|e| StartError::Rearm {
+                            path: db_name,
+                            reason: e.to_string(),
+                        })?;
+                let devices: Arc<dyn DeviceStore> = Arc::new(store.clone());
+                (
+                    ledger,
+                    devices,
+                    ServerStore::Sqlite { store, rearmed },
+                    vec![worker],
+                )
+            }
+            StoreConfig::Aws(aws) => {
+                let running = crate::aws::start(aws, clock.clone(), alipay.clone()).await?;
+                (
+                    running.ledger,
+                    running.devices,
+                    ServerStore::Aws(running.resources),
+                    running.tasks,
+                )
+            }
+        };
         let api = Api::new(ApiParts {
             ledger,
             devices,
@@ -247,12 +302,15 @@ impl Server {
         let mut sandbox_gateway_url = None;
         let mut kept_sandbox = None;
         let mut sandbox_state = None;
-        if let (Some((sandbox, running)), Some(log)) = (running_sandbox, refund_log) {
+        let mut sandbox_trades_restored = 0;
+        if let Some((sandbox, running, journal, restored)) = running_sandbox {
             sandbox_gateway_url = Some(running.gateway_url());
             kept_sandbox = Some(running);
+            sandbox_trades_restored = restored;
             sandbox_state = Some(Arc::new(SandboxState {
                 sandbox,
-                refunds: log,
+                refunds: refund_log,
+                journal,
             }));
         }
         let mut router = Router::new();
@@ -287,10 +345,10 @@ impl Server {
             sandbox_gateway_url,
             gateway_url,
             store,
-            rearmed,
+            sandbox_trades_restored,
             http: Some(http),
             stop: Some(stop),
-            worker,
+            workers,
             _sandbox: kept_sandbox,
         })
     }
@@ -324,8 +382,9 @@ impl Server {
         this.shutdown().await;
     }
 
-    /// Stops accepting connections, lets requests in flight finish, then stops the worker. Every
-    /// decision is already in SQLite, so whatever the worker had not done yet is re-armed at next start.
+    /// Stops accepting connections, lets requests in flight finish, then stops the workers. Every
+    /// decision is already in the store, so whatever the worker had not done yet is re-armed at next
+    /// start (SQLite), or is still a message on its queue (AWS).
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -337,7 +396,9 @@ impl Server {
                 Err(e) => tracing::warn!(error = %e, "HTTP server task ended abnormally"),
             }
         }
-        self.worker.abort();
+        for w in &self.workers {
+            w.abort();
+        }
     }
 }
 
@@ -346,7 +407,9 @@ impl Drop for Server {
         if let Some(http) = &self.http {
             http.abort();
         }
-        self.worker.abort();
+        for w in &self.workers {
+            w.abort();
+        }
     }
 }
 

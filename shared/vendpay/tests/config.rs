@@ -63,15 +63,26 @@ fn the_binary_refuses_to_start_and_names_the_setting() {
 }
 
 #[test]
-fn store_aws_is_refused_clearly() {
+fn store_aws_without_its_resources_names_the_setting() {
     let out = Command::new(env!("CARGO_BIN_EXE_vendpay"))
         .args(["serve", "--store", "aws"])
+        .env("VENDPAY_LISTEN", "127.0.0.1:0")
+        .env("VENDPAY_DB", "/nonexistent/never-created.sqlite")
+        .env_remove("VENDPAY_AWS_CREATE")
+        .env_remove("TABLE_NAME")
         .output()
         .expect("run vendpay");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        stderr.contains("--store aws is not available yet"),
-        "{stderr}"
-    );
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("TABLE_NAME"), "{stderr}");
+    assert!(stderr.contains("--create-missing"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_vendpay"))
+        .args(["serve", "--store", "dynamo"])
+        .output()
+        .expect("run vendpay");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("the stores are sqlite and aws"), "{stderr}");
 }

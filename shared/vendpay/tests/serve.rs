@@ -6,6 +6,11 @@
 //! - Gateway mode, against a sandbox this test runs (so it outlives the server): SIGKILL in the middle of
 //!   a session and a restart on the same database keep the balance, the machine's secret (the device
 //!   key file) and the deadline, which then refunds.
+//! - Sandbox mode, the same SIGKILL and restart: the in-process sandbox is new, but the trade journal
+//!   beside the database gives it the trade back, so the re-armed deadline's refund succeeds there.
+//! - `--store aws --create-missing` against moto (run through `scripts/with-moto`): a fresh table and
+//!   queues created by the server, a session ended and refunded through SQS, then SIGKILL and a restart
+//!   on the same table: balance intact, and the deadline (a delayed SQS message) still refunds.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -30,8 +35,13 @@ impl Drop for Serve {
 }
 
 fn start(db: &Path, env: &[(&str, String)]) -> Serve {
+    start_with(db, &[], env)
+}
+
+fn start_with(db: &Path, args: &[&str], env: &[(&str, String)]) -> Serve {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vendpay"));
     cmd.arg("serve")
+        .args(args)
         .env("VENDPAY_LISTEN", "127.0.0.1:0")
         .env("VENDPAY_DB", db)
         .env("ADMIN_TOKEN", TOKEN)
@@ -42,7 +52,12 @@ fn start(db: &Path, env: &[(&str, String)]) -> Serve {
     }
     let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // VENDPAY_TEST_SERVER_LOGS=1 shows the servers' logs.
+        .stderr(if std::env::var_os("VENDPAY_TEST_SERVER_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .expect("start vendpay serve");
     let stdout = child.stdout.take().expect("stdout");
@@ -381,4 +396,163 @@ async fn gateway_mode_survives_sigkill_and_restart() {
     );
     assert_eq!(closed["refunds"][0]["reason"], "settlement");
     drop(server);
+}
+
+async fn pay_in_sandbox(http: &reqwest::Client, url: &str, id: &str, minor: u64) -> String {
+    let (status, receipt) = call(
+        http,
+        url,
+        "POST",
+        "/sandbox/pay",
+        &[],
+        json!({"device_id": id, "amount": {"minor": minor, "currency": "CNY"}}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{receipt}");
+    receipt["trade_no"].as_str().expect("trade").to_owned()
+}
+
+/// SIGKILL mid-session and restart, then the deadline: the balance, the secret and the refund survive.
+async fn kill_restart_and_settle(db: &Path, args: &[&str], env: &[(&str, String)], id: &str) {
+    let http = reqwest::Client::new();
+    let server = start_with(db, args, env);
+    let url = server.url.clone();
+    let (secret, _) = register(&http, &url, id).await;
+    let trade = pay_in_sandbox(&http, &url, id, 1234).await;
+    let session = wait_open(&http, &url, id, &secret).await;
+    assert_eq!(
+        session["balance"],
+        json!({"minor": 1234, "currency": "CNY"})
+    );
+
+    // SIGKILL (Drop kills), then start again on the same database (and table).
+    drop(server);
+    let server = start_with(db, args, env);
+    let url = server.url.clone();
+    let (status, s) = device(
+        &http,
+        &url,
+        id,
+        &secret,
+        "GET",
+        &format!("/devices/{id}/session"),
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "the machine's secret still verifies after a restart: {s}"
+    );
+    assert_eq!(s["state"], "open", "{s}");
+    assert_eq!(
+        s["balance"],
+        json!({"minor": 1234, "currency": "CNY"}),
+        "{s}"
+    );
+
+    // The deadline refunds the whole balance, through the new in-process sandbox. On AWS a long poll
+    // the killed process left open may have taken the deadline message: it then comes back after the
+    // queue's visibility timeout (30 s), hence the long limit.
+    let closed = wait_refunded(&http, &url, &format!("s:{trade}"), Duration::from_secs(60)).await;
+    let refunds = closed["refunds"].as_array().expect("refunds");
+    assert_eq!(refunds.len(), 1, "{closed}");
+    assert_eq!(
+        refunds[0]["amount"],
+        json!({"minor": 1234, "currency": "CNY"})
+    );
+    assert_eq!(refunds[0]["reason"], "settlement");
+    drop(server);
+}
+
+#[tokio::test]
+async fn sandbox_mode_survives_sigkill_and_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("sandbox-restart.sqlite");
+    // Long enough to restart within, short enough to see the deadline after.
+    let env = [("PAY_FIRST_WINDOW_SECS", "6".to_owned())];
+    kill_restart_and_settle(&db, &[], &env, "vm-sandbox-restart").await;
+    let journal = std::fs::read_to_string(dir.path().join("sandbox-restart.sqlite.sandbox-trades"))
+        .expect("the sandbox's trade journal");
+    assert_eq!(journal.lines().count(), 1, "{journal}");
+}
+
+fn moto_table() -> String {
+    let endpoint = match std::env::var("VENDPAY_MOTO_ENDPOINT") {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => panic!(
+            "VENDPAY_MOTO_ENDPOINT is not set: this test needs moto's server. Run it through the launcher:\n\n    \
+             scripts/with-moto cargo test -p vendpay --test serve\n"
+        ),
+    };
+    assert_eq!(
+        std::env::var("AWS_ENDPOINT_URL").ok().as_deref(),
+        Some(endpoint.as_str()),
+        "AWS_ENDPOINT_URL must point at moto (scripts/with-moto sets both)"
+    );
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!("vp-serve-{:x}", t ^ (u64::from(std::process::id()) << 40))
+}
+
+#[tokio::test]
+async fn aws_store_on_a_fresh_moto_survives_sigkill_and_restart() {
+    let args = ["--store", "aws", "--create-missing"];
+    // The in-process sandbox numbers its QR codes and trades from 1 at every start, so each phase gets
+    // its own table and database: a second sandbox's trade 2 must not meet the first one's.
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // "Return change": the refund travels the refund queue to the refund executor.
+    {
+        let db = dir.path().join("aws-end.sqlite");
+        let env = [("TABLE_NAME", moto_table())];
+        let http = reqwest::Client::new();
+        let server = start_with(&db, &args, &env);
+        let url = server.url.clone();
+        let (secret, _) = register(&http, &url, "vm-aws-end").await;
+        let trade = pay_in_sandbox(&http, &url, "vm-aws-end", 500).await;
+        wait_open(&http, &url, "vm-aws-end", &secret).await;
+        let (status, body) = device(
+            &http,
+            &url,
+            "vm-aws-end",
+            &secret,
+            "POST",
+            "/devices/vm-aws-end/session/end",
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let closed =
+            wait_refunded(&http, &url, &format!("s:{trade}"), Duration::from_secs(20)).await;
+        assert_eq!(
+            closed["refunds"][0]["amount"],
+            json!({"minor": 500, "currency": "CNY"})
+        );
+        drop(server);
+    }
+
+    // SIGKILL mid-session; the restart finds the table and queues (creates nothing) and the deadline,
+    // a delayed SQS message, still refunds.
+    let db = dir.path().join("aws-restart.sqlite");
+    let table = moto_table();
+    let env = [
+        ("TABLE_NAME", table.clone()),
+        ("PAY_FIRST_WINDOW_SECS", "8".to_owned()),
+    ];
+    kill_restart_and_settle(&db, &args, &env, "vm-aws-restart").await;
+
+    // Without --create-missing, a missing setting is named and start-up stops.
+    let out = Command::new(env!("CARGO_BIN_EXE_vendpay"))
+        .args(["serve", "--store", "aws"])
+        .env("VENDPAY_LISTEN", "127.0.0.1:0")
+        .env("VENDPAY_DB", &db)
+        .env("TABLE_NAME", &table)
+        .env_remove("DEADLINE_QUEUE_URL")
+        .env_remove("REFUND_QUEUE_URL")
+        .env_remove("VENDPAY_AWS_CREATE")
+        .output()
+        .expect("run vendpay serve");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("DEADLINE_QUEUE_URL"), "{err}");
 }
