@@ -222,6 +222,20 @@ impl DeviceRoutes {
             return Err(ApiError::not_found(format!("no route {path}")));
         };
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let signed = auth::SignedRequest {
+            device_header: header("x-device-id"),
+            timestamp: header("x-timestamp"),
+            signature: header("x-signature"),
+            method: req.method().as_str(),
+            path_and_query: req.uri().path_and_query().map_or(path, |p| p.as_str()),
+            body: req.body(),
+        };
+        let refused = |e: auth::AuthError| {
+            tracing::info!(device = %raw_id, reason = %e, "device request refused");
+            ApiError::new(e.status(), e.code(), e.to_string())
+        };
+        // Stale, replayed and unsigned requests cost no storage read.
+        let envelope = auth::check_envelope(raw_id, &signed, received_at).map_err(refused)?;
         let record = match DeviceId::parse(*raw_id) {
             Ok(id) => self
                 .devices
@@ -233,18 +247,9 @@ impl DeviceRoutes {
         let secret = record
             .as_ref()
             .and_then(|r| self.device_key.secret(&r.device.id, &r.credential));
-        let signed = auth::SignedRequest {
-            device_header: header("x-device-id"),
-            timestamp: header("x-timestamp"),
-            signature: header("x-signature"),
-            method: req.method().as_str(),
-            path_and_query: req.uri().path_and_query().map_or(path, |p| p.as_str()),
-            body: req.body(),
-        };
-        if let Err(e) = auth::verify(raw_id, &signed, secret.as_deref(), received_at) {
-            tracing::info!(device = %raw_id, reason = %e, "device request refused");
-            return Err(ApiError::new(e.status(), e.code(), e.to_string()));
-        }
+        envelope
+            .check_signature(&signed, secret.as_deref())
+            .map_err(refused)?;
         let Some(record) = record else {
             return Err(ApiError::new(401, "unknown_device", "unknown device"));
         };

@@ -31,7 +31,31 @@ pub enum StartError {
 }
 
 /// Logs through `tracing`: JSON when Lambda's log format is JSON (`AWS_LAMBDA_LOG_FORMAT`), level from
-/// `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`.
+/// `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else info — as the runtime's own default subscriber, but
+/// never with ANSI colours, which would land as escape codes in CloudWatch with the Text log format.
 pub fn init_logging() {
-    lambda_runtime::tracing::init_default_subscriber();
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|level| level.parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::INFO);
+    let logs = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_target(false)
+        .without_time()
+        .with_env_filter(
+            EnvFilter::builder()
+                .with_default_directive(level.into())
+                .from_env_lossy(),
+        );
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT")
+        .is_ok_and(|format| format.eq_ignore_ascii_case("json"));
+    // `try_init`: a second call (tests building several functions in one process) keeps the first.
+    let _ = if json {
+        logs.json().try_init()
+    } else {
+        logs.try_init()
+    };
 }
