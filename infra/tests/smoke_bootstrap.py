@@ -134,14 +134,25 @@ CASES = {
 }
 
 
+# The errorType an event of the wrong kind gets: deadline and device-api classify events themselves
+# (vendpay_lambda::InvocationError); the others are typed (API Gateway request, SQS batch) and the
+# runtime refuses the payload before the handler, with its own type name.
+UNEXPECTED = {
+    "alipay-notify": "&lambda_runtime::deserializer::DeserializeError",
+    "qr-provision": "&lambda_runtime::deserializer::DeserializeError",
+    "refund-executor": "&lambda_runtime::deserializer::DeserializeError",
+    "deadline": "UnrecognisedEvent",
+    "device-api": "UnrecognisedEvent",
+}
+
+
 class RuntimeApi:
     """The Lambda Runtime API, enough of it for one invocation."""
 
-    def __init__(self, event):
-        self.event = json.dumps(event).encode()
+    def __init__(self, *events):
+        self.events = [json.dumps(event).encode() for event in events]
         self.first_next = None
-        self.answer = None
-        self.error = None
+        self.outcomes = []  # ("response" | "error", decoded JSON body), one per invocation
         self.done = threading.Event()
         api = self
 
@@ -155,15 +166,18 @@ class RuntimeApi:
                     return
                 if api.first_next is None:
                     api.first_next = time.monotonic()
+                served = len(api.outcomes)
+                if served < len(api.events) and not api.done.is_set():
+                    event = api.events[served]
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
-                    self.send_header("Lambda-Runtime-Aws-Request-Id", "smoke-1")
+                    self.send_header("Lambda-Runtime-Aws-Request-Id", f"smoke-{served + 1}")
                     self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 60_000))
                     self.send_header("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:123456789012:function:smoke")
                     self.send_header("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000")
-                    self.send_header("Content-Length", str(len(api.event)))
+                    self.send_header("Content-Length", str(len(event)))
                     self.end_headers()
-                    self.wfile.write(api.event)
+                    self.wfile.write(event)
                 else:  # the next invocation never comes; the test kills the process
                     api.done.wait(TIMEOUT)
                     try:
@@ -173,14 +187,17 @@ class RuntimeApi:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.path.endswith("/response"):
-                    api.answer = json.loads(body or b"null")
-                else:
-                    api.error = f"{self.path}: {body.decode('utf-8', 'replace')}"
+                kind = "response" if self.path.endswith("/response") else "error"
+                try:
+                    decoded = json.loads(body or b"null")
+                except ValueError:
+                    decoded = body.decode("utf-8", "replace")
+                api.outcomes.append((kind, decoded))
                 self.send_response(202)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-                api.done.set()
+                if len(api.outcomes) >= len(api.events):
+                    api.done.set()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -215,6 +232,7 @@ def base_env(api_address, binary):
 
 def run_case(run, path, binary):
     make_event, check, required = CASES[binary]
+    unexpected = UNEXPECTED[binary]
     problems = []
 
     # 1. A required setting missing: refuse to start, naming it.
@@ -233,21 +251,25 @@ def run_case(run, path, binary):
     finally:
         api.close()
 
-    # 2. Configured: ready, one invocation, the owed answer.
-    api = RuntimeApi(make_event())
+    # 2. Configured: ready, one invocation, the owed answer; then an event it is not wired to, which must
+    #    fail the invocation with the named errorType (never a crash, never a silent success).
+    api = RuntimeApi(make_event(), {"unexpected": "event"})
     env = base_env(api.address, binary) | settings(binary)
     with tempfile.TemporaryFile() as log:
         started = time.monotonic()
         proc = subprocess.Popen(run + [path], env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             if not api.done.wait(TIMEOUT):
-                problems.append(f"no answer within {TIMEOUT} s (exit code {proc.poll()})")
-            elif api.error:
-                problems.append(f"reported an error: {api.error}")
-            else:
-                wrong = check(api.answer)
+                problems.append(f"{len(api.outcomes)} of 2 answers within {TIMEOUT} s (exit code {proc.poll()})")
+            if len(api.outcomes) >= 1:
+                kind, body = api.outcomes[0]
+                wrong = f"reported an error: {body}" if kind != "response" else check(body)
                 if wrong:
                     problems.append(wrong)
+            if len(api.outcomes) >= 2:
+                kind, body = api.outcomes[1]
+                if kind != "error" or not isinstance(body, dict) or body.get("errorType") != unexpected:
+                    problems.append(f"an unexpected event: wanted an invocation error {unexpected}, got {kind} {body}")
         finally:
             proc.kill()
             proc.wait()

@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use lambda_runtime::{Error, LambdaEvent};
+use lambda_runtime::LambdaEvent;
 use serde_json::{json, Value};
 use tracing::Instrument;
 use vendpay_app::{AppError, DeadlineMessage, Ledger};
 use vendpay_lambda::sqs::{self, Record, RecordError};
+use vendpay_lambda::InvocationError;
 
 /// How many overdue sessions and pending refunds one sweep looks at (the next minute takes the rest).
 pub const SWEEP_LIMIT: usize = 500;
@@ -37,8 +38,8 @@ pub fn classify(value: Value) -> Result<Incoming, String> {
     }
 }
 
-pub async fn handle(ledger: &Ledger, event: LambdaEvent<Value>) -> Result<Value, Error> {
-    match classify(event.payload)? {
+pub async fn handle(ledger: &Ledger, event: LambdaEvent<Value>) -> Result<Value, InvocationError> {
+    match classify(event.payload).map_err(InvocationError::UnrecognisedEvent)? {
         Incoming::Queue(batch) => Ok(serde_json::to_value(queue(ledger, &batch).await)?),
         Incoming::Sweep => {
             let report = sweep(ledger).await?;

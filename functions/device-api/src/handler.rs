@@ -8,11 +8,12 @@
 //! (logged with `alert = "device_event_refused"`) because resending the same bytes gets the same answer.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use lambda_runtime::{Error, LambdaEvent};
+use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use tracing::Instrument;
 use vendpay_api::{DeviceRoutes, QueuedRequest};
 use vendpay_lambda::sqs::{self, Record, RecordError};
+use vendpay_lambda::InvocationError;
 
 /// What the function was invoked with.
 pub enum Incoming {
@@ -29,8 +30,11 @@ pub fn classify(value: Value) -> Result<Incoming, String> {
     vendpay_lambda::http::parse_event(value).map(|r| Incoming::Http(Box::new(r)))
 }
 
-pub async fn handle(routes: &DeviceRoutes, event: LambdaEvent<Value>) -> Result<Value, Error> {
-    match classify(event.payload)? {
+pub async fn handle(
+    routes: &DeviceRoutes,
+    event: LambdaEvent<Value>,
+) -> Result<Value, InvocationError> {
+    match classify(event.payload).map_err(InvocationError::UnrecognisedEvent)? {
         Incoming::Http(req) => {
             let res = http(routes, *req).await;
             Ok(serde_json::to_value(

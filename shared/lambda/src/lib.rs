@@ -9,6 +9,7 @@
 //! - [`sqs`]: SQS batches with partial batch failures: retryable errors fail their record (SQS
 //!   redelivers it, then dead-letters it), permanent ones are logged with an `alert` field and dropped.
 //! - [`StartError`]: why a function refuses to start; it always names the setting.
+//! - [`InvocationError`]: why an invocation failed as a whole, with a named `errorType`.
 
 pub mod env;
 pub mod http;
@@ -28,6 +29,35 @@ pub enum StartError {
     DeviceKey(#[from] vendpay_api::auth::KeyError),
     #[error("HTTP client: {0}")]
     HttpClient(String),
+}
+
+/// Why an invocation failed as a whole (Lambda, or the event source, retries it). The Runtime API
+/// reports it with a named `errorType` — what CloudWatch shows and an alarm can match — instead of
+/// the Rust type name of a boxed error.
+#[derive(Debug, thiserror::Error)]
+pub enum InvocationError {
+    /// Not an event this function is wired to: a misconfigured trigger, never fixed by a retry.
+    #[error("{0}")]
+    UnrecognisedEvent(String),
+    /// The sweep could not finish (storage unavailable, contention); the next minute's sweep retries.
+    #[error("sweep failed: {0}")]
+    Sweep(#[from] vendpay_app::AppError),
+    #[error("answer not serialisable: {0}")]
+    Answer(#[from] serde_json::Error),
+}
+
+impl From<InvocationError> for lambda_runtime::Diagnostic {
+    fn from(e: InvocationError) -> Self {
+        let error_type = match e {
+            InvocationError::UnrecognisedEvent(_) => "UnrecognisedEvent",
+            InvocationError::Sweep(_) => "SweepFailed",
+            InvocationError::Answer(_) => "AnswerNotSerialisable",
+        };
+        lambda_runtime::Diagnostic {
+            error_type: error_type.to_owned(),
+            error_message: e.to_string(),
+        }
+    }
 }
 
 /// Logs through `tracing`: JSON when Lambda's log format is JSON (`AWS_LAMBDA_LOG_FORMAT`), level from
