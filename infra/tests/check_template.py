@@ -87,11 +87,23 @@ CONSUMERS = {
 NO_BATCHING_WINDOW = {"DeadlineQueue", "RefundQueue"}
 
 # Permanent failures the functions log as `alert = "<name>"` (tracing field -> $.fields.alert in JSON logs).
+# Every alert found in a function crate's code (ALERT_IN_CODE) needs a metric filter and an alarm; these are
+# the ones the scan must at least find, so a scan that silently finds nothing fails too.
 ALERTS = {
-    "refund-executor": "refund_failed_permanently",
-    "device-api": "device_event_refused",
-    "deadline": "deadline_message_refused",
+    "refund-executor": {"refund_failed_permanently", "refund_message_refused"},
+    "device-api": {"device_event_refused"},
+    "deadline": {"deadline_message_refused"},
 }
+ALERT_IN_CODE = re.compile(r'\balert\s*[:=]\s*"([a-z0-9_]+)"')
+
+
+def code_alerts(crates: dict[str, Path] | None) -> dict[str, set[str]]:
+    """binary -> the alert names its crate's sources log (plus ALERTS' minimum)."""
+    found = {b: set(names) for b, names in ALERTS.items()}
+    for binary, crate in (crates or {}).items():
+        for source in sorted((crate / "src").rglob("*.rs")):
+            found.setdefault(binary, set()).update(ALERT_IN_CODE.findall(source.read_text()))
+    return found
 
 # The HTTP contract (design section 4): route key -> (function binary, API Gateway authorisation).
 ROUTES = {
@@ -306,6 +318,7 @@ def trust_services(role: dict) -> set:
 
 def check(raw: dict, manifests: dict, env_spec: dict, table_def: dict, crates: dict | None) -> tuple[list[str], list[str]]:
     """Returns (errors, notes)."""
+    alerts = code_alerts(crates)
     errors: list[str] = []
     notes: list[str] = []
     err = errors.append
@@ -593,8 +606,7 @@ def check(raw: dict, manifests: dict, env_spec: dict, table_def: dict, crates: d
                     f"{sorted(fmt_res(x) for x in allowed) or 'nothing (the function is configured with no such resource)'}"
                 )
         # permanent-failure alerts
-        alert = ALERTS.get(binary)
-        if alert:
+        for alert in sorted(alerts.get(binary, ())):
             filters = [
                 f
                 for f in of_type("AWS::Logs::MetricFilter").values()
@@ -933,6 +945,11 @@ MUTATIONS = [
         "a function building another binary than its crate",
         lambda t, m: t["Resources"]["QrProvisionFunction"]["Metadata"]["BuildProperties"].__setitem__("Binary", "qr-provisioner"),
         "qr-provisioner",
+    ),
+    (
+        "an alert the code logs without a metric filter",
+        lambda t, m: t["Resources"].pop("RefundMessageRefusedFilter"),
+        'refund-executor: no metric filter on RefundExecutorLogGroup for { $.fields.alert = "refund_message_refused" }',
     ),
     (
         "an alert filter on the wrong field",

@@ -23,6 +23,7 @@ import copy
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -125,13 +126,38 @@ def acknowledged(answer):
     return None
 
 
+# binary -> ([(event, the answer it owes)], a setting it cannot start without, the alert filter its log must hit)
 CASES = {
-    "alipay-notify": (tampered_notification, http_answer(400, "fail"), "TABLE_NAME"),
-    "device-api": (lambda: json.loads((EVENTS / "device-purchase.json").read_text()), http_answer(401, "stale_timestamp"), "DEVICE_KEY"),
-    "qr-provision": (lambda: without_iam("admin-get-device.json"), http_answer(401, "unauthorized"), "ALIPAY_PRIVATE_KEY"),
-    "deadline": (lambda: poison_record("deadline-sqs.json"), acknowledged, "TABLE_NAME"),
-    "refund-executor": (lambda: poison_record("refund-sqs.json"), acknowledged, "REFUND_QUEUE_URL"),
+    "alipay-notify": ([(tampered_notification, http_answer(400, "fail"))], "TABLE_NAME", None),
+    "device-api": (
+        [
+            (lambda: json.loads((EVENTS / "device-purchase.json").read_text()), http_answer(401, "stale_timestamp")),
+            (lambda: poison_record("device-events-sqs.json"), acknowledged),
+        ],
+        "DEVICE_KEY",
+        "DeviceEventRefusedFilter",
+    ),
+    "qr-provision": ([(lambda: without_iam("admin-get-device.json"), http_answer(401, "unauthorized"))], "ALIPAY_PRIVATE_KEY", None),
+    "deadline": ([(lambda: poison_record("deadline-sqs.json"), acknowledged)], "TABLE_NAME", "DeadlineMessageRefusedFilter"),
+    "refund-executor": ([(lambda: poison_record("refund-sqs.json"), acknowledged)], "REFUND_QUEUE_URL", "RefundMessageRefusedFilter"),
 }
+
+def metric_filter_matches(pattern, output):
+    """Whether a JSON log line of `output` matches a CloudWatch pattern of the form { $.a.b = "value" }."""
+    m = re.fullmatch(r'\{\s*\$((?:\.\w+)+)\s*=\s*"([^"]*)"\s*\}', pattern.strip())
+    if not m:
+        raise ValueError(f"cannot evaluate the metric filter pattern {pattern!r}")
+    path, value = m.group(1).split(".")[1:], m.group(2)
+    for line in output.splitlines():
+        try:
+            node = json.loads(line)
+        except ValueError:
+            continue
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node == value:
+            return True
+    return False
 
 
 # The errorType an event of the wrong kind gets: deadline and device-api classify events themselves
@@ -231,7 +257,7 @@ def base_env(api_address, binary):
 
 
 def run_case(run, path, binary):
-    make_event, check, required = CASES[binary]
+    owed, required, alert_filter = CASES[binary]
     unexpected = UNEXPECTED[binary]
     problems = []
 
@@ -253,21 +279,20 @@ def run_case(run, path, binary):
 
     # 2. Configured: ready, one invocation, the owed answer; then an event it is not wired to, which must
     #    fail the invocation with the named errorType (never a crash, never a silent success).
-    api = RuntimeApi(make_event(), {"unexpected": "event"})
+    api = RuntimeApi(*[make() for make, _ in owed], {"unexpected": "event"})
     env = base_env(api.address, binary) | settings(binary)
     with tempfile.TemporaryFile() as log:
         started = time.monotonic()
         proc = subprocess.Popen(run + [path], env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             if not api.done.wait(TIMEOUT):
-                problems.append(f"{len(api.outcomes)} of 2 answers within {TIMEOUT} s (exit code {proc.poll()})")
-            if len(api.outcomes) >= 1:
-                kind, body = api.outcomes[0]
+                problems.append(f"{len(api.outcomes)} of {len(owed) + 1} answers within {TIMEOUT} s (exit code {proc.poll()})")
+            for (kind, body), (_, check) in zip(api.outcomes, owed):
                 wrong = f"reported an error: {body}" if kind != "response" else check(body)
                 if wrong:
                     problems.append(wrong)
-            if len(api.outcomes) >= 2:
-                kind, body = api.outcomes[1]
+            if len(api.outcomes) > len(owed):
+                kind, body = api.outcomes[len(owed)]
                 if kind != "error" or not isinstance(body, dict) or body.get("errorType") != unexpected:
                     problems.append(f"an unexpected event: wanted an invocation error {unexpected}, got {kind} {body}")
         finally:
@@ -276,6 +301,11 @@ def run_case(run, path, binary):
             api.close()
         log.seek(0)
         output = log.read().decode("utf-8", "replace")
+    # The alarm sees what the template's metric filter sees in the function's JSON log lines.
+    if alert_filter:
+        pattern = load(TEMPLATE)["Resources"][alert_filter]["Properties"]["FilterPattern"]
+        if not metric_filter_matches(pattern, output):
+            problems.append(f"no log line matches {alert_filter}'s pattern {pattern}")
     ready = None if api.first_next is None else (api.first_next - started) * 1000
     if problems:
         problems.append(f"its output: {output[-1500:]}")
