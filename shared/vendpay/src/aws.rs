@@ -139,6 +139,24 @@ pub(crate) async fn start(
     })
 }
 
+/// `vendpay aws-setup`: creates whatever of the table and the two queues is missing, exactly as
+/// `serve --store aws --create-missing` would, and returns shell lines exporting their settings — what
+/// the Lambda functions need under `cargo lambda watch` against moto (README, "Lambda functions").
+/// Running it again creates nothing and prints the same lines.
+pub async fn setup(env: &Env) -> Result<String, StartError> {
+    let sdk = wiring::sdk_config().await;
+    // ensure_resources logs what it creates.
+    let (_, resources) = ensure_resources(&sdk, env, true).await?;
+    Ok([
+        ("TABLE_NAME", &resources.table),
+        ("DEADLINE_QUEUE_URL", &resources.deadline_queue_url),
+        ("REFUND_QUEUE_URL", &resources.refund_queue_url),
+    ]
+    .iter()
+    .map(|(name, value)| format!("export {name}='{}'\n", value.replace('\'', "'\\''")))
+    .collect())
+}
+
 /// The settings with the table and queue URLs filled in; with `create`, whatever is missing is created
 /// first (the table from `infra/table.json` with `vendpay_store_aws::create_table`, the queues with
 /// `CreateQueue` and SQS's defaults).

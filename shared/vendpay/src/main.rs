@@ -14,6 +14,9 @@ usage:
                                    SQLite (VENDPAY_DB) or on DynamoDB + SQS (TABLE_NAME,
                                    DEADLINE_QUEUE_URL, REFUND_QUEUE_URL; AWS_ENDPOINT_URL for an
                                    emulator); --create-missing creates the table and queues
+  vendpay aws-setup                create the DynamoDB table and SQS queues that are missing (as
+                                   serve --store aws --create-missing) and print `export` lines of
+                                   TABLE_NAME, DEADLINE_QUEUE_URL, REFUND_QUEUE_URL for the shell
   vendpay demo [--real-time]       run both flows end to end and check every outcome
   vendpay load [--machines N] [--seconds S | --events E] [--concurrency C] [--rounds R]
                                    load benchmark: N machines (200) in pay-first sessions over HTTP for
@@ -37,6 +40,7 @@ enum Command {
         real_time: bool,
     },
     Load(vendpay::load::Options),
+    AwsSetup,
     Help,
 }
 
@@ -71,6 +75,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
             }
             Ok(Command::Serve(overrides))
         }
+        ["aws-setup"] => Ok(Command::AwsSetup),
         ["demo"] => Ok(Command::Demo { real_time: false }),
         ["demo", "--real-time"] => Ok(Command::Demo { real_time: true }),
         ["load", flags @ ..] => Ok(Command::Load(vendpay::load::Options::parse(flags)?)),
@@ -116,6 +121,23 @@ fn main() -> ExitCode {
         Command::Serve(overrides) => {
             init_logging("info");
             runtime.block_on(serve(overrides))
+        }
+        Command::AwsSetup => {
+            init_logging("info");
+            let setup = async {
+                let env = vendpay_lambda::Env::from_process(vendpay::config::AWS_SETTINGS)?;
+                vendpay::aws::setup(&env).await
+            };
+            match runtime.block_on(setup) {
+                Ok(exports) => {
+                    print!("{exports}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vendpay aws-setup: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Demo { real_time } => {
             // The timeline goes to stdout; only warnings and errors are logged unless RUST_LOG says more.

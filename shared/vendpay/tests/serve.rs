@@ -556,3 +556,68 @@ async fn aws_store_on_a_fresh_moto_survives_sigkill_and_restart() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("DEADLINE_QUEUE_URL"), "{err}");
 }
+
+/// `vendpay aws-setup` on moto: creates the table and both queues, prints their settings as `export`
+/// lines, and a second run creates nothing and prints the same lines; `serve --store aws` then starts
+/// on those settings without `--create-missing`.
+#[tokio::test]
+async fn aws_setup_creates_once_and_prints_the_settings() {
+    let table = moto_table();
+    let setup = || {
+        Command::new(env!("CARGO_BIN_EXE_vendpay"))
+            .arg("aws-setup")
+            .env("TABLE_NAME", &table)
+            .env_remove("DEADLINE_QUEUE_URL")
+            .env_remove("REFUND_QUEUE_URL")
+            .output()
+            .expect("run vendpay aws-setup")
+    };
+    let first = setup();
+    assert!(first.status.success(), "{first:?}");
+    let exports = String::from_utf8_lossy(&first.stdout).into_owned();
+    let logged = String::from_utf8_lossy(&first.stderr);
+    assert!(logged.contains("created the DynamoDB table"), "{logged}");
+    let settings: Vec<(String, String)> = exports
+        .lines()
+        .map(|line| {
+            let (name, value) = line
+                .strip_prefix("export ")
+                .and_then(|l| l.split_once('='))
+                .unwrap_or_else(|| panic!("not an export line: {line:?}"));
+            (name.to_owned(), value.trim_matches('\'').to_owned())
+        })
+        .collect();
+    let names: Vec<&str> = settings.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["TABLE_NAME", "DEADLINE_QUEUE_URL", "REFUND_QUEUE_URL"]
+    );
+    assert_eq!(settings[0].1, table);
+    assert!(
+        settings[1].1.ends_with(&format!("/{table}-deadlines")),
+        "{exports}"
+    );
+    assert!(
+        settings[2].1.ends_with(&format!("/{table}-refunds")),
+        "{exports}"
+    );
+
+    let second = setup();
+    assert!(second.status.success(), "{second:?}");
+    assert_eq!(String::from_utf8_lossy(&second.stdout), exports);
+    assert!(
+        !String::from_utf8_lossy(&second.stderr).contains("created"),
+        "{second:?}"
+    );
+
+    // The printed settings are all `serve --store aws` needs.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env: Vec<(&str, String)> = settings
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.clone()))
+        .collect();
+    let server = start_with(&dir.path().join("setup.sqlite"), &["--store", "aws"], &env);
+    let http = reqwest::Client::new();
+    let (secret, _) = register(&http, &server.url, "vm-setup").await;
+    assert!(!secret.is_empty());
+}
