@@ -92,7 +92,8 @@ NO_BATCHING_WINDOW = {"DeadlineQueue", "RefundQueue"}
 ALERTS = {
     "refund-executor": {"refund_failed_permanently", "refund_message_refused"},
     "device-api": {"device_event_refused"},
-    "deadline": {"deadline_message_refused"},
+    # deadline_failed is logged by the sweep in vendpay-app, which the deadline function runs.
+    "deadline": {"deadline_message_refused", "deadline_failed"},
 }
 ALERT_IN_CODE = re.compile(r'\balert\s*[:=]\s*"([a-z0-9_]+)"')
 

@@ -59,6 +59,7 @@ pub async fn sweep(ledger: &Ledger) -> Result<vendpay_app::SweepReport, AppError
     tracing::info!(
         deadlines_settled = report.deadlines_settled,
         refunds_resent = report.refunds_resent,
+        deadlines_failed = report.deadlines_failed,
         "sweep done"
     );
     Ok(report)

@@ -59,6 +59,17 @@ where
     string(m, field)?.parse().map_err(|e| invalid(field, e))
 }
 
+/// An optional string field parsed into `T`; absent or `null` is `None`.
+pub fn optional_parsed<T>(m: &Map<String, Value>, field: &str) -> Result<Option<T>, ApiError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    optional_string(m, field)?
+        .map(|s| s.parse().map_err(|e| invalid(field, e)))
+        .transpose()
+}
+
 pub fn boolean(m: &Map<String, Value>, field: &str) -> Result<bool, ApiError> {
     match m.get(field) {
         None | Some(Value::Null) => Err(missing(field)),

@@ -26,7 +26,9 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use vendpay_app::{DeviceRecord, DeviceStore, Ledger, QrCode};
-use vendpay_domain::{Currency, DeviceId, Mode, OrderId, RequestId, SessionId, Slot};
+use vendpay_domain::{
+    Currency, DeviceId, Mode, OrderId, PurchaseRequest, RequestId, SessionId, Slot,
+};
 
 pub use auth::DeviceKey;
 pub use error::ApiError;
@@ -262,10 +264,13 @@ impl DeviceRoutes {
             )),
             (&Method::POST, ["purchases"]) => {
                 let body = input::object(req.body())?;
-                let request_id = input::parsed::<RequestId>(&body, "request_id")?;
-                let slot = input::parsed::<Slot>(&body, "slot")?;
-                let price = input::price(&body, "price", device.currency)?;
-                let answer = self.ledger.purchase(id, &request_id, &slot, price).await?;
+                let purchase = PurchaseRequest {
+                    request_id: input::parsed::<RequestId>(&body, "request_id")?,
+                    slot: input::parsed::<Slot>(&body, "slot")?,
+                    price: input::price(&body, "price", device.currency)?,
+                    session: input::optional_parsed::<SessionId>(&body, "session_id")?,
+                };
+                let answer = self.ledger.purchase_in(id, &purchase).await?;
                 ok(&views::purchase_answer(&answer))
             }
             (&Method::POST, ["purchases", request, "result"]) => {
@@ -290,7 +295,9 @@ impl DeviceRoutes {
                 ok(&views::session(&session))
             }
             (&Method::POST, ["session", "end"]) => {
-                let session = self.ledger.end(id).await?;
+                let body = input::object(req.body())?;
+                let expected = input::optional_parsed::<SessionId>(&body, "session_id")?;
+                let session = self.ledger.end_session(id, expected.as_ref()).await?;
                 ok(&views::session(&session))
             }
             (

@@ -9,8 +9,11 @@
 //!
 //! `body` is the request body as text, byte for byte as signed. The signature is checked exactly as
 //! over HTTP, except that the timestamp window is measured from when the queue received the message, so
-//! a backlog does not turn genuine requests into stale ones; replays are harmless because every command
-//! is idempotent on its request or order id.
+//! a backlog does not turn genuine requests into stale ones. A replay is harmless only where the command
+//! says what it is for: purchases, vend results and orders are idempotent on their request or order id,
+//! and a purchase or end-session that names its `session_id` acts on that session only. An end-session
+//! without `session_id` acts on whatever session is current when it is processed — machines should
+//! always send the id (see docs/contract.md).
 
 use std::collections::BTreeMap;
 

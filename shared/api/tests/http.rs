@@ -482,3 +482,66 @@ async fn operators_register_provision_and_print() {
         (404, Some("unknown_session"))
     );
 }
+
+#[tokio::test]
+async fn a_replayed_end_or_purchase_never_touches_the_next_customers_session() {
+    let h = harness().await;
+    let secret = h.register("vm-1", "pay_first").await;
+    h.pay("vm-1", "T1", 1000).await;
+    let (_, b) = h
+        .call("GET", "/devices/vm-1/session", "vm-1", &secret, "")
+        .await;
+    let first = b["session_id"].as_str().unwrap_or_default().to_owned();
+    assert!(!first.is_empty(), "{b}");
+    let end = json!({ "session_id": first }).to_string();
+    let (s, b) = h
+        .call("POST", "/devices/vm-1/session/end", "vm-1", &secret, &end)
+        .await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("settling")), "{b}");
+
+    // The next customer pays; then the first customer's end arrives again (a retry after a lost
+    // answer, a queue redelivery, a replay inside the signature window) and a late purchase for it.
+    h.pay("vm-1", "T2", 700).await;
+    let (s, b) = h
+        .call("POST", "/devices/vm-1/session/end", "vm-1", &secret, &end)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["session_id"].as_str(), Some(first.as_str()), "{b}");
+    let late =
+        json!({"request_id": "late-1", "slot": "A1", "price": cny(100), "session_id": first})
+            .to_string();
+    let (s, b) = h
+        .call("POST", "/devices/vm-1/purchases", "vm-1", &secret, &late)
+        .await;
+    assert_eq!(
+        (s, b["decision"].as_str(), b["reason"].as_str()),
+        (200, Some("declined"), Some("session_closed")),
+        "{b}"
+    );
+    let (_, b) = h
+        .call("GET", "/devices/vm-1/session", "vm-1", &secret, "")
+        .await;
+    assert_eq!(
+        b["state"], "open",
+        "the second customer's session is untouched: {b}"
+    );
+    assert_ne!(b["session_id"].as_str(), Some(first.as_str()));
+    assert_eq!(b["balance"], cny(700));
+    assert_eq!(b["held"], cny(0));
+
+    // An end naming a session this machine never had is a precise 404.
+    let (s, b) = h
+        .call(
+            "POST",
+            "/devices/vm-1/session/end",
+            "vm-1",
+            &secret,
+            &json!({"session_id": "s:NOPE"}).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (404, Some("unknown_session")),
+        "{b}"
+    );
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use vendpay_domain::*;
 
-use crate::ledger::Ledger;
+use crate::ledger::{AppError, Ledger};
 use crate::ports::*;
 
 /// A store for the suite: both ports on one backend.
@@ -36,6 +36,9 @@ where
     ledger_racing_purchases_never_overspend(make().await).await;
     ledger_duplicate_notifications_credit_once(make().await).await;
     ledger_full_pay_first_flow(make().await).await;
+    ledger_a_hundred_cent_top_ups_settle_in_writes_that_fit(make().await).await;
+    ledger_the_sweep_goes_on_past_a_session_that_fails(make().await).await;
+    ledger_order_ids_and_purchase_ids_share_one_namespace(make().await).await;
 }
 
 pub const T0: i64 = 1_700_000_000_000;
@@ -188,9 +191,13 @@ async fn a_commit_writes_every_row_and_reads_back<S: Store>(store: Arc<S>) {
     let t = request_purchase(
         &m.record.device,
         m.current.as_ref(),
-        &id("r1"),
-        &id("A1"),
-        cny(300),
+        &PurchaseRequest {
+            request_id: id("r1"),
+            slot: id("A1"),
+            price: cny(300),
+            session: None,
+        },
+        &Windows::default(),
         now,
     )
     .expect("purchase");
@@ -236,7 +243,7 @@ async fn a_commit_writes_every_row_and_reads_back<S: Store>(store: Arc<S>) {
     );
     assert_eq!(m.current.as_ref().map(|s| s.version), Some(2));
 
-    let t = end_session(&m.record.device, m.current.as_ref(), now).expect("end");
+    let t = end_session(&m.record.device, m.current.as_ref(), None, now).expect("end");
     let ended = t.session(&s.id).expect("written").clone();
     let refund = &ended.refunds[0];
     let row = RefundRecord {
@@ -478,6 +485,7 @@ async fn pending_refunds_are_listed_until_final<S: Store>(store: Arc<S>) {
             .expect("exists")
             .device,
         Some(&s),
+        None,
         now,
     )
     .expect("end");
@@ -805,4 +813,218 @@ async fn ledger_full_pay_first_flow<S: Store>(store: Arc<S>) {
         .expect("session");
     assert_eq!(s.phase, Phase::Closed);
     assert_eq!(store.pending_refunds(10).await.expect("pending"), vec![]);
+}
+
+/// A store that counts the actions of every commit the way DynamoDB does (one per device guard,
+/// session, trade row, request row and refund row) and refuses one over the 100-action limit, so the
+/// suite holds every adapter to the strictest backend's limits.
+struct Limited<S> {
+    inner: Arc<S>,
+    largest: Mutex<usize>,
+}
+
+/// DynamoDB's `TransactWriteItems` limit.
+pub const MAX_WRITE_ACTIONS: usize = 100;
+
+pub fn commit_actions(c: &Commit) -> usize {
+    usize::from(c.device.is_some())
+        + c.sessions.len()
+        + usize::from(c.trade.is_some())
+        + usize::from(c.request.is_some())
+        + c.refunds.len()
+}
+
+#[async_trait]
+impl<S: Store> SessionStore for Limited<S> {
+    async fn machine(&self, id: &DeviceId) -> Result<Option<Machine>, StoreError> {
+        self.inner.machine(id).await
+    }
+    async fn session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        self.inner.session(id).await
+    }
+    async fn trade(&self, t: &TradeNo) -> Result<Option<PaymentOutcome>, StoreError> {
+        self.inner.trade(t).await
+    }
+    async fn request(
+        &self,
+        d: &DeviceId,
+        r: &RequestId,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        self.inner.request(d, r).await
+    }
+    async fn refund(&self, r: &RefundId) -> Result<Option<RefundRecord>, StoreError> {
+        self.inner.refund(r).await
+    }
+    async fn commit(&self, c: &Commit) -> Result<(), StoreError> {
+        let n = commit_actions(c);
+        if let Ok(mut l) = self.largest.lock() {
+            *l = (*l).max(n);
+        }
+        if n > MAX_WRITE_ACTIONS {
+            return Err(StoreError::Permanent(format!(
+                "a commit of {n} actions (over {MAX_WRITE_ACTIONS})"
+            )));
+        }
+        self.inner.commit(c).await
+    }
+    async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<SessionId>, StoreError> {
+        self.inner.due(now, limit).await
+    }
+    async fn pending_refunds(&self, limit: usize) -> Result<Vec<RefundRecord>, StoreError> {
+        self.inner.pending_refunds(limit).await
+    }
+}
+
+async fn ledger_a_hundred_cent_top_ups_settle_in_writes_that_fit<S: Store>(store: Arc<S>) {
+    store
+        .register(&device_record("vm-1", Mode::PayFirst))
+        .await
+        .expect("register");
+    let limited = Arc::new(Limited {
+        inner: store.clone(),
+        largest: Mutex::new(0),
+    });
+    let rec = Arc::new(Recorder::default());
+    let clock = Arc::new(ManualClock::at(T0));
+    let ledger = Ledger::new(
+        limited.clone(),
+        rec.clone(),
+        rec.clone(),
+        clock.clone(),
+        Windows::default(),
+    );
+    let dev: DeviceId = id("vm-1");
+    let mut refused = 0;
+    for i in 0..100 {
+        let o = ledger
+            .payment(&dev, &payment(&format!("T{i}"), 1))
+            .await
+            .expect("every top-up is answered");
+        if matches!(o.disposition, Disposition::Refused(_)) {
+            refused += 1;
+        }
+        clock.advance(Duration::from_millis(500));
+    }
+    clock.advance(Duration::from_secs(301));
+    let report = ledger
+        .sweep(100, Duration::from_secs(60))
+        .await
+        .expect("the settlement commits");
+    assert_eq!(report.deadlines_settled, 1, "{report:?}");
+    let largest = limited.largest.lock().map(|l| *l).unwrap_or(usize::MAX);
+    assert!(
+        largest <= MAX_WRITE_ACTIONS,
+        "largest commit {largest} actions"
+    );
+    // Every cent is on its way back: the session's refunds plus the refused top-ups (the sweep may
+    // have re-sent some of the latter: count each refund once).
+    let sent: std::collections::BTreeSet<RefundId> = rec
+        .refunds
+        .lock()
+        .map(|r| r.iter().map(|m| m.refund_id.clone()).collect())
+        .unwrap_or_default();
+    let mut total = 0;
+    for refund_id in &sent {
+        let row = store.refund(refund_id).await.expect("read").expect("row");
+        total += row.amount.minor();
+    }
+    assert_eq!(
+        refused,
+        100 - MAX_PAYMENTS,
+        "the top-ups past the 50th are refused"
+    );
+    assert_eq!(total, 100, "{} refunds", sent.len());
+    // The machine takes the next customer.
+    let o = ledger
+        .payment(&dev, &payment("NEXT", 500))
+        .await
+        .expect("next customer");
+    assert_eq!(o.disposition, Disposition::Credited);
+}
+
+async fn ledger_the_sweep_goes_on_past_a_session_that_fails<S: Store>(store: Arc<S>) {
+    for d in ["vm-1", "vm-2"] {
+        store
+            .register(&device_record(d, Mode::PayFirst))
+            .await
+            .expect("register");
+    }
+    // vm-1's session is corrupt (its balance is not covered by its payments) and due first.
+    let mut bad = open_session(&*store, "vm-1", "BAD", 500, 0).await;
+    bad.balance = cny(900);
+    bad.version += 1;
+    store
+        .commit(&Commit {
+            sessions: vec![bad.clone()],
+            ..Commit::default()
+        })
+        .await
+        .expect("corrupt row written");
+    let good = open_session(&*store, "vm-2", "GOOD", 500, 1000).await;
+    let (ledger, rec, clock) = ledger(store.clone());
+    clock.advance(Duration::from_secs(400));
+    let report = ledger.sweep(100, Duration::from_secs(60)).await;
+    let report = report.expect("one bad session does not stop the sweep");
+    assert_eq!(report.deadlines_settled, 1, "{report:?}");
+    let s = store.session(&good.id).await.expect("read").expect("row");
+    assert_ne!(s.phase, Phase::Open, "vm-2 was settled after vm-1 failed");
+    let refunds = rec.refunds.lock().map(|r| r.len()).unwrap_or(0);
+    assert_eq!(refunds, 1);
+    // The bad one is still due, to be retried by the next sweep.
+    let due = store.due(clock.now(), 10).await.expect("due");
+    assert!(due.contains(&bad.id), "{due:?}");
+}
+
+async fn ledger_order_ids_and_purchase_ids_share_one_namespace<S: Store>(store: Arc<S>) {
+    store
+        .register(&device_record("vm-1", Mode::Mixed))
+        .await
+        .expect("register");
+    let (ledger, _, clock) = ledger(store.clone());
+    let dev: DeviceId = id("vm-1");
+    ledger
+        .payment(&dev, &payment("T1", 1000))
+        .await
+        .expect("pay");
+    let a = ledger
+        .purchase(&dev, &id("42"), &id("A1"), cny(300))
+        .await
+        .expect("buy");
+    assert!(a.approved());
+    ledger.vend(&dev, &id("42"), true).await.expect("vend");
+    ledger.end(&dev).await.expect("end");
+    clock.advance(Duration::from_secs(1));
+    // An order under the id purchase 42 used: refused, so its delivery report cannot land on 42.
+    let placed = ledger.order(&dev, &id("42"), &id("B2"), cny(400)).await;
+    assert!(
+        matches!(
+            placed,
+            Err(AppError::Rejected(Rejection::RequestConflict(_)))
+        ),
+        "{placed:?}"
+    );
+    // And the reverse: a purchase under an order's id.
+    ledger
+        .order(&dev, &id("43"), &id("B2"), cny(400))
+        .await
+        .expect("order");
+    let bought = ledger.purchase(&dev, &id("43"), &id("A1"), cny(300)).await;
+    assert!(
+        matches!(
+            bought,
+            Err(AppError::Rejected(Rejection::RequestConflict(_)))
+        ),
+        "{bought:?}"
+    );
+    // The order itself is still paid and confirmed under its id.
+    let o = ledger
+        .payment(&dev, &payment("T2", 400))
+        .await
+        .expect("pay order");
+    assert_eq!(o.disposition, Disposition::OrderPaid);
+    let s = ledger
+        .vend(&dev, &id("43"), true)
+        .await
+        .expect("vend order");
+    assert_eq!(s.order().map(|o| o.status), Some(OrderStatus::Delivered));
 }

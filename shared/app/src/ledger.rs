@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 use vendpay_domain::{
     deadline_due, end_session, place_order, receive_payment, report_vend, request_purchase,
     settle_refund, Clock, DeviceId, Effect, IncomingPayment, MerchantTradeNo, Money, OrderId,
-    PaymentOutcome, PurchaseAnswer, PurchaseStatus, RefundId, RefundOutcome, RefundStatus,
-    Rejection, Reply, RequestId, Session, SessionId, Slot, Timestamp, TradeNo, Transition, Windows,
+    PaymentOutcome, PurchaseAnswer, PurchaseRequest, PurchaseStatus, RefundId, RefundOutcome,
+    RefundStatus, Rejection, Reply, RequestId, Session, SessionId, Slot, Timestamp, TradeNo,
+    Transition, Windows,
 };
 
 use crate::ports::{
@@ -92,6 +93,9 @@ pub trait RefundGateway: Send + Sync {
 pub struct SweepReport {
     pub deadlines_settled: usize,
     pub refunds_resent: usize,
+    /// Overdue sessions whose deadline failed this time (alerted; the next sweep retries them).
+    #[serde(default)]
+    pub deadlines_failed: usize,
 }
 
 /// The service every entry point (Lambda handlers, the local server, the demo) drives.
@@ -183,7 +187,7 @@ impl Ledger {
         )))
     }
 
-    /// A machine asks to sell `price` from its session's balance. Idempotent on `request_id`.
+    /// A machine asks to sell `price` from its session's balance, naming no session.
     pub async fn purchase(
         &self,
         device: &DeviceId,
@@ -191,14 +195,29 @@ impl Ledger {
         slot: &Slot,
         price: Money,
     ) -> Result<PurchaseAnswer, AppError> {
+        let req = PurchaseRequest {
+            request_id: request_id.clone(),
+            slot: slot.clone(),
+            price,
+            session: None,
+        };
+        self.purchase_in(device, &req).await
+    }
+
+    /// A machine asks to sell from its session's balance. Idempotent on `request_id`, which shares one
+    /// namespace with order ids: an id an order used is a conflict (so a vend report for it can only
+    /// mean one thing).
+    pub async fn purchase_in(
+        &self,
+        device: &DeviceId,
+        req: &PurchaseRequest,
+    ) -> Result<PurchaseAnswer, AppError> {
+        let (request_id, slot, price) = (&req.request_id, &req.slot, req.price);
         for attempt in 0..MAX_ATTEMPTS {
             if let Some(seen) = self.store.request(device, request_id).await? {
                 return match seen.reply {
                     Reply::Purchase(a) if a.price == price && &a.slot == slot => Ok(a),
-                    Reply::Purchase(_) => {
-                        Err(Rejection::RequestConflict(request_id.to_string()).into())
-                    }
-                    other => Err(unexpected(&other)),
+                    _ => Err(Rejection::RequestConflict(request_id.to_string()).into()),
                 };
             }
             let m = self.machine(device).await?;
@@ -206,9 +225,8 @@ impl Ledger {
             let t = request_purchase(
                 &m.record.device,
                 m.current.as_ref(),
-                request_id,
-                slot,
-                price,
+                req,
+                &self.windows,
                 now,
             )?;
             let Reply::Purchase(answer) = &t.reply else {
@@ -242,8 +260,8 @@ impl Ledger {
                 reply: Reply::Purchase(answer),
                 ..
             }) => match answer.session {
-                Some(s) => s,
-                None => return Err(Rejection::PurchaseNotApproved(request_id.clone()).into()),
+                Some(s) if answer.approved() => s,
+                _ => return Err(Rejection::PurchaseNotApproved(request_id.clone()).into()),
             },
             _ => match OrderId::parse(request_id.as_str()) {
                 Ok(order) => SessionId::for_order(device, &order),
@@ -274,7 +292,17 @@ impl Ledger {
         price: Money,
     ) -> Result<Session, AppError> {
         let id = SessionId::for_order(device, order_id);
+        let as_request = RequestId::for_order(order_id);
         for attempt in 0..MAX_ATTEMPTS {
+            // One namespace with purchase request ids: the order's own row says it is this order.
+            match self.store.request(device, &as_request).await? {
+                Some(RequestRecord {
+                    reply: Reply::Session { session },
+                    ..
+                }) if session == id => {}
+                Some(_) => return Err(Rejection::RequestConflict(order_id.to_string()).into()),
+                None => {}
+            }
             let m = self.machine(device).await?;
             if m.current.as_ref().map(|s| &s.id) != Some(&id) {
                 if let Some(existing) = self.store.session(&id).await? {
@@ -297,7 +325,15 @@ impl Ledger {
             if t.is_noop() {
                 return self.session(&id).await;
             }
-            let commit = self.commit_for(&t, Some(&m), &before(&m.current));
+            let mut commit = self.commit_for(&t, Some(&m), &before(&m.current));
+            commit.request = Some(RequestRecord {
+                device: device.clone(),
+                request_id: as_request.clone(),
+                reply: Reply::Session {
+                    session: id.clone(),
+                },
+                expires_at: self.clock.now().plus(REQUEST_TTL),
+            });
             if self.try_commit(&commit, attempt).await? {
                 self.dispatch(&t).await;
                 return written(&t, &id);
@@ -306,17 +342,35 @@ impl Ledger {
         Err(AppError::Contention(format!("order {order_id}")))
     }
 
-    /// The customer ends the session on the machine. Returns the (settling or closed) session.
+    /// The customer ends whatever session is current on the machine.
     pub async fn end(&self, device: &DeviceId) -> Result<Session, AppError> {
+        self.end_session(device, None).await
+    }
+
+    /// The customer ends the session on the machine; with `expected`, only that session (a repeat or a
+    /// replay after the next customer paid changes nothing). Returns the (settling or closed) session.
+    pub async fn end_session(
+        &self,
+        device: &DeviceId,
+        expected: Option<&SessionId>,
+    ) -> Result<Session, AppError> {
         for attempt in 0..MAX_ATTEMPTS {
             let m = self.machine(device).await?;
-            let t = end_session(&m.record.device, m.current.as_ref(), self.clock.now())?;
+            let t = end_session(
+                &m.record.device,
+                m.current.as_ref(),
+                expected,
+                self.clock.now(),
+            )?;
             let Reply::Session { session } = &t.reply else {
                 return Err(unexpected(&t.reply));
             };
             let session = session.clone();
             if t.is_noop() {
-                return self.session(&session).await;
+                return match self.store.session(&session).await? {
+                    Some(s) if &s.device_id == device => Ok(s),
+                    _ => Err(AppError::UnknownSession(session)),
+                };
             }
             let commit = self.commit_for(&t, Some(&m), &before(&m.current));
             if self.try_commit(&commit, attempt).await? {
@@ -355,9 +409,21 @@ impl Ledger {
     ) -> Result<SweepReport, AppError> {
         let now = self.clock.now();
         let mut report = SweepReport::default();
+        // One failing session never stops the others: it is alerted, left due, and retried next time.
         for id in self.store.due(now, limit).await? {
-            if self.deadline(&id).await? {
-                report.deadlines_settled += 1;
+            match self.deadline(&id).await {
+                Ok(true) => report.deadlines_settled += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    report.deadlines_failed += 1;
+                    tracing::error!(
+                        alert = "deadline_failed",
+                        session = %id,
+                        retryable = e.is_retryable(),
+                        error = %e,
+                        "deadline failed; the sweep goes on and retries it next time"
+                    );
+                }
             }
         }
         for r in self.store.pending_refunds(limit).await? {

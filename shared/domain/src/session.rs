@@ -23,6 +23,27 @@ use crate::ids::{
 use crate::money::{Currency, Money, MoneyError};
 use crate::time::{Timestamp, Windows};
 
+// ---------------------------------------------------------------------------------------------------
+// Limits: every stored list of a session is bounded, so one decision always fits one storage write
+// (DynamoDB: 100 actions and 400 KB per item in one transaction).
+// ---------------------------------------------------------------------------------------------------
+
+/// Payments one session takes; a further payment is refused and refunded in full (`session_full`).
+pub const MAX_PAYMENTS: usize = 50;
+/// Approved purchases one session records; a further purchase is declined (`session_full`).
+pub const MAX_APPROVED_PURCHASES: usize = 100;
+/// Declined purchases kept in a session for operators; later declines are answered (the answer is kept
+/// in the request's idempotency record) but not added to the session.
+pub const MAX_RECORDED_DECLINES: usize = 20;
+/// The most purchases a session can hold, approved and declined.
+pub const MAX_PURCHASES: usize = MAX_APPROVED_PURCHASES + MAX_RECORDED_DECLINES;
+/// Anomalies kept in a session; later ones are still emitted as effects (logged, alerted), not stored.
+pub const MAX_ANOMALIES: usize = 200;
+/// Refund rows one decision may create. A refund split across more payments than this (only a session
+/// stored before [`MAX_PAYMENTS`] existed can need it) leaves the rest in the balance and makes the
+/// session due at once, so the next deadline run issues the next part: split, never dropped.
+pub const MAX_REFUNDS_PER_WRITE: usize = 60;
+
 /// A payment as Alipay's notification reports it, already verified and parsed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncomingPayment {
@@ -67,6 +88,8 @@ pub enum RefusalReason {
     OrderExpired,
     /// Less than the order's price.
     Underpaid,
+    /// The open session already holds [`MAX_PAYMENTS`] payments.
+    SessionFull,
 }
 
 impl RefusalReason {
@@ -77,6 +100,7 @@ impl RefusalReason {
             RefusalReason::NoOrder => "no_order",
             RefusalReason::OrderExpired => "order_expired",
             RefusalReason::Underpaid => "underpaid",
+            RefusalReason::SessionFull => "session_full",
         }
     }
 }
@@ -120,7 +144,10 @@ pub enum SessionKind {
 pub enum DeclineReason {
     InsufficientBalance,
     NoSession,
+    /// The session is settling or closed, or the purchase named a session that is not the open one.
     SessionClosed,
+    /// The session already holds [`MAX_APPROVED_PURCHASES`] approved purchases.
+    SessionFull,
 }
 
 impl DeclineReason {
@@ -129,6 +156,7 @@ impl DeclineReason {
             DeclineReason::InsufficientBalance => "insufficient_balance",
             DeclineReason::NoSession => "no_session",
             DeclineReason::SessionClosed => "session_closed",
+            DeclineReason::SessionFull => "session_full",
         }
     }
 }
@@ -569,6 +597,10 @@ impl Session {
 
     /// Refunds `amount` from the balance, split across payments newest first, each part at most that
     /// payment's unrefunded amount. The refunds are recorded here, in the same write that decides them.
+    ///
+    /// One decision creates at most [`MAX_REFUNDS_PER_WRITE`] refund rows (counted over its effects, all
+    /// sessions included). Whatever does not fit stays in the balance and the session is made due at once
+    /// (see [`Session::schedule_remainder`]), so the next deadline run refunds the next part.
     fn issue_refund(
         &mut self,
         amount: Money,
@@ -576,11 +608,15 @@ impl Session {
         now: Timestamp,
         effects: &mut Vec<Effect>,
     ) -> Result<(), Rejection> {
-        self.balance = self.balance.checked_sub(amount)?;
+        let issued_already = effects
+            .iter()
+            .filter(|e| matches!(e, Effect::IssueRefund { .. }))
+            .count();
+        let budget = MAX_REFUNDS_PER_WRITE.saturating_sub(issued_already);
         let mut left = amount;
         let mut parts = Vec::new();
         for payment in self.payments.iter().rev() {
-            if left.is_zero() {
+            if left.is_zero() || parts.len() == budget {
                 break;
             }
             let part = self.unrefunded(payment)?.min(left)?;
@@ -594,11 +630,15 @@ impl Session {
                 part,
             ));
         }
-        if !left.is_zero() {
+        if !left.is_zero() && parts.len() < budget {
             return Err(Rejection::Inconsistent(format!(
                 "session {}: {left} of a refund is not covered by any payment",
                 self.id
             )));
+        }
+        self.balance = self.balance.checked_sub(amount.checked_sub(left)?)?;
+        if !left.is_zero() {
+            self.schedule_remainder(now, effects);
         }
         for (trade_no, merchant_trade_no, part) in parts {
             let seq = self
@@ -634,7 +674,26 @@ impl Session {
             session: self.id.clone(),
             anomaly: anomaly.clone(),
         });
-        self.anomalies.push(anomaly);
+        if self.anomalies.len() < MAX_ANOMALIES {
+            self.anomalies.push(anomaly);
+        }
+    }
+
+    /// A settling session that still has a balance to refund (a refund split over several writes) is
+    /// due at once, unless a hold is outstanding: then its own deadline (or vend result) comes first and
+    /// the settlement at that deadline refunds the rest with it.
+    fn schedule_remainder(&mut self, now: Timestamp, effects: &mut Vec<Effect>) {
+        if self.phase == Phase::Open || self.balance.is_zero() || !self.held.is_zero() {
+            return;
+        }
+        if self.deadline_at.is_some_and(|d| d <= now) {
+            return;
+        }
+        self.deadline_at = Some(now);
+        effects.push(Effect::ScheduleDeadline {
+            session: self.id.clone(),
+            at: now,
+        });
     }
 
     /// Closes the session when nothing is left: no balance, no hold, every refund final. An open
@@ -695,7 +754,14 @@ impl Session {
                     self.issue_refund(unconfirmed, RefundReason::VendUnconfirmed, now, effects)?;
                 }
             }
-            Some(_) => self.phase = Phase::Settling,
+            Some(_) => {
+                // Already settled once; only the rest of a split refund can be left.
+                self.phase = Phase::Settling;
+                let left = self.balance;
+                if !left.is_zero() {
+                    self.issue_refund(left, RefundReason::Settlement, now, effects)?;
+                }
+            }
         }
         self.close_if_done(effects);
         Ok(true)
@@ -896,10 +962,15 @@ pub fn receive_payment(
             };
             if other_buyer {
                 Some(RefusalReason::MachineBusy)
+            } else if s.payments.len() >= MAX_PAYMENTS {
+                Some(RefusalReason::SessionFull)
             } else {
                 let mut s = s.clone();
                 s.record_payment(payment, now, &mut b.effects)?;
-                let at = now.plus(windows.pay_first);
+                // The window restarts, but never ends before a held purchase's vend time.
+                let at = now
+                    .plus(windows.pay_first)
+                    .max(s.deadline_at.unwrap_or(now));
                 s.deadline_at = Some(at);
                 b.effects.push(Effect::ScheduleDeadline {
                     session: s.id.clone(),
@@ -1026,16 +1097,30 @@ fn finish_refused(mut b: Builder, refused: Session, reason: RefusalReason) -> De
     b.finish(Reply::Payment(reply))
 }
 
+/// What a machine asks for when it wants to sell from the open session's balance (pay first).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PurchaseRequest {
+    pub request_id: RequestId,
+    pub slot: Slot,
+    pub price: Money,
+    /// The session the machine means (design §4). When it is not the open session the purchase is
+    /// declined `session_closed`: a late retry never holds the next customer's money.
+    pub session: Option<SessionId>,
+}
+
 /// The machine asks to sell `price` from the open session's balance (pay first). The caller answers a
 /// `request_id` it has already answered from its idempotency record.
+///
+/// Approval holds the price and moves the deadline to at least now + the purchase-first window, so a
+/// purchase approved in the last second still has its full vend time.
 pub fn request_purchase(
     device: &Device,
     current: Option<&Session>,
-    request_id: &RequestId,
-    slot: &Slot,
-    price: Money,
+    req: &PurchaseRequest,
+    windows: &Windows,
     now: Timestamp,
 ) -> Decision {
+    let (request_id, slot, price) = (&req.request_id, &req.slot, req.price);
     check_price(device, price)?;
     let current = live(device, current)?;
     let mut b = Builder::new();
@@ -1047,62 +1132,77 @@ pub fn request_purchase(
             return noop(Reply::Purchase(answer(s, p)));
         }
     }
-    let Some(mut s) = current.cloned() else {
-        b.effects.push(Effect::Decline {
-            request_id: request_id.clone(),
-            reason: DeclineReason::NoSession,
-        });
-        return b.finish(Reply::Purchase(PurchaseAnswer {
-            request_id: request_id.clone(),
-            slot: slot.clone(),
-            price,
-            declined: Some(DeclineReason::NoSession),
-            balance: Money::zero(device.currency),
-            session: None,
-        }));
-    };
-    if !s.is_pay_first() {
-        // An order is not a balance to spend from; nothing is recorded against it.
-        b.effects.push(Effect::Decline {
-            request_id: request_id.clone(),
-            reason: DeclineReason::NoSession,
-        });
-        return b.finish(Reply::Purchase(PurchaseAnswer {
-            request_id: request_id.clone(),
-            slot: slot.clone(),
-            price,
-            declined: Some(DeclineReason::NoSession),
-            balance: Money::zero(device.currency),
-            session: None,
-        }));
-    }
-    s.settle_if_due(now, &mut b.effects)?;
-    let (status, reason) = if !s.spendable(now) {
-        (
-            PurchaseStatus::Declined(DeclineReason::SessionClosed),
-            Some(DeclineReason::SessionClosed),
-        )
-    } else if s.balance.minor() >= price.minor() {
-        s.balance = s.balance.checked_sub(price)?;
-        s.held = s.held.checked_add(price)?;
-        b.effects.push(Effect::Approve {
-            session: s.id.clone(),
-            request_id: request_id.clone(),
-            price,
-        });
-        (PurchaseStatus::Held, None)
-    } else {
-        (
-            PurchaseStatus::Declined(DeclineReason::InsufficientBalance),
-            Some(DeclineReason::InsufficientBalance),
-        )
-    };
-    if let Some(reason) = reason {
+    let unrecorded = |b: &mut Builder, reason: DeclineReason| {
         b.effects.push(Effect::Decline {
             request_id: request_id.clone(),
             reason,
         });
+        PurchaseAnswer {
+            request_id: request_id.clone(),
+            slot: slot.clone(),
+            price,
+            declined: Some(reason),
+            balance: Money::zero(device.currency),
+            session: None,
+        }
+    };
+    if let Some(expected) = &req.session {
+        if current.map(|s| &s.id) != Some(expected) {
+            let reply = unrecorded(&mut b, DeclineReason::SessionClosed);
+            return b.finish(Reply::Purchase(reply));
+        }
     }
+    let Some(mut s) = current.cloned() else {
+        let reply = unrecorded(&mut b, DeclineReason::NoSession);
+        return b.finish(Reply::Purchase(reply));
+    };
+    if !s.is_pay_first() {
+        // An order is not a balance to spend from; nothing is recorded against it.
+        let reply = unrecorded(&mut b, DeclineReason::NoSession);
+        return b.finish(Reply::Purchase(reply));
+    }
+    let mut changed = s.settle_if_due(now, &mut b.effects)?;
+    let approved = s
+        .purchases
+        .iter()
+        .filter(|p| !matches!(p.status, PurchaseStatus::Declined(_)))
+        .count();
+    let reason = if !s.spendable(now) {
+        Some(DeclineReason::SessionClosed)
+    } else if approved >= MAX_APPROVED_PURCHASES {
+        Some(DeclineReason::SessionFull)
+    } else if s.balance.minor() >= price.minor() {
+        None
+    } else {
+        Some(DeclineReason::InsufficientBalance)
+    };
+    let status = match reason {
+        Some(reason) => {
+            b.effects.push(Effect::Decline {
+                request_id: request_id.clone(),
+                reason,
+            });
+            PurchaseStatus::Declined(reason)
+        }
+        None => {
+            s.balance = s.balance.checked_sub(price)?;
+            s.held = s.held.checked_add(price)?;
+            b.effects.push(Effect::Approve {
+                session: s.id.clone(),
+                request_id: request_id.clone(),
+                price,
+            });
+            let vend_by = now.plus(windows.purchase_first);
+            if s.deadline_at.is_none_or(|d| d < vend_by) {
+                s.deadline_at = Some(vend_by);
+                b.effects.push(Effect::ScheduleDeadline {
+                    session: s.id.clone(),
+                    at: vend_by,
+                });
+            }
+            PurchaseStatus::Held
+        }
+    };
     let purchase = Purchase {
         request_id: request_id.clone(),
         slot: slot.clone(),
@@ -1113,11 +1213,17 @@ pub fn request_purchase(
         late_report: None,
     };
     let reply = answer(&s, &purchase);
-    // Recorded in the session (declines too) so a retry gets the same answer and operators see it.
-    if s.phase != Phase::Closed {
+    // Kept in the session so operators see it (declines only up to a bound: the request's idempotency
+    // record answers a retry either way).
+    let declines = s.purchases.len() - approved;
+    let keep = s.phase != Phase::Closed && (reason.is_none() || declines < MAX_RECORDED_DECLINES);
+    if keep {
         s.purchases.push(purchase);
+        changed = true;
     }
-    b.write(s);
+    if changed {
+        b.write(s);
+    }
     b.finish(Reply::Purchase(reply))
 }
 
@@ -1218,7 +1324,22 @@ pub fn place_order(
 
 /// The customer ends the session on the machine ("return change"): the free balance is refunded at once;
 /// a held purchase is settled by its vend result or the deadline. An unpaid order is cancelled.
-pub fn end_session(device: &Device, current: Option<&Session>, now: Timestamp) -> Decision {
+///
+/// With `expected` (the session the machine means) only that session is ended: a repeat, a retry after
+/// a lost answer or a replay after the next customer paid changes nothing and answers that session.
+pub fn end_session(
+    device: &Device,
+    current: Option<&Session>,
+    expected: Option<&SessionId>,
+    now: Timestamp,
+) -> Decision {
+    if let Some(expected) = expected {
+        if current.map(|s| &s.id) != Some(expected) {
+            return noop(Reply::Session {
+                session: expected.clone(),
+            });
+        }
+    }
     let Some(s) = current else {
         return Err(Rejection::NoSession);
     };
@@ -1324,6 +1445,7 @@ pub fn report_vend(
             if s.phase == Phase::Settling && s.held.is_zero() {
                 s.deadline_at = None;
             }
+            s.schedule_remainder(now, &mut b.effects);
             s.close_if_done(&mut b.effects);
             changed = true;
         }

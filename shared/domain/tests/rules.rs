@@ -370,7 +370,13 @@ fn machine_requests_are_checked() {
     let mut m = Machine::new(Mode::PayFirst);
     m.pay(&payment("T1", cny(500), None, 0), 0);
     let usd = Money::new(100, Currency::Usd).expect("usd");
-    let r = request_purchase(&m.device, m.current(), &req("r1"), &slot("A"), usd, at(1));
+    let r = request_purchase(
+        &m.device,
+        m.current(),
+        &buy_req("r1", "A", usd, None),
+        &m.windows,
+        at(1),
+    );
     assert_eq!(
         r.err(),
         Some(Rejection::CurrencyMismatch {
@@ -381,9 +387,8 @@ fn machine_requests_are_checked() {
     let r = request_purchase(
         &m.device,
         m.current(),
-        &req("r1"),
-        &slot("A"),
-        cny(0),
+        &buy_req("r1", "A", cny(0), None),
+        &m.windows,
         at(1),
     );
     assert_eq!(r.err(), Some(Rejection::NonPositivePrice));
@@ -391,9 +396,8 @@ fn machine_requests_are_checked() {
     let r = request_purchase(
         &m.device,
         m.current(),
-        &req("r1"),
-        &slot("A1"),
-        cny(200),
+        &buy_req("r1", "A1", cny(200), None),
+        &m.windows,
         at(3),
     );
     assert!(matches!(r, Err(Rejection::RequestConflict(_))));
@@ -446,9 +450,8 @@ fn every_command_applied_twice_changes_nothing_the_second_time() {
     let again = request_purchase(
         &m.device,
         m.current(),
-        &req("r1"),
-        &slot("A1"),
-        cny(300),
+        &buy_req("r1", "A1", cny(300), None),
+        &m.windows,
         at(3),
     )
     .expect("ok");
@@ -475,8 +478,8 @@ fn refund_ids_are_the_same_when_a_decision_is_recomputed() {
     // After a lost write the caller re-reads and re-applies: the refund ids must not change.
     let mut m = Machine::new(Mode::PayFirst);
     m.pay(&payment("T1", cny(1000), None, 0), 0);
-    let first = end_session(&m.device, m.current(), at(10)).expect("ok");
-    let second = end_session(&m.device, m.current(), at(11)).expect("ok");
+    let first = end_session(&m.device, m.current(), None, at(10)).expect("ok");
+    let second = end_session(&m.device, m.current(), None, at(11)).expect("ok");
     assert_eq!(refunds(&first), refunds(&second));
     let ids = |t: &Transition| -> Vec<_> {
         t.effects
@@ -520,4 +523,86 @@ fn every_kind_of_session_survives_storage_as_json() {
         let back: Session = serde_json::from_str(&json).expect("deserialise");
         assert_eq!(&back, s, "{json}");
     }
+}
+
+// ---- Limits and late actions (an independent review's findings) ------------------------------------
+
+#[test]
+fn a_session_takes_at_most_fifty_payments_and_the_51st_is_refunded_in_full() {
+    let mut m = Machine::new(Mode::PayFirst);
+    let s = outcome(&m.pay(&payment("T0", cny(1), Some("2088A"), 0), 0)).session;
+    for i in 1..50 {
+        let o = outcome(&m.pay(&payment(&format!("T{i}"), cny(1), Some("2088A"), i), i));
+        assert_eq!(o.disposition, Disposition::Credited, "payment {i}");
+        assert_eq!(o.session, s);
+    }
+    let t = m.pay(&payment("T50", cny(1), Some("2088A"), 50), 50);
+    let o = outcome(&t);
+    assert!(
+        matches!(o.disposition, Disposition::Refused(r) if r.as_str() == "session_full"),
+        "the 51st payment must be refused: {o:?}"
+    );
+    assert_eq!(refunds(&t), vec![("T50".into(), 1)]);
+    let open = m.session(&s);
+    assert_eq!(open.payments.len(), 50);
+    assert_eq!(open.balance, cny(50));
+    assert_eq!(
+        open.deadline_at,
+        Some(at(49 + 300)),
+        "a refused payment does not restart the window"
+    );
+}
+
+#[test]
+fn the_settlement_of_a_hundred_small_top_ups_stays_within_one_write() {
+    // One buyer tops up 100 × 0.01: the settlement must not need more refund rows than one write holds.
+    let mut m = Machine::new(Mode::PayFirst);
+    let s = outcome(&m.pay(&payment("T0", cny(1), None, 0), 0)).session;
+    for i in 1..100 {
+        m.pay(&payment(&format!("T{i}"), cny(1), None, i), i);
+    }
+    let t = m.deadline(&s, 100 + 300);
+    let issued = refunds(&t).len();
+    assert!(
+        issued <= MAX_REFUNDS_PER_WRITE,
+        "{issued} refund rows in one write"
+    );
+    assert_eq!(m.session(&s).payments.len(), MAX_PAYMENTS);
+    let total: u64 = refunds(&t).iter().map(|(_, a)| a).sum();
+    assert_eq!(total, MAX_PAYMENTS as u64, "the whole balance is refunded");
+}
+
+#[test]
+fn declined_purchases_are_not_recorded_without_bound() {
+    let mut m = Machine::new(Mode::PayFirst);
+    let s = outcome(&m.pay(&payment("T1", cny(100), None, 0), 0)).session;
+    for i in 0..1000 {
+        let a = purchase(&m.buy(&format!("r{i}"), 5000, 1));
+        assert!(!a.approved());
+    }
+    let n = m.session(&s).purchases.len();
+    assert!(n <= MAX_PURCHASES, "{n} purchases stored in one session");
+}
+
+#[test]
+fn an_approval_just_before_the_deadline_keeps_its_full_vend_time() {
+    let mut m = Machine::new(Mode::PayFirst);
+    let s = outcome(&m.pay(&payment("T1", cny(1000), None, 0), 0)).session;
+    let t = m.buy("r1", 400, 299);
+    assert!(purchase(&t).approved());
+    assert!(t.effects.contains(&Effect::ScheduleDeadline {
+        session: s.clone(),
+        at: at(299 + 25)
+    }));
+    assert!(
+        m.deadline(&s, 300).is_noop(),
+        "the deadline moved to approval + the purchase-first window"
+    );
+    // A slow vend, delivered 20 s later: spent, never refunded.
+    m.vend(&s, "r1", true, 319);
+    let t = m.deadline(&s, 324);
+    assert_eq!(refunds(&t), vec![("T1".into(), 600)]);
+    let sess = m.session(&s);
+    assert_eq!(sess.spent, cny(400));
+    assert!(sess.anomalies.is_empty(), "{:?}", sess.anomalies);
 }

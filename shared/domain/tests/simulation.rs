@@ -4,14 +4,19 @@
 //! payments whose notifications are duplicated, reordered and delivered hours late; purchases that race
 //! and overrun the balance; vend reports that fail, go missing or arrive twice; orders paid exactly, over,
 //! under, late or never; early ends; deadlines delivered late, early and twice, plus a periodic sweep;
-//! refunds that come back unknown several times before succeeding, or fail for good.
+//! refunds that come back unknown several times before succeeding, or fail for good. And the adversaries
+//! an independent review taught it: buyers who top up a hundred times a cent, purchases approved in the
+//! last second before a deadline and vended slowly, end-session (and purchase) repeats replayed after
+//! the next customer paid, and order ids that collide with earlier purchase request ids.
 //!
 //! The world (`World`) plays storage: it keeps sessions, the trade dedupe, the request idempotency
 //! records and the refund index, exactly the lookups the storage layer makes, and applies each
 //! `Transition` atomically. The auditor never reads the domain's arithmetic: it keeps its own ledger per
 //! session from the effects and replies it saw, and after every step checks that ledger against the
 //! stored state and the rules of design §2. At the end of each run, once every deadline has fired and
-//! every refund is final, every session must be closed.
+//! every refund is final, every session must be closed, and every purchase the machine reported
+//! delivered within its vend window must have ended delivered (never refunded). Every transition must
+//! fit one storage write (DynamoDB's 100 actions, 400 KB per item).
 //!
 //! `SIM_SEEDS=n` runs n seeds (default 10,000); `SIM_SEED=s` replays exactly seed s. A failure names the
 //! seed, the finding and the last steps.
@@ -69,6 +74,7 @@ enum Command {
         request: RequestId,
         slot: Slot,
         price: Money,
+        session: Option<SessionId>,
     },
     Vend {
         device: usize,
@@ -83,6 +89,7 @@ enum Command {
     },
     End {
         device: usize,
+        session: Option<SessionId>,
     },
     Deadline {
         session: SessionId,
@@ -139,12 +146,28 @@ impl World {
                 request,
                 slot,
                 price,
+                session,
             } => {
                 let m = &self.machines[*device];
                 if let Some(seen) = self.requests.get(&(m.device.id.clone(), request.clone())) {
                     return noop(Reply::Purchase(seen.clone()));
                 }
-                request_purchase(&m.device, self.current(*device), request, slot, *price, now)
+                // Order ids and purchase request ids share one namespace per machine.
+                if let Ok(order) = OrderId::parse(request.as_str()) {
+                    if self
+                        .sessions
+                        .contains_key(&SessionId::for_order(&m.device.id, &order))
+                    {
+                        return Err(Rejection::RequestConflict(request.to_string()));
+                    }
+                }
+                let req = PurchaseRequest {
+                    request_id: request.clone(),
+                    slot: slot.clone(),
+                    price: *price,
+                    session: session.clone(),
+                };
+                request_purchase(&m.device, self.current(*device), &req, &self.windows, now)
             }
             Command::Vend {
                 device,
@@ -170,6 +193,13 @@ impl World {
                 price,
             } => {
                 let m = &self.machines[*device];
+                let as_request = RequestId::for_order(order);
+                if self
+                    .requests
+                    .contains_key(&(m.device.id.clone(), as_request))
+                {
+                    return Err(Rejection::RequestConflict(order.to_string()));
+                }
                 let id = SessionId::for_order(&m.device.id, order);
                 match self.sessions.get(&id) {
                     Some(s) if m.current.as_ref() != Some(&id) => match s.order() {
@@ -189,9 +219,12 @@ impl World {
                     ),
                 }
             }
-            Command::End { device } => {
-                end_session(&self.machines[*device].device, self.current(*device), now)
-            }
+            Command::End { device, session } => end_session(
+                &self.machines[*device].device,
+                self.current(*device),
+                session.as_ref(),
+                now,
+            ),
             Command::Deadline { session } => match self.sessions.get(session) {
                 Some(s) => deadline_due(s, now),
                 None => Err(Rejection::NoSession),
@@ -290,6 +323,11 @@ struct Auditor {
     purchase_replies: HashMap<(usize, RequestId), PurchaseAnswer>,
     vend_final: HashMap<(SessionId, RequestId), PurchaseStatus>,
     sessions_seen: u64,
+    /// The latest approval of each (machine, request id): the session holding it and when.
+    approvals: HashMap<(DeviceId, RequestId), (SessionId, i64)>,
+    /// Purchases (and paid orders) the machine reported delivered within their vend window: each must
+    /// end `Delivered`, never refunded.
+    delivered_in_time: HashSet<(SessionId, RequestId)>,
     /// How often each kind of outcome happened, so a run shows it exercised what it claims to.
     stats: BTreeMap<String, u64>,
 }
@@ -332,8 +370,31 @@ impl Auditor {
         }
     }
 
-    fn check(&mut self, world: &World, cmd: &Command, t: &Transition) -> Result<(), String> {
+    fn check(
+        &mut self,
+        world: &World,
+        cmd: &Command,
+        t: &Transition,
+        now: i64,
+    ) -> Result<(), String> {
         self.count(t);
+        self.check_fits_one_write(cmd, t)?;
+        self.check_aimed(cmd, t)?;
+        if let Command::Vend {
+            device,
+            request,
+            delivered: true,
+        } = cmd
+        {
+            let key = (world.machines[*device].device.id.clone(), request.clone());
+            let window = world.windows.purchase_first.as_millis() as i64;
+            if let Some((session, approved_at)) = self.approvals.get(&key) {
+                if now < approved_at + window {
+                    self.delivered_in_time
+                        .insert((session.clone(), request.clone()));
+                }
+            }
+        }
         let mut step_refunds: HashMap<TradeNo, u64> = HashMap::new();
         for e in &t.effects {
             match e {
@@ -366,6 +427,13 @@ impl Auditor {
                     if !self.approved.insert((session.clone(), request_id.clone())) {
                         return Err(format!("{request_id} approved twice in {session}"));
                     }
+                    let device = world
+                        .sessions
+                        .get(session)
+                        .map(|s| s.device_id.clone())
+                        .ok_or_else(|| format!("approval in unwritten session {session}"))?;
+                    self.approvals
+                        .insert((device, request_id.clone()), (session.clone(), now));
                     self.books
                         .entry(session.clone())
                         .or_default()
@@ -603,6 +671,71 @@ impl Auditor {
         Ok(())
     }
 
+    /// Every decision must fit one storage write: DynamoDB takes at most 100 actions per transaction
+    /// (device guard, sessions, trade and request rows, one row per new or changed refund) and 400 KB
+    /// per item; and every stored list of a session stays within its bound.
+    fn check_fits_one_write(&self, cmd: &Command, t: &Transition) -> Result<(), String> {
+        let new_refunds = t
+            .effects
+            .iter()
+            .filter(|e| matches!(e, Effect::IssueRefund { .. }))
+            .count();
+        let changed_refunds = usize::from(matches!(cmd, Command::RefundResult { .. }));
+        let actions = 1 + t.sessions.len() + 1 + 1 + new_refunds + changed_refunds;
+        if actions > 100 {
+            return Err(format!("a decision needs {actions} write actions (> 100)"));
+        }
+        for s in &t.sessions {
+            let bytes = serde_json::to_vec(s).map_err(|e| e.to_string())?.len();
+            if bytes > 350_000 {
+                return Err(format!("session {} is {bytes} bytes of JSON", s.id));
+            }
+            if s.payments.len() > MAX_PAYMENTS
+                || s.purchases.len() > MAX_PURCHASES
+                || s.anomalies.len() > MAX_ANOMALIES
+            {
+                return Err(format!(
+                    "session {} keeps {} payments, {} purchases, {} anomalies",
+                    s.id,
+                    s.payments.len(),
+                    s.purchases.len(),
+                    s.anomalies.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A command that names its session acts on that session only (a replay after the next customer
+    /// paid changes nothing of theirs).
+    fn check_aimed(&self, cmd: &Command, t: &Transition) -> Result<(), String> {
+        let aimed = match cmd {
+            Command::End {
+                session: Some(s), ..
+            }
+            | Command::Purchase {
+                session: Some(s), ..
+            } => s,
+            _ => return Ok(()),
+        };
+        for s in &t.sessions {
+            if &s.id != aimed {
+                return Err(format!(
+                    "{cmd:?} meant for {aimed} changed session {}",
+                    s.id
+                ));
+            }
+        }
+        for e in &t.effects {
+            if let Effect::Approve { session, .. } | Effect::IssueRefund { session, .. } = e {
+                if session != aimed {
+                    return Err(format!("{cmd:?} meant for {aimed} acted on {session}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A refund attempt sends what the store holds: it must be what was issued.
     fn check_attempt(&self, refund: &Refund) -> Result<(), String> {
         match self.refunds.get(&refund.id) {
@@ -646,6 +779,7 @@ struct Sim {
     trace: Vec<String>,
     next_id: u64,
     steps: u64,
+    used_ids: HashMap<usize, Vec<String>>,
 }
 
 const SECOND: i64 = 1000;
@@ -695,6 +829,7 @@ impl Sim {
             trace: Vec::new(),
             next_id: 0,
             steps: 0,
+            used_ids: HashMap::new(),
         }
     }
 
@@ -717,7 +852,14 @@ impl Sim {
 
     /// A payment by a customer: Alipay notifies once, maybe again 200 ms later, maybe minutes or hours
     /// later (its resend schedule), in any order.
-    fn pay(&mut self, device: usize, amount: Money, buyer: Option<BuyerId>, delay: i64) {
+    /// Returns the trade and when its first notification arrives (ms from now).
+    fn pay(
+        &mut self,
+        device: usize,
+        amount: Money,
+        buyer: Option<BuyerId>,
+        delay: i64,
+    ) -> (TradeNo, i64) {
         let trade = self.id("2026112522");
         let amount = if self.rng.pct(3) {
             // A payment in a currency the machine does not take.
@@ -730,8 +872,9 @@ impl Sim {
         } else {
             amount
         };
+        let trade_no = TradeNo::parse(trade.clone()).expect("trade");
         let payment = IncomingPayment {
-            trade_no: TradeNo::parse(trade.clone()).expect("trade"),
+            trade_no: trade_no.clone(),
             merchant_trade_no: MerchantTradeNo::parse(format!("M{trade}")).expect("out trade"),
             amount,
             buyer_id: buyer,
@@ -760,6 +903,21 @@ impl Sim {
             };
             self.at(at, Event::Deliver(Command::Notify { device, payment }));
         }
+        (trade_no, first)
+    }
+
+    /// An id this machine has used before (as a purchase request or an order), to collide with.
+    fn reused_id(&mut self, device: usize) -> Option<String> {
+        let used = self.used_ids.get(&device)?;
+        if used.is_empty() {
+            return None;
+        }
+        let i = (self.rng.next() % used.len() as u64) as usize;
+        used.get(i).cloned()
+    }
+
+    fn remember_id(&mut self, device: usize, id: &str) {
+        self.used_ids.entry(device).or_default().push(id.to_owned());
     }
 
     fn buyer(&mut self) -> Option<BuyerId> {
@@ -785,7 +943,15 @@ impl Sim {
         };
         let buyer = self.buyer();
         if purchase_first {
-            let order = OrderId::parse(self.id("ord")).expect("order");
+            let fresh = self.id("ord");
+            let id = match self.rng.pct(5) {
+                true => self.reused_id(device).unwrap_or(fresh),
+                false => fresh,
+            };
+            self.remember_id(device, &id);
+            let order = OrderId::parse(id).expect("order");
+            let order_session =
+                SessionId::for_order(&self.world.machines[device].device.id, &order);
             let slot = Slot::parse(format!("A{}", self.rng.range(1, 9))).expect("slot");
             let price = self.money(device, 100, 900);
             self.at(
@@ -828,11 +994,40 @@ impl Sim {
             }
             if self.rng.pct(5) {
                 let d = self.rng.range(0, window as u64) as i64;
-                self.at(d, Event::Deliver(Command::End { device }));
+                let session = self.rng.pct(60).then(|| order_session.clone());
+                self.at(d, Event::Deliver(Command::End { device, session }));
             }
         } else {
             let amount = self.money(device, 100, 2000);
-            self.pay(device, amount, buyer.clone(), 0);
+            let (trade, first) = self.pay(device, amount, buyer.clone(), 0);
+            let session = SessionId::for_payment(&trade);
+            let mut last_paid = first;
+            if self.rng.pct(6) {
+                // A buyer feeding the machine a cent at a time, far more often than a session takes.
+                let n = self.rng.range(51, 110);
+                let mut d = first;
+                for _ in 0..n {
+                    d += self.rng.range(100, 1_500) as i64;
+                    let amount = self.money(device, 1, 3);
+                    let (_, f) = self.pay(device, amount, buyer.clone(), d);
+                    last_paid = last_paid.max(f);
+                }
+            }
+            if self.rng.pct(15) {
+                // A purchase in the last second and a half before the deadline, then a slow vend.
+                let request = RequestId::parse(self.id("req")).expect("request");
+                let d = last_paid + window - self.rng.range(1, 1_500) as i64;
+                let price = self.money(device, 50, 300);
+                let slot = Slot::parse("C1").expect("slot");
+                let cmd = Command::Purchase {
+                    device,
+                    request,
+                    slot,
+                    price,
+                    session: Some(session.clone()),
+                };
+                self.at(d, Event::Deliver(cmd));
+            }
             if self.rng.pct(20) {
                 // A top-up, usually by the same buyer.
                 let b = if self.rng.pct(80) {
@@ -846,7 +1041,13 @@ impl Sim {
             }
             let purchases = self.rng.range(0, 4);
             for _ in 0..purchases {
-                let request = RequestId::parse(self.id("req")).expect("request");
+                let fresh = self.id("req");
+                let id = match self.rng.pct(3) {
+                    true => self.reused_id(device).unwrap_or(fresh),
+                    false => fresh,
+                };
+                self.remember_id(device, &id);
+                let request = RequestId::parse(id).expect("request");
                 let slot = Slot::parse(format!("B{}", self.rng.range(1, 9))).expect("slot");
                 let price = self.money(device, 50, 900);
                 let d = self.rng.range(2_000, window as u64 + 20_000) as i64;
@@ -855,6 +1056,7 @@ impl Sim {
                     request,
                     slot,
                     price,
+                    session: self.rng.pct(70).then(|| session.clone()),
                 };
                 self.at(d, Event::Deliver(cmd.clone()));
                 if self.rng.pct(15) {
@@ -864,7 +1066,34 @@ impl Sim {
             }
             if self.rng.pct(25) {
                 let d = self.rng.range(3_000, window as u64 + 10_000) as i64;
-                self.at(d, Event::Deliver(Command::End { device }));
+                let aimed = self.rng.pct(70).then(|| session.clone());
+                self.at(
+                    d,
+                    Event::Deliver(Command::End {
+                        device,
+                        session: aimed,
+                    }),
+                );
+            }
+            if self.rng.pct(10) {
+                // The end (or a purchase) replayed long after: from the queue, a retry after a lost
+                // answer, or a replay inside the signature window, once the next customer has paid.
+                let d = window + self.rng.range(0, 10 * MINUTE as u64) as i64;
+                let cmd = if self.rng.pct(60) {
+                    Command::End {
+                        device,
+                        session: Some(session.clone()),
+                    }
+                } else {
+                    Command::Purchase {
+                        device,
+                        request: RequestId::parse(self.id("req")).expect("request"),
+                        slot: Slot::parse("B1").expect("slot"),
+                        price: self.money(device, 1, 50),
+                        session: Some(session.clone()),
+                    }
+                };
+                self.at(d, Event::Deliver(cmd));
             }
         }
     }
@@ -876,10 +1105,15 @@ impl Sim {
             return; // the report is lost: the deadline must settle the hold
         }
         let delivered = roll < 80;
-        let d = if self.rng.pct(80) {
-            self.rng.range(100, 10_000) as i64
-        } else {
-            self.rng.range(10_000, 40_000) as i64
+        let window = self.world.windows.purchase_first.as_millis() as u64;
+        let d = match self.rng.range(0, 99) {
+            0..=69 => self.rng.range(100, 10_000.min(window.max(200))) as i64,
+            // Slow, but in time: the hold must still be there.
+            70..=84 => self.rng.range(
+                window * 6 / 10,
+                window.saturating_sub(50).max(window * 6 / 10),
+            ) as i64,
+            _ => self.rng.range(window, window + 20_000) as i64,
         };
         let cmd = Command::Vend {
             device,
@@ -916,14 +1150,46 @@ impl Sim {
                 return Err(self.fail(seed, &format!("inconsistent: {e}")))
             }
             Err(Rejection::WrongDevice { .. }) => return Err(self.fail(seed, "wrong device")),
+            Err(Rejection::RequestConflict(_)) => {
+                *self
+                    .auditor
+                    .stats
+                    .entry("id reused across orders and purchases: refused".into())
+                    .or_default() += 1;
+                return Ok(());
+            }
             // Refusals of machine requests that make no sense right now are normal answers.
             Err(_) => return Ok(()),
         };
         if let Err(e) = self.world.apply(&cmd, &t) {
             return Err(self.fail(seed, &e));
         }
-        if let Err(e) = self.auditor.check(&self.world, &cmd, &t) {
+        if let Err(e) = self.auditor.check(&self.world, &cmd, &t, self.now) {
             return Err(self.fail(seed, &e));
+        }
+        let extra = match &cmd {
+            Command::End {
+                session: Some(_), ..
+            } if t.is_noop() => Some("end for a session no longer current: no-op"),
+            Command::Purchase {
+                session: Some(_), ..
+            } if t.is_noop() && !t.effects.is_empty() => {
+                Some("purchase for a session no longer current: declined")
+            }
+            Command::Purchase { .. }
+                if t.effects
+                    .iter()
+                    .any(|e| matches!(e, Effect::Approve { .. }))
+                    && t.effects
+                        .iter()
+                        .any(|e| matches!(e, Effect::ScheduleDeadline { .. })) =>
+            {
+                Some("approval moved the deadline")
+            }
+            _ => None,
+        };
+        if let Some(k) = extra {
+            *self.auditor.stats.entry(k.into()).or_default() += 1;
         }
         // Applied twice, a command changes nothing the second time and gives the same answer.
         match self.world.decide(&cmd, now) {
@@ -1072,6 +1338,23 @@ impl Sim {
                 }
             }
         }
+        // A purchase the machine reported delivered in time was delivered, never refunded.
+        for (session, request) in &self.auditor.delivered_in_time {
+            let status = self
+                .world
+                .sessions
+                .get(session)
+                .and_then(|s| s.purchase(request))
+                .map(|p| p.status);
+            if status != Some(PurchaseStatus::Delivered) {
+                return Err(self.fail(
+                    seed,
+                    &format!(
+                        "{request} in {session} was reported delivered within its vend window but ended {status:?}"
+                    ),
+                ));
+            }
+        }
         // Every deadline has fired and every refund is final: nothing may be left open.
         for s in self.world.sessions.values() {
             if s.phase != Phase::Closed {
@@ -1126,6 +1409,11 @@ fn simulated_fleets_keep_every_money_rule() {
             "payment Refused(NoOrder)",
             "payment Refused(OrderExpired)",
             "payment Refused(Underpaid)",
+            "payment Refused(SessionFull)",
+            "id reused across orders and purchases: refused",
+            "end for a session no longer current: no-op",
+            "purchase for a session no longer current: declined",
+            "approval moved the deadline",
             "payment duplicate",
             "decline insufficient_balance",
             "decline session_closed",

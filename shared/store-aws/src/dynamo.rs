@@ -785,9 +785,216 @@ fn decode_session(item: &Item) -> Result<Session, StoreError> {
     Ok(session)
 }
 
+/// DynamoDB's item size: attribute names plus values (strings as UTF-8 bytes; numbers about one byte
+/// per two digits, plus one). Used to prove a commit's items fit the 400 KB limit.
+pub fn item_size(item: &Item) -> usize {
+    item.iter()
+        .map(|(name, value)| {
+            name.len()
+                + match value {
+                    AttributeValue::S(v) => v.len(),
+                    AttributeValue::N(v) => v.len().div_ceil(2) + 1,
+                    other => format!("{other:?}").len(),
+                }
+        })
+        .sum()
+}
+
+/// What one commit costs DynamoDB: the number of actions of its write (at most 100 in one
+/// `TransactWriteItems`) and the size of its largest item (at most 400 KB) and of all of them (4 MB).
+pub fn commit_cost(commit: &Commit) -> Result<(usize, usize, usize), StoreError> {
+    let actions = actions(commit)?;
+    let sizes: Vec<usize> = actions
+        .iter()
+        .map(|a| match a {
+            Action::Put(p) => item_size(&p.item),
+            Action::Check(_) | Action::Update(_) => 0,
+        })
+        .collect();
+    Ok((
+        actions.len(),
+        sizes.iter().copied().max().unwrap_or(0),
+        sizes.iter().sum(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+    use vendpay_app::{DeviceGuard, RefundRecord, RequestRecord};
+    use vendpay_domain::*;
+
+    fn long(prefix: &str, i: usize, max: usize) -> String {
+        let s = format!("{prefix}{i}-");
+        format!("{s}{}", "x".repeat(max.saturating_sub(s.len())))
+    }
+
+    fn cny(minor: u64) -> Result<Money, String> {
+        Money::new(minor, Currency::Cny).ok_or_else(|| format!("{minor} is not an amount"))
+    }
+
+    /// The rows a decision's commit carries, as the ledger builds them.
+    fn commit_of(t: &Transition, request: Option<RequestRecord>, with_trade: bool) -> Commit {
+        let mut refunds = Vec::new();
+        for e in &t.effects {
+            if let Effect::IssueRefund {
+                session,
+                refund_id,
+                trade_no,
+                amount,
+                ..
+            } = e
+            {
+                refunds.push(RefundRecord {
+                    refund_id: refund_id.clone(),
+                    session: session.clone(),
+                    trade_no: trade_no.clone(),
+                    amount: *amount,
+                    status: RefundStatus::Pending,
+                    issued_at: Timestamp::from_millis(0),
+                });
+            }
+        }
+        let trade = t.reply.clone();
+        Commit {
+            device: Some(DeviceGuard {
+                device: DeviceId::parse("vm-1").expect("valid id"),
+                expected_version: 7,
+                new_current: t.current.clone(),
+            }),
+            sessions: t.sessions.clone(),
+            trade: match (with_trade, trade) {
+                (true, Reply::Payment(o)) => Some((TradeNo::parse("T-NEXT").expect("valid id"), o)),
+                _ => None,
+            },
+            request,
+            refunds,
+        }
+    }
+
+    /// The largest session the rules allow — every list at its bound, every id at its longest — and
+    /// the largest decisions on it: they must fit one `TransactWriteItems` (100 actions, 400 KB per
+    /// item, 4 MB in all).
+    #[test]
+    fn the_largest_possible_commit_fits_one_transaction() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let device = Device {
+            id: DeviceId::parse(long("vm", 0, DeviceId::MAX_LEN))?,
+            mode: Mode::PayFirst,
+            currency: Currency::Cny,
+        };
+        let windows = Windows::default();
+        let t0 = Timestamp::from_millis(1_700_000_000_000);
+        let at = |ms: i64| Timestamp::from_millis(t0.millis() + ms);
+        let mut current: Option<Session> = None;
+        let apply = |current: &mut Option<Session>, t: &Transition| {
+            if let Some(s) = t.sessions.iter().find(|s| s.is_pay_first()) {
+                *current = Some(s.clone());
+            }
+        };
+        for i in 0..MAX_PAYMENTS {
+            let p = IncomingPayment {
+                trade_no: TradeNo::parse(long("T", i, TradeNo::MAX_LEN))?,
+                merchant_trade_no: MerchantTradeNo::parse(long("M", i, MerchantTradeNo::MAX_LEN))?,
+                amount: cny(100_000)?,
+                buyer_id: Some(BuyerId::parse(long("2088", 0, BuyerId::MAX_LEN))?),
+                paid_at: at(i as i64),
+            };
+            let t = receive_payment(&device, current.as_ref(), &p, &windows, at(i as i64))?;
+            apply(&mut current, &t);
+        }
+        for i in 0..MAX_APPROVED_PURCHASES + MAX_RECORDED_DECLINES + 5 {
+            let price = if i < MAX_APPROVED_PURCHASES {
+                1
+            } else {
+                1_000_000_000
+            };
+            let req = PurchaseRequest {
+                request_id: RequestId::parse(long("r", i, RequestId::MAX_LEN))?,
+                slot: Slot::parse(long("A", i, Slot::MAX_LEN))?,
+                price: cny(price)?,
+                session: None,
+            };
+            let t = request_purchase(&device, current.as_ref(), &req, &windows, at(100))?;
+            apply(&mut current, &t);
+        }
+        // Ending with every hold outstanding refunds the free balance over all 50 payments.
+        let t = end_session(&device, current.as_ref(), None, at(200))?;
+        let (n, _, _) = commit_cost(&commit_of(&t, None, false))?;
+        assert!(n <= 100, "end-session commit of {n} actions");
+        apply(&mut current, &t);
+        // Every hold then fails, one by one: a refund row each.
+        let session = current.clone().ok_or("no session")?;
+        let mut s = session;
+        for i in 0..MAX_APPROVED_PURCHASES {
+            let r = RequestId::parse(long("r", i, RequestId::MAX_LEN))?;
+            let t = report_vend(&s, &r, false, at(300))?;
+            let (n, _, _) = commit_cost(&commit_of(&t, None, false))?;
+            assert!(n <= 100, "vend commit of {n} actions");
+            if let Some(w) = t.sessions.first() {
+                s = w.clone();
+            }
+        }
+        let (_, largest_item, _) = commit_cost(&Commit {
+            sessions: vec![s.clone()],
+            ..Commit::default()
+        })?;
+        assert!(
+            largest_item <= 400 * 1024,
+            "the largest session item is {largest_item} bytes"
+        );
+        eprintln!(
+            "largest session: {} payments, {} purchases, {} refunds, {} anomalies = {largest_item} bytes",
+            s.payments.len(),
+            s.purchases.len(),
+            s.refunds.len(),
+            s.anomalies.len()
+        );
+
+        // The largest single decision: a payment on a machine whose full session is overdue, with
+        // every hold unconfirmed: the settlement refunds over all 50 payments, and the new payment
+        // opens the next session.
+        let mut full = None;
+        for i in 0..MAX_PAYMENTS {
+            let p = IncomingPayment {
+                trade_no: TradeNo::parse(long("U", i, TradeNo::MAX_LEN))?,
+                merchant_trade_no: MerchantTradeNo::parse(long("N", i, MerchantTradeNo::MAX_LEN))?,
+                amount: cny(100_000)?,
+                buyer_id: None,
+                paid_at: at(i as i64),
+            };
+            let t = receive_payment(&device, full.as_ref(), &p, &windows, at(i as i64))?;
+            apply(&mut full, &t);
+        }
+        for i in 0..MAX_APPROVED_PURCHASES {
+            let req = PurchaseRequest {
+                request_id: RequestId::parse(long("q", i, RequestId::MAX_LEN))?,
+                slot: Slot::parse(long("B", i, Slot::MAX_LEN))?,
+                price: cny(1)?,
+                session: None,
+            };
+            let t = request_purchase(&device, full.as_ref(), &req, &windows, at(100))?;
+            apply(&mut full, &t);
+        }
+        let late = at(100).plus(Duration::from_secs(3600));
+        let next = IncomingPayment {
+            trade_no: TradeNo::parse("T-NEXT")?,
+            merchant_trade_no: MerchantTradeNo::parse("M-NEXT")?,
+            amount: cny(500)?,
+            buyer_id: None,
+            paid_at: late,
+        };
+        let t = receive_payment(&device, full.as_ref(), &next, &windows, late)?;
+        let (n, item, total) = commit_cost(&commit_of(&t, None, true))?;
+        eprintln!("largest decision: {n} actions, largest item {item} bytes, {total} bytes in all");
+        assert!(n <= 100, "{n} actions");
+        assert!(
+            item <= 400 * 1024 && total <= 4 * 1024 * 1024,
+            "{item} / {total} bytes"
+        );
+        Ok(())
+    }
 
     #[test]
     fn shards_are_stable_and_spread() {

@@ -39,6 +39,20 @@ pub fn slot(s: &str) -> Slot {
     Slot::parse(s).expect("slot")
 }
 
+pub fn buy_req(
+    id: &str,
+    slot_name: &str,
+    price: Money,
+    session: Option<&SessionId>,
+) -> PurchaseRequest {
+    PurchaseRequest {
+        request_id: req(id),
+        slot: slot(slot_name),
+        price,
+        session: session.cloned(),
+    }
+}
+
 pub fn order(id: &str) -> OrderId {
     OrderId::parse(id).expect("order id")
 }
@@ -102,11 +116,28 @@ impl Machine {
         let d = request_purchase(
             &self.device,
             self.current(),
-            &req(id),
-            &slot("A1"),
-            cny(price),
+            &buy_req(id, "A1", cny(price), None),
+            &self.windows,
             at(secs),
         );
+        self.apply(d)
+    }
+
+    /// A purchase that names the session it is meant for.
+    pub fn buy_in(&mut self, session: &SessionId, id: &str, price: u64, secs: i64) -> Transition {
+        let d = request_purchase(
+            &self.device,
+            self.current(),
+            &buy_req(id, "A1", cny(price), Some(session)),
+            &self.windows,
+            at(secs),
+        );
+        self.apply(d)
+    }
+
+    /// Ends the named session only.
+    pub fn end_of(&mut self, session: &SessionId, secs: i64) -> Transition {
+        let d = end_session(&self.device, self.current(), Some(session), at(secs));
         self.apply(d)
     }
 
@@ -122,7 +153,7 @@ impl Machine {
     }
 
     pub fn end(&mut self, secs: i64) -> Transition {
-        let d = end_session(&self.device, self.current(), at(secs));
+        let d = end_session(&self.device, self.current(), None, at(secs));
         self.apply(d)
     }
 
