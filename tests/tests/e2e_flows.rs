@@ -129,7 +129,12 @@ async fn pay_first(h: &Harness, id: &str) {
     assert_eq!(a.status, 200, "{:?}", a.body);
 
     let a = h
-        .device(&m, "POST", &format!("/devices/{id}/session/end"), None)
+        .device(
+            &m,
+            "POST",
+            &format!("/devices/{id}/session/end"),
+            Some(json!({ "session_id": sid })),
+        )
         .await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     let closed = wait_session(h, &sid, "closed with its refund succeeded", SOON, |s| {

@@ -177,6 +177,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Sandbox {
     pub fn new(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
+        Sandbox::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// A sandbox on `clock`: it stamps trades and decides when a `notify_id` has expired, so a test can
+    /// move it past [`SandboxConfig::notify_id_ttl`] instead of waiting for it. (Trade numbers still
+    /// follow the real time: they must stay unique across restarts whatever the clock says.)
+    pub fn with_clock(
+        config: SandboxConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Sandbox, SandboxError> {
         if !(config.time_scale.is_finite() && config.time_scale >= 0.0) {
             return Err(SandboxError::Config(
                 "time scale must be a non-negative number".into(),
@@ -218,7 +228,7 @@ impl Sandbox {
                 notify_ids: Mutex::new(HashMap::new()),
                 base_url: Mutex::new("http://127.0.0.1".to_owned()),
                 http,
-                clock: Arc::new(SystemClock),
+                clock,
             }),
         })
     }

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +22,8 @@ use vendpay_alipay_sandbox::{
     TEST_MERCHANT_PUBLIC_KEY,
 };
 use vendpay_domain::{
-    BuyerId, Currency, DeviceId, MerchantTradeNo, Money, RefundId, SystemClock, TradeNo,
+    BuyerId, Clock, Currency, DeviceId, MerchantTradeNo, Money, RefundId, SystemClock, Timestamp,
+    TradeNo,
 };
 
 const PARTNER: &str = "2088000000000001";
@@ -85,11 +87,31 @@ fn gateway_with(config: AlipayConfig, http: reqwest::Client) -> HttpGateway {
 }
 
 async fn env_with(tweak: impl FnOnce(&mut SandboxConfig)) -> Env {
+    env_on(Arc::new(SystemClock), tweak).await
+}
+
+/// The real time, plus however far a test has moved it.
+#[derive(Default)]
+struct MovedClock(AtomicI64);
+
+impl MovedClock {
+    fn advance(&self, d: Duration) {
+        self.0.fetch_add(d.as_millis() as i64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for MovedClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(SystemClock.now().millis() + self.0.load(Ordering::SeqCst))
+    }
+}
+
+async fn env_on(clock: Arc<dyn Clock>, tweak: impl FnOnce(&mut SandboxConfig)) -> Env {
     let mut config = SandboxConfig::with_test_keys(PartnerId::parse(PARTNER).unwrap());
     config.time_scale = 0.0001;
     config.md5_key = Some("md5testkey0000000000000000000000".into());
     tweak(&mut config);
-    let sandbox = Sandbox::new(config).unwrap();
+    let sandbox = Sandbox::with_clock(config, clock).unwrap();
     let running = sandbox
         .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
@@ -590,4 +612,71 @@ async fn the_http_routes_pay_and_switch_faults() {
         .await
         .unwrap();
     assert_eq!(bad.status(), reqwest::StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn notify_ids_expire_and_overseas_query_confirms_only_our_own_trades() {
+    let clock = Arc::new(MovedClock::default());
+    let env = env_on(clock.clone(), |c| c.notify_id_ttl = Duration::from_secs(60)).await;
+    let qr = env
+        .gateway
+        .qrcode_create(&env.create_request("vm-1"))
+        .await
+        .unwrap();
+    let a = env.sandbox.pay(qr.qrcode.as_str(), cny(350), None).unwrap();
+    let b = env.sandbox.pay(qr.qrcode.as_str(), cny(120), None).unwrap();
+    env.wait_for(2).await;
+    let id = NotifyId::parse(&a.notify_id).unwrap();
+    assert!(env.gateway.notify_verify(&id).await.unwrap());
+
+    // Alipay resends for 25 hours, but a notification id answers true for about a minute only.
+    clock.advance(Duration::from_secs(59));
+    assert!(env.gateway.notify_verify(&id).await.unwrap());
+    clock.advance(Duration::from_secs(2));
+    assert!(!env.gateway.notify_verify(&id).await.unwrap());
+
+    // overseas.query does not expire: a signed answer about the trade, under our partner id.
+    let out = MerchantTradeNo::parse(a.out_trade_no.clone()).unwrap();
+    let trade = TradeNo::parse(a.trade_no.clone()).unwrap();
+    let q = env
+        .gateway
+        .query(&TradeRef::Both(out.clone(), trade.clone()))
+        .await
+        .unwrap();
+    assert_eq!(q.status, TradeStatus::TradeSuccess);
+    assert_eq!(q.amount, cny(350));
+    assert_eq!(q.out_trade_no.as_ref(), Some(&out));
+    assert_eq!(q.trade_no.as_ref(), Some(&trade));
+
+    // Two ids of two different trades name no trade.
+    let other = TradeNo::parse(b.trade_no.clone()).unwrap();
+    let mixed = env
+        .gateway
+        .query(&TradeRef::Both(out.clone(), other))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(mixed, AlipayError::Failed(ErrorCode::Other(ref c)) if c == "TRADE_NOT_EXIST"),
+        "{mixed:?}"
+    );
+    assert!(!mixed.is_retryable());
+
+    // Another merchant account asking about our trade is refused.
+    let stranger = AlipayConfig::from_lookup(lookup(HashMap::from([
+        ("ALIPAY_GATEWAY_URL", env.running.gateway_url()),
+        ("ALIPAY_PARTNER_ID", "2088999999999999".to_owned()),
+        ("ALIPAY_SIGN_TYPE", "RSA2".to_owned()),
+        ("ALIPAY_PRIVATE_KEY", TEST_MERCHANT_PRIVATE_KEY.to_owned()),
+        ("ALIPAY_PUBLIC_KEY", TEST_ALIPAY_PUBLIC_KEY.to_owned()),
+    ])))
+    .unwrap();
+    let stranger = gateway_with(stranger, vendpay_alipay::http_client().unwrap());
+    let refused = stranger
+        .query(&TradeRef::Both(out, trade))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, AlipayError::Rejected(ErrorCode::IllegalPartner)),
+        "{refused:?}"
+    );
 }

@@ -2,8 +2,8 @@
 //! received field, and turned into a typed event (alipay-mapi.md §2–3).
 //!
 //! The pre-sign string joins raw values, so a parser that accepted duplicated keys or values carrying
-//! `&name=` would let two different field sets share one signature; both are refused before anything
-//! is verified.
+//! `&name=` (for any name, received or not) would let two different field sets share one signature;
+//! both are refused before anything is verified. A payment without `notify_id` is refused too.
 
 use encoding_rs::Encoding;
 use percent_encoding::percent_decode;
@@ -168,26 +168,27 @@ pub fn parse_form(body: &[u8]) -> Result<FormFields, NotifyError> {
             raw_value,
         });
     }
+    // Every name, not only the received ones: folding a field (notify_id, seller_id) into the value
+    // sorted just before it keeps the pre-sign string byte-identical while the field disappears.
     for f in &fields {
-        if let Some(name) = fields
-            .iter()
-            .map(|g| &g.key)
-            .find(|name| contains_assignment(&f.value, name))
-        {
+        if let Some(name) = assigned_name(&f.value) {
             return Err(NotifyError::Injection {
                 field: f.key.clone(),
-                name: name.clone(),
+                name: name.chars().take(64).collect(),
             });
         }
     }
     Ok(FormFields { fields, charset })
 }
 
-fn contains_assignment(value: &str, name: &str) -> bool {
-    value.match_indices('&').any(|(i, _)| {
-        value[i + 1..]
-            .strip_prefix(name)
-            .is_some_and(|rest| rest.starts_with('='))
+/// The first `&name=` inside `value`, `name` being anything that could be a field name.
+fn assigned_name(value: &str) -> Option<&str> {
+    value.match_indices('&').find_map(|(i, _)| {
+        let rest = &value[i + 1..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+            .unwrap_or(rest.len());
+        (end > 0 && rest[end..].starts_with('=')).then(|| &rest[..end])
     })
 }
 
@@ -245,6 +246,11 @@ pub fn verify_notification(body: &[u8], verifier: &Verifier) -> Result<Notificat
         .transpose()
         .map_err(|e| bad("notify_id", e))?;
     let kind = interpret(&fields)?;
+    // notify_id is what notify_verify checks under our partner id: without it a notification of any
+    // merchant account (all signed with the same Alipay key) could not be told from ours.
+    if matches!(kind, NotificationKind::Payment(_)) && notify_id.is_none() {
+        return Err(NotifyError::MissingField("notify_id"));
+    }
     Ok(Notification {
         fields,
         sign_type,

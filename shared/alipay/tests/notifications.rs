@@ -231,3 +231,93 @@ fn a_verified_signature_does_not_cover_a_smuggled_field() {
         Some(NotifyError::DuplicateKey("total_fee".into()))
     );
 }
+
+#[test]
+fn a_notify_id_folded_into_the_field_before_it_is_refused() {
+    // "notify_action_type" sorts just before "notify_id": carrying "&notify_id=abc124" in its value
+    // keeps the openssl-signed pre-sign string byte for byte while notify_id itself disappears, and
+    // with it the notify_verify round trip that tells our merchant account's notifications apart.
+    let mut fields = payment_fields(&good_sign());
+    replace(
+        &mut fields,
+        "notify_action_type",
+        b"payByAccountAction&notify_id=abc124",
+    );
+    fields.retain(|(k, _)| *k != "notify_id");
+    let body = as_body(&fields);
+    let presign = vendpay_alipay::parse_form(&body).map(|f| f.presign());
+    assert!(
+        presign.is_err() || presign == Ok(fixture_bytes("vectors/payment-notification.utf8")),
+        "the folded form is meant to share the genuine pre-sign string"
+    );
+    assert_eq!(
+        verify_notification(&body, &alipay()).err(),
+        Some(NotifyError::Injection {
+            field: "notify_action_type".into(),
+            name: "notify_id".into()
+        })
+    );
+}
+
+#[test]
+fn any_name_assigned_inside_a_value_is_refused_not_only_received_ones() {
+    for value in [
+        "x&seller_id=2088000000000001",
+        "x&notify_id=1",
+        "x&a=1",
+        "x&A.b-c_9=",
+        "&z=1",
+        "ok&fine&partner=2",
+    ] {
+        let body = format!("subject={}&total_fee=1.00", enc(value.as_bytes()));
+        assert!(
+            matches!(
+                vendpay_alipay::parse_form(body.as_bytes()),
+                Err(NotifyError::Injection { ref field, .. }) if field == "subject"
+            ),
+            "{value:?} was accepted"
+        );
+    }
+    // No name, or a name with no '=', cannot stand for a field.
+    for value in ["fish&chips", "a & b = c", "x&=1", "x&", "a&b&c", "1=1&2 =3"] {
+        let body = format!("subject={}&total_fee=1.00", enc(value.as_bytes()));
+        assert!(
+            vendpay_alipay::parse_form(body.as_bytes()).is_ok(),
+            "{value:?} was refused"
+        );
+    }
+}
+
+#[test]
+fn a_payment_without_notify_id_is_refused() {
+    let alipay_key = vendpay_alipay::Signer::from_setting(
+        SignType::Rsa2,
+        "TEST",
+        &fixture("test-alipay-private-key.pem"),
+    )
+    .unwrap();
+    let payment = [
+        ("out_trade_no", "X9"),
+        ("trade_no", "2024010222009"),
+        ("trade_status", "TRADE_SUCCESS"),
+        ("total_fee", "3.50"),
+        ("currency", "CNY"),
+    ];
+    let body = vendpay_alipay::signed_form(payment, &alipay_key).unwrap();
+    let err = verify_notification(body.as_bytes(), &alipay()).err();
+    assert_eq!(err, Some(NotifyError::MissingField("notify_id")));
+    assert_eq!(
+        err.map(|e| e.to_string()).as_deref(),
+        Some("missing field notify_id")
+    );
+    // A notice that credits nothing (a closed trade) needs no notify_id.
+    let closed = vendpay_alipay::signed_form(
+        [
+            ("trade_no", "2024010222009"),
+            ("trade_status", "TRADE_CLOSED"),
+        ],
+        &alipay_key,
+    )
+    .unwrap();
+    assert!(verify_notification(closed.as_bytes(), &alipay()).is_ok());
+}

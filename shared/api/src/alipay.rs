@@ -1,12 +1,13 @@
 //! Adapters from vendpay's ports to Alipay's mapi gateway (`vendpay-alipay`): refunds for the refund
-//! executor, QR codes for provisioning, `notify_verify` for the notification route.
+//! executor, QR codes for provisioning, `notify_verify` and `overseas.query` for the notification
+//! route.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use vendpay_alipay::{
     AlipayError, AlipayGateway, HttpGateway, MerchantProfile, NotifyId, NotifyUrl, QrCodeCreate,
-    RefundRequest,
+    RefundRequest, TradeQuery, TradeRef,
 };
 use vendpay_app::{DeviceRecord, QrCode, RefundGateway, RefundOrder, RefundVerdict};
 
@@ -89,12 +90,22 @@ impl QrProvisioner for Alipay {
 /// The second check on a first-seen notification (`ALIPAY_NOTIFY_VERIFY`).
 #[async_trait]
 pub trait NotifyCheck: Send + Sync {
+    /// `notify_verify`: did Alipay send this notification id to our partner id (and is it still
+    /// fresh)? It expires within minutes while Alipay resends for 25 hours.
     async fn genuine(&self, notify_id: &NotifyId) -> Result<bool, AlipayError>;
+
+    /// `alipay.acquire.overseas.query` under our partner id: what Alipay's books hold for the trade.
+    /// It does not expire, so it decides when `genuine` says no or cannot be reached.
+    async fn trade(&self, trade: &TradeRef) -> Result<TradeQuery, AlipayError>;
 }
 
 #[async_trait]
 impl NotifyCheck for Alipay {
     async fn genuine(&self, notify_id: &NotifyId) -> Result<bool, AlipayError> {
         self.gateway.notify_verify(notify_id).await
+    }
+
+    async fn trade(&self, trade: &TradeRef) -> Result<TradeQuery, AlipayError> {
+        self.gateway.query(trade).await
     }
 }

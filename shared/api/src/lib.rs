@@ -419,6 +419,14 @@ impl AdminRoutes {
             Ok(s.to_owned())
         };
         let name = text("name", 64)?;
+        if name.contains('&') {
+            // The name is the QR code's store name, which Alipay may echo in notifications; a value
+            // with `&name=` in a notification is refused as a forgery, so it must never be ours.
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "name: must not contain '&'",
+            ));
+        }
         let district = text("district", 64)?;
         let location = match input::optional_string(&body, "location")? {
             Some(l) if l.chars().count() > 128 => {

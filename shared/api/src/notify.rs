@@ -4,14 +4,18 @@
 //! anything else makes Alipay resend for 25 hours. A notification that cannot be trusted — bad or missing
 //! signature, another partner, a device that does not match — is refused with a non-`success` body and
 //! logged with the reason (never keys or full signatures); a transient failure answers 503 so Alipay
-//! comes back.
+//! comes back. A first-seen payment is confirmed with Alipay (`ALIPAY_NOTIFY_VERIFY`): `notify_verify`,
+//! and `overseas.query` under our partner id when that says no or cannot be reached.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use vendpay_alipay::time::parse_gmt8;
-use vendpay_alipay::{verify_notification, NotificationKind, PartnerId, Verifier};
+use vendpay_alipay::{
+    verify_notification, AlipayError, NotificationKind, NotifyId, PartnerId, Payment, TradeRef,
+    Verifier,
+};
 use vendpay_app::{AppError, DeviceStore, Ledger};
 use vendpay_domain::{DeviceId, IncomingPayment};
 
@@ -22,7 +26,8 @@ use crate::alipay::NotifyCheck;
 pub struct NotifySettings {
     pub verifier: Arc<Verifier>,
     pub partner: PartnerId,
-    /// `ALIPAY_NOTIFY_VERIFY`: ask Alipay whether a first-seen notification is genuine.
+    /// `ALIPAY_NOTIFY_VERIFY`: ask Alipay whether a first-seen payment is genuine (`notify_verify`,
+    /// then `overseas.query` when that says no or cannot be reached).
     pub notify_verify: Option<Arc<dyn NotifyCheck>>,
 }
 
@@ -157,18 +162,8 @@ pub async fn acknowledge(
         .await
         .map_err(|e| Refusal::new(503, "unavailable", e.to_string()))?;
     if seen.is_none() {
-        if let (Some(check), Some(notify_id)) = (&settings.notify_verify, &n.notify_id) {
-            match check.genuine(notify_id).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    return Err(Refusal::new(
-                        400,
-                        "not_genuine",
-                        "notify_verify answered false",
-                    ))
-                }
-                Err(e) => return Err(Refusal::new(503, "unavailable", e.to_string())),
-            }
+        if let Some(check) = &settings.notify_verify {
+            confirm_first_seen(check.as_ref(), n.notify_id.as_ref(), &p).await?;
         }
     }
 
@@ -199,5 +194,72 @@ pub async fn acknowledge(
             format!("no device {d}"),
         )),
         Err(e) => Err(Refusal::new(500, "internal", e.to_string())),
+    }
+}
+
+/// Asks Alipay whether a first-seen payment is ours and paid: `notify_verify` first; when it says no
+/// or cannot be reached, `overseas.query` under our partner id. A notification id expires within
+/// minutes, so the resend that follows a failed write (our 503) always meets a `false` here: refusing
+/// it would leave a genuine payment neither credited nor refunded.
+async fn confirm_first_seen(
+    check: &dyn NotifyCheck,
+    notify_id: Option<&NotifyId>,
+    p: &Payment,
+) -> Result<(), Refusal> {
+    let notify_id =
+        notify_id.ok_or_else(|| Refusal::new(400, "malformed", "missing field notify_id"))?;
+    let verify = match check.genuine(notify_id).await {
+        Ok(true) => return Ok(()),
+        Ok(false) => "notify_verify answered false".to_owned(),
+        Err(e) => format!("notify_verify failed ({e})"),
+    };
+    let trade = TradeRef::Both(p.out_trade_no.clone(), p.trade_no.clone());
+    let q = match check.trade(&trade).await {
+        Ok(q) => q,
+        // Alipay's own "no such trade" (or another refusal of the question) is an answer.
+        Err(e @ (AlipayError::Failed(_) | AlipayError::Rejected(_))) if !e.is_retryable() => {
+            return Err(Refusal::new(
+                400,
+                "not_genuine",
+                format!("{verify}; overseas.query: {e}"),
+            ))
+        }
+        // Unreachable, or an answer we cannot trust (signature, shape): nothing is known yet.
+        Err(e) => {
+            return Err(Refusal::new(
+                503,
+                "unavailable",
+                format!("{verify}; overseas.query: {e}"),
+            ))
+        }
+    };
+    let mismatch = if !q.status.is_paid() {
+        Some(format!("trade status {}", q.status.as_str()))
+    } else if q.amount != p.amount {
+        Some(format!(
+            "Alipay holds {} for the trade, not {}",
+            q.amount, p.amount
+        ))
+    } else if q.trade_no.as_ref() != Some(&p.trade_no) {
+        Some(format!("answer names trade {:?}", q.trade_no))
+    } else if q
+        .out_trade_no
+        .as_ref()
+        .is_some_and(|o| *o != p.out_trade_no)
+    {
+        Some(format!("answer names out_trade_no {:?}", q.out_trade_no))
+    } else {
+        None
+    };
+    match mismatch {
+        Some(m) => Err(Refusal::new(
+            400,
+            "not_genuine",
+            format!("{verify}; overseas.query: {m}"),
+        )),
+        None => {
+            tracing::info!(trade_no = %p.trade_no, %verify, "payment confirmed by overseas.query");
+            Ok(())
+        }
     }
 }

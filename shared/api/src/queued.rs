@@ -13,7 +13,7 @@
 //! says what it is for: purchases, vend results and orders are idempotent on their request or order id,
 //! and a purchase or end-session that names its `session_id` acts on that session only. An end-session
 //! without `session_id` acts on whatever session is current when it is processed — machines should
-//! always send the id (see docs/contract.md).
+//! always send the id.
 
 use std::collections::BTreeMap;
 

@@ -606,3 +606,70 @@ fn an_approval_just_before_the_deadline_keeps_its_full_vend_time() {
     assert_eq!(sess.spent, cny(400));
     assert!(sess.anomalies.is_empty(), "{:?}", sess.anomalies);
 }
+
+#[test]
+fn a_refund_over_more_payments_than_one_write_holds_is_split_never_dropped() {
+    // A session stored before the 50-payment bound existed: 100 payments of 0.01.
+    let mut m = Machine::new(Mode::PayFirst);
+    let s = outcome(&m.pay(&payment("T0", cny(1), None, 0), 0)).session;
+    let legacy = m
+        .sessions
+        .iter_mut()
+        .find(|x| x.id == s)
+        .expect("session");
+    for i in 1..100 {
+        let p = payment(&format!("T{i}"), cny(1), None, i);
+        legacy.payments.push(PaymentRecord {
+            trade_no: p.trade_no,
+            merchant_trade_no: p.merchant_trade_no,
+            amount: p.amount,
+            buyer_id: None,
+            paid_at: p.paid_at,
+            received_at: p.paid_at,
+        });
+    }
+    legacy.balance = cny(100);
+    legacy.check_invariant().expect("consistent");
+
+    let first = m.deadline(&s, 300);
+    assert_eq!(refunds(&first).len(), MAX_REFUNDS_PER_WRITE);
+    let after = m.session(&s);
+    assert_eq!(after.balance, cny(100 - MAX_REFUNDS_PER_WRITE as u64));
+    assert_eq!(after.phase, Phase::Settling);
+    assert_eq!(after.deadline_at, Some(at(300)), "due again at once");
+    assert!(first.effects.contains(&Effect::ScheduleDeadline {
+        session: s.clone(),
+        at: at(300)
+    }));
+    let second = m.deadline(&s, 301);
+    assert_eq!(refunds(&second).len(), 100 - MAX_REFUNDS_PER_WRITE);
+    let done = m.session(&s);
+    assert_eq!(done.balance, cny(0));
+    assert_eq!(done.refunds.len(), 100, "every payment refunded once");
+    assert!(m.deadline(&s, 302).is_noop());
+}
+
+#[test]
+fn an_end_or_purchase_naming_another_session_changes_nothing() {
+    let mut m = Machine::new(Mode::PayFirst);
+    let a = outcome(&m.pay(&payment("T1", cny(1000), Some("2088A"), 0), 0)).session;
+    m.end_of(&a, 10);
+    let b = outcome(&m.pay(&payment("T2", cny(500), Some("2088B"), 20), 20)).session;
+    assert_ne!(a, b);
+    let t = m.end_of(&a, 30);
+    assert!(t.is_noop(), "a replayed end of A leaves B alone");
+    assert_eq!(t.reply, Reply::Session { session: a.clone() });
+    let t = m.buy_in(&a, "late", 100, 31);
+    assert_eq!(
+        purchase(&t).declined,
+        Some(DeclineReason::SessionClosed),
+        "a late purchase for A holds none of B's money"
+    );
+    assert!(t.is_noop());
+    assert_eq!(m.session(&b).balance, cny(500));
+    assert_eq!(m.session(&b).phase, Phase::Open);
+    // Named correctly, both act.
+    assert!(purchase(&m.buy_in(&b, "r1", 100, 32)).approved());
+    let t = m.end_of(&b, 33);
+    assert_eq!(refunds(&t), vec![("T2".into(), 400)]);
+}

@@ -952,8 +952,14 @@ async fn duplicated_notification(d: &mut Demo) -> Step<()> {
         minor(&s["balance"]) == 500,
         format!("credited once: balance {}", money(&s["balance"])),
     );
+    // The machine names the session it means, so a retried or replayed end cannot end the next one.
     let ended = d
-        .device(&m, "POST", &format!("/devices/{}/session/end", m.id), None)
+        .device(
+            &m,
+            "POST",
+            &format!("/devices/{}/session/end", m.id),
+            Some(serde_json::json!({ "session_id": session })),
+        )
         .await?;
     d.say(format!(
         "customer presses \"return change\": session {}",

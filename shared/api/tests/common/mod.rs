@@ -2,6 +2,9 @@
 //! clock, and helpers that sign requests as a machine or an operator would.
 #![allow(dead_code)]
 
+pub mod fake_alipay;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -9,11 +12,15 @@ use bytes::Bytes;
 use http::{Request, Response};
 use serde_json::{json, Value};
 use vendpay_alipay::{PartnerId, SignType, Signer, Verifier};
+use vendpay_api::alipay::NotifyCheck;
 use vendpay_api::auth::sign;
 use vendpay_api::notify::NotifySettings;
 use vendpay_api::{AdminAuth, Api, ApiParts, DeviceKey, ProvisionError, QrProvisioner};
 use vendpay_app::contract::{ManualClock, Recorder};
-use vendpay_app::{DeviceRecord, Ledger, QrCode};
+use vendpay_app::{
+    Commit, DeviceRecord, Ledger, Machine, QrCode, RefundRecord, RequestRecord, SessionStore,
+    StoreError,
+};
 use vendpay_domain::*;
 use vendpay_store_sqlite::{Location, SqliteStore};
 
@@ -57,18 +64,32 @@ pub struct Harness {
     pub clock: Arc<ManualClock>,
     pub ledger: Ledger,
     pub refunds: Arc<Recorder>,
+    /// The next N commits fail as a busy database would (a transient storage failure).
+    pub fail_commits: Arc<AtomicUsize>,
 }
 
 pub async fn harness() -> Harness {
+    harness_with(|_| None).await
+}
+
+/// A harness whose notification route asks `notify_verify(clock)` for its second check.
+pub async fn harness_with(
+    notify_verify: impl FnOnce(Arc<ManualClock>) -> Option<Arc<dyn NotifyCheck>>,
+) -> Harness {
     let clock = Arc::new(ManualClock::at(T0));
     let store = Arc::new(
         SqliteStore::open_with_clock(Location::Memory, clock.clone())
             .await
             .expect("sqlite"),
     );
+    let fail_commits = Arc::new(AtomicUsize::new(0));
+    let sessions = Arc::new(FlakyStore {
+        inner: store.clone(),
+        fail_commits: fail_commits.clone(),
+    });
     let rec = Arc::new(Recorder::default());
     let ledger = Ledger::new(
-        store.clone(),
+        sessions,
         rec.clone(),
         rec.clone(),
         clock.clone(),
@@ -88,7 +109,7 @@ pub async fn harness() -> Harness {
                     .expect("test key"),
             ),
             partner: PartnerId::parse(PARTNER).expect("partner"),
-            notify_verify: None,
+            notify_verify: notify_verify(clock.clone()),
         },
     });
     Harness {
@@ -96,6 +117,52 @@ pub async fn harness() -> Harness {
         clock,
         ledger,
         refunds: rec,
+        fail_commits,
+    }
+}
+
+/// The SQLite store, whose commits can be made to fail a given number of times.
+pub struct FlakyStore {
+    inner: Arc<SqliteStore>,
+    fail_commits: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl SessionStore for FlakyStore {
+    async fn machine(&self, id: &DeviceId) -> Result<Option<Machine>, StoreError> {
+        self.inner.machine(id).await
+    }
+    async fn session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        self.inner.session(id).await
+    }
+    async fn trade(&self, trade_no: &TradeNo) -> Result<Option<PaymentOutcome>, StoreError> {
+        self.inner.trade(trade_no).await
+    }
+    async fn request(
+        &self,
+        device: &DeviceId,
+        request_id: &RequestId,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        self.inner.request(device, request_id).await
+    }
+    async fn refund(&self, refund_id: &RefundId) -> Result<Option<RefundRecord>, StoreError> {
+        self.inner.refund(refund_id).await
+    }
+    async fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        let fail = self
+            .fail_commits
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            return Err(StoreError::Unavailable("injected: database busy".into()));
+        }
+        self.inner.commit(commit).await
+    }
+    async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<SessionId>, StoreError> {
+        self.inner.due(now, limit).await
+    }
+    async fn pending_refunds(&self, limit: usize) -> Result<Vec<RefundRecord>, StoreError> {
+        self.inner.pending_refunds(limit).await
     }
 }
 
