@@ -296,8 +296,10 @@ pub fn trade_query(answer: Answer) -> Result<TradeQuery, AlipayError> {
     Ok(TradeQuery {
         status: TradeStatus::parse(node.require("alipay_trans_status")?),
         amount,
+        // Alipay's docs name it `out_trade_no` in one place and `partner_trans_id` in another.
         out_trade_no: node
             .get("out_trade_no")
+            .or_else(|| node.get("partner_trans_id"))
             .map(MerchantTradeNo::parse)
             .transpose()
             .map_err(|e| bad("out_trade_no", &e))?,

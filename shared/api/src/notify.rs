@@ -197,6 +197,11 @@ pub async fn acknowledge(
     }
 }
 
+/// How long `notify_verify` may take before the query is asked instead.
+const NOTIFY_VERIFY_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long `overseas.query` may take before the notification is answered 503 (Alipay resends).
+const QUERY_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Asks Alipay whether a first-seen payment is ours and paid: `notify_verify` first; when it says no
 /// or cannot be reached, `overseas.query` under our partner id. A notification id expires within
 /// minutes, so the resend that follows a failed write (our 503) always meets a `false` here: refusing
@@ -208,16 +213,25 @@ async fn confirm_first_seen(
 ) -> Result<(), Refusal> {
     let notify_id =
         notify_id.ok_or_else(|| Refusal::new(400, "malformed", "missing field notify_id"))?;
-    let verify = match check.genuine(notify_id).await {
+    // Each check has its own budget, so a hanging notify_verify still leaves time for the query within
+    // the function's timeout (the template gives alipay-notify 28 s).
+    let verify = match tokio::time::timeout(NOTIFY_VERIFY_BUDGET, check.genuine(notify_id))
+        .await
+        .unwrap_or(Err(AlipayError::Timeout))
+    {
         Ok(true) => return Ok(()),
         Ok(false) => "notify_verify answered false".to_owned(),
         Err(e) => format!("notify_verify failed ({e})"),
     };
     let trade = TradeRef::Both(p.out_trade_no.clone(), p.trade_no.clone());
-    let q = match check.trade(&trade).await {
+    let q = match tokio::time::timeout(QUERY_BUDGET, check.trade(&trade))
+        .await
+        .unwrap_or(Err(AlipayError::Timeout))
+    {
         Ok(q) => q,
-        // Alipay's own "no such trade" (or another refusal of the question) is an answer.
-        Err(e @ (AlipayError::Failed(_) | AlipayError::Rejected(_))) if !e.is_retryable() => {
+        // Alipay's own "no such trade" is an answer. Any other refusal (our signature, our partner id,
+        // our privileges) is our configuration, not the notification's: 503 and resend.
+        Err(e) if e.code().is_some_and(|c| c.as_str() == "TRADE_NOT_EXIST") => {
             return Err(Refusal::new(
                 400,
                 "not_genuine",

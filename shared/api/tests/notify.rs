@@ -587,3 +587,22 @@ async fn run_seed(seed: u64) -> Paths {
     paths.queried = alipay.query_calls.load(Ordering::SeqCst);
     paths
 }
+
+#[tokio::test]
+async fn a_hanging_notify_verify_leaves_time_for_the_query() {
+    // The function has 28 s; notify_verify gets 5 of them, so the query still decides.
+    let (h, alipay) = with_alipay().await;
+    let secret = h.register("vm-1", "pay_first").await;
+    let trade = alipay.pay(800);
+    alipay.verify_hangs.store(1, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let got = answer(&h, notify("vm-1", trade.notification(Some(VM1)))).await;
+    assert_eq!(got, (200, "success".to_owned()));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(alipay.query_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(balance(&h, &secret).await["balance"], cny(800));
+}

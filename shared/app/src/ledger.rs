@@ -410,21 +410,38 @@ impl Ledger {
         let now = self.clock.now();
         let mut report = SweepReport::default();
         // One failing session never stops the others: it is alerted, left due, and retried next time.
-        for id in self.store.due(now, limit).await? {
-            match self.deadline(&id).await {
-                Ok(true) => report.deadlines_settled += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    report.deadlines_failed += 1;
-                    tracing::error!(
-                        alert = "deadline_failed",
-                        session = %id,
-                        retryable = e.is_retryable(),
-                        error = %e,
-                        "deadline failed; the sweep goes on and retries it next time"
-                    );
+        // The due list is oldest first, so sessions that keep failing would fill every page; when this
+        // page had failures and was full, one more page of `limit + failures` reaches past them.
+        let mut seen = std::collections::HashSet::new();
+        let mut ids = self.store.due(now, limit).await?;
+        loop {
+            let full = ids.len() >= limit.max(1);
+            for id in ids {
+                if !seen.insert(id.clone()) {
+                    continue;
+                }
+                match self.deadline(&id).await {
+                    Ok(true) => report.deadlines_settled += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        report.deadlines_failed += 1;
+                        tracing::error!(
+                            alert = "deadline_failed",
+                            session = %id,
+                            retryable = e.is_retryable(),
+                            error = %e,
+                            "deadline failed; the sweep goes on and retries it next time"
+                        );
+                    }
                 }
             }
+            if report.deadlines_failed == 0 || !full || seen.len() > limit {
+                break;
+            }
+            ids = self
+                .store
+                .due(now, limit.saturating_add(report.deadlines_failed))
+                .await?;
         }
         for r in self.store.pending_refunds(limit).await? {
             if r.issued_at.plus(refund_grace) <= now {

@@ -630,9 +630,17 @@ impl Session {
                 part,
             ));
         }
-        if !left.is_zero() && parts.len() < budget {
+        // What the payments can still cover decides consistency, whether or not the budget ran out.
+        let coverable = Money::sum(
+            self.currency,
+            self.payments
+                .iter()
+                .map(|p| self.unrefunded(p))
+                .collect::<Result<Vec<_>, _>>()?,
+        )?;
+        if amount.minor() > coverable.minor() {
             return Err(Rejection::Inconsistent(format!(
-                "session {}: {left} of a refund is not covered by any payment",
+                "session {}: a refund of {amount} but only {coverable} of its payments is unrefunded",
                 self.id
             )));
         }

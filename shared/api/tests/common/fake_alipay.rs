@@ -121,6 +121,9 @@ pub struct FakeAlipay {
     pub verify_down: AtomicUsize,
     /// The next N `overseas.query` calls fail as a timeout would.
     pub query_down: AtomicUsize,
+    /// The next N `notify_verify` calls hang for a minute before answering (a gateway that accepts
+    /// the connection and never answers in time).
+    pub verify_hangs: AtomicUsize,
     pub verify_calls: AtomicUsize,
     pub query_calls: AtomicUsize,
 }
@@ -132,6 +135,7 @@ impl FakeAlipay {
             books: Mutex::new(Books::default()),
             verify_down: AtomicUsize::new(0),
             query_down: AtomicUsize::new(0),
+            verify_hangs: AtomicUsize::new(0),
             verify_calls: AtomicUsize::new(0),
             query_calls: AtomicUsize::new(0),
         })
@@ -217,6 +221,9 @@ impl FakeAlipay {
 #[async_trait]
 impl NotifyCheck for FakeAlipay {
     async fn genuine(&self, notify_id: &NotifyId) -> Result<bool, AlipayError> {
+        if Self::take(&self.verify_hangs) {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        }
         self.notify_verify(notify_id.as_str())
     }
 
