@@ -19,6 +19,10 @@ use crate::sign::{SignError, SignType, SignatureError, Signer, Verifier};
 pub enum NotifyError {
     #[error("unknown charset {0:?}")]
     UnknownCharset(String),
+    /// A charset in which `&` and `=` are not their ASCII bytes (UTF-16, ISO-2022-JP): the raw bytes
+    /// that are signed could not be checked for injected fields.
+    #[error("charset {0:?} is not ASCII-compatible")]
+    UnsupportedCharset(String),
     #[error("_input_charset and charset disagree")]
     ConflictingCharsets,
     #[error("field {0:?} is not valid in the notification's charset")]
@@ -139,6 +143,9 @@ pub fn parse_form(body: &[u8]) -> Result<FormFields, NotifyError> {
             .ok_or_else(|| NotifyError::UnknownCharset(l.chars().take(32).collect()))?,
         (None, None) => encoding_rs::UTF_8,
     };
+    if !charset.is_ascii_compatible() {
+        return Err(NotifyError::UnsupportedCharset(charset.name().to_owned()));
+    }
     let mut fields: Vec<Field> = Vec::with_capacity(raw.len());
     for (k, v) in raw {
         let key = std::str::from_utf8(&k)

@@ -2,8 +2,8 @@
 //! forgery refused with its own error.
 
 use vendpay_alipay::{
-    verify_notification, NotificationKind, NotifyError, SignType, SignatureError, TradeStatus,
-    Verifier,
+    parse_form, verify_notification, NotificationKind, NotifyError, SignType, SignatureError,
+    TradeStatus, Verifier,
 };
 use vendpay_domain::{Currency, Money};
 
@@ -320,4 +320,24 @@ fn a_payment_without_notify_id_is_refused() {
     )
     .unwrap();
     assert!(verify_notification(closed.as_bytes(), &alipay()).is_ok());
+}
+
+#[test]
+fn a_charset_that_is_not_ascii_compatible_is_refused() {
+    // Found by the notify_form fuzzer: in UTF-16LE the escaped `%26bb%3D12` decodes to text without
+    // `&`, so the injection check passed, while the pre-sign string (raw bytes) read `&bb=12` — the
+    // same string as a form with a field `bb`. A charset in which `&` and `=` are not those bytes
+    // cannot be checked, and Alipay sends none.
+    let folded = b"_input_charset=utf-16le&a=xy%26bb%3D12";
+    let split = b"_input_charset=utf-16le&a=xy&bb=12";
+    for form in [&folded[..], &split[..]] {
+        let got = parse_form(form);
+        assert!(
+            matches!(got, Err(NotifyError::UnsupportedCharset(_))),
+            "{:?}: {got:?}",
+            String::from_utf8_lossy(form)
+        );
+    }
+    assert!(parse_form(b"_input_charset=gbk&a=1").is_ok());
+    assert!(parse_form(b"charset=utf-8&a=1").is_ok());
 }

@@ -213,8 +213,10 @@ pub fn check_envelope(
         .trim()
         .parse()
         .map_err(|_| AuthError::BadTimestamp(ts_raw.chars().take(32).collect()))?;
+    // Saturating, and compared unsigned: `i64::MIN` has no `abs()` (a debug panic before
+    // authentication; in release it wrapped negative and passed as fresh).
     let skew = ts.saturating_sub(now.secs());
-    if skew.abs() > MAX_SKEW_SECS {
+    if skew.unsigned_abs() > MAX_SKEW_SECS.unsigned_abs() {
         return Err(AuthError::Stale { skew });
     }
     let given = hex::decode(sig.trim()).map_err(|_| AuthError::MalformedSignature)?;
@@ -392,6 +394,52 @@ mod tests {
             verify("vm-1", &missing, Some("s3cret"), now),
             Err(AuthError::MissingHeader("X-Signature"))
         );
+    }
+
+    /// Finding 8: `i64::MIN` has no absolute value. The freshness check negated it (a panic in debug
+    /// builds, before authentication; in release it wrapped to a negative skew and passed), so a request
+    /// signed over `X-Timestamp: -9223372036854775808` was fresh forever.
+    #[test]
+    fn extreme_timestamps_are_stale_not_a_panic_or_fresh() {
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        for ts in [
+            "-9223372036854775808",
+            "-9223372036854775807",
+            "9223372036854775807",
+        ] {
+            let sig = sign(
+                "s3cret",
+                "POST",
+                "/devices/vm-1/purchases",
+                ts,
+                b"{\"a\":1}",
+            );
+            let got = verify("vm-1", &req(ts, &sig), Some("s3cret"), now);
+            assert!(
+                matches!(got, Err(AuthError::Stale { .. })),
+                "X-Timestamp {ts}: {got:?}"
+            );
+        }
+        // The clock itself at the far ends must not overflow either.
+        for now in [
+            Timestamp::from_millis(i64::MIN),
+            Timestamp::from_millis(i64::MAX),
+        ] {
+            for ts in ["-9223372036854775808", "0", "9223372036854775807"] {
+                let sig = sign(
+                    "s3cret",
+                    "POST",
+                    "/devices/vm-1/purchases",
+                    ts,
+                    b"{\"a\":1}",
+                );
+                let got = verify("vm-1", &req(ts, &sig), Some("s3cret"), now);
+                assert!(
+                    matches!(got, Err(AuthError::Stale { .. })),
+                    "X-Timestamp {ts} at {now:?}: {got:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -612,11 +612,7 @@ fn a_refund_over_more_payments_than_one_write_holds_is_split_never_dropped() {
     // A session stored before the 50-payment bound existed: 100 payments of 0.01.
     let mut m = Machine::new(Mode::PayFirst);
     let s = outcome(&m.pay(&payment("T0", cny(1), None, 0), 0)).session;
-    let legacy = m
-        .sessions
-        .iter_mut()
-        .find(|x| x.id == s)
-        .expect("session");
+    let legacy = m.sessions.iter_mut().find(|x| x.id == s).expect("session");
     for i in 1..100 {
         let p = payment(&format!("T{i}"), cny(1), None, i);
         legacy.payments.push(PaymentRecord {
