@@ -40,6 +40,7 @@ fn moto_settings() -> Vec<(&'static str, String)> {
     let table = format!("vp-e2e-{:x}-{n}", t ^ (u64::from(std::process::id()) << 40));
     vec![
         ("VENDPAY_STORE", "aws".to_owned()),
+        ("VENDPAY_SANDBOX", "true".to_owned()),
         ("VENDPAY_AWS_CREATE", "true".to_owned()),
         ("TABLE_NAME", table),
     ]

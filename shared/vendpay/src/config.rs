@@ -53,6 +53,7 @@ pub const SETTINGS: &[&str] = &[
     "ALIPAY_SETTLEMENT_CURRENCY",
     "ALIPAY_COUNTRY_CODE",
     "VENDPAY_STORE",
+    "VENDPAY_SANDBOX",
     "VENDPAY_AWS_CREATE",
     "TABLE_NAME",
     "DEADLINE_QUEUE_URL",
@@ -239,8 +240,37 @@ impl Config {
 
         let notify_verify = settings::notify_verify(&get)?;
 
+        let sandbox_asked = match opt("VENDPAY_SANDBOX")
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(invalid(
+                    "VENDPAY_SANDBOX",
+                    format!("{other:?} is neither true nor false"),
+                ))
+            }
+        };
+        let gateway = opt("ALIPAY_GATEWAY_URL").is_some();
+        if sandbox_asked && gateway {
+            return Err(invalid(
+                "VENDPAY_SANDBOX",
+                "--sandbox and ALIPAY_GATEWAY_URL exclude each other: choose one Alipay",
+            ));
+        }
+        if matches!(store, StoreConfig::Aws(_)) && !gateway && !sandbox_asked {
+            // A real table and refund queue driven against a fake Alipay would record real refunds
+            // as failed and overwrite real QR codes: the sandbox there is only ever asked for.
+            return Err(invalid(
+                "ALIPAY_GATEWAY_URL",
+                "is not set: with --store aws vendpay talks to a real Alipay gateway (set ALIPAY_GATEWAY_URL, ALIPAY_PARTNER_ID and the keys), or give --sandbox (VENDPAY_SANDBOX=true) to use the in-process sandbox against this table and queues",
+            ));
+        }
+
         let mut ignored = Vec::new();
-        let (alipay, merchant) = if opt("ALIPAY_GATEWAY_URL").is_some() {
+        let (alipay, merchant) = if gateway {
             let config = AlipayConfig::from_lookup(|n| get(n))?;
             let notify_verifier = AlipayConfig::from_lookup(|n| get(n))?.verifier;
             let merchant = MerchantProfile::from_lookup(|n| get(n))?;
@@ -536,6 +566,7 @@ mod tests {
             .is_aws());
         let full = [
             ("VENDPAY_STORE", "aws"),
+            ("VENDPAY_SANDBOX", "true"),
             ("TABLE_NAME", "vp"),
             (
                 "DEADLINE_QUEUE_URL",
@@ -554,9 +585,13 @@ mod tests {
             StoreConfig::Sqlite => panic!("expected the aws store"),
         }
         // Creating: nothing else is needed.
-        match parse(&[("VENDPAY_STORE", "AWS"), ("VENDPAY_AWS_CREATE", "TRUE")])
-            .expect("config")
-            .store
+        match parse(&[
+            ("VENDPAY_STORE", "AWS"),
+            ("VENDPAY_AWS_CREATE", "TRUE"),
+            ("VENDPAY_SANDBOX", "true"),
+        ])
+        .expect("config")
+        .store
         {
             StoreConfig::Aws(a) => assert!(a.create_missing && a.env.get("TABLE_NAME").is_none()),
             StoreConfig::Sqlite => panic!("expected the aws store"),

@@ -1,5 +1,7 @@
 //! The device key when `DEVICE_KEY` is not set: kept in a file next to the database,
-//! `<VENDPAY_DB>.device-key` (hex, mode 0600), created on first start.
+//! `<VENDPAY_DB>.device-key` (hex, mode 0600), created on first start. The admin token when
+//! `ADMIN_TOKEN` is not set lives the same way in `<VENDPAY_DB>.admin-token`: the server prints the
+//! file's path, never the token, so logs that keep stdout do not keep the token.
 //!
 //! Every machine secret is derived from this key, so it must outlive restarts exactly as long as the
 //! database does: losing it silently would lock every registered machine out. A file beside the database
@@ -80,6 +82,11 @@ fn read(path: &Path) -> Result<Option<DeviceKey>, KeyFileError> {
 }
 
 fn write_new(path: &Path, key: &DeviceKey) -> std::io::Result<()> {
+    write_secret(path, &key.to_hex())
+}
+
+/// Creates `path` (never overwrites) readable by its owner only, with `secret` and a newline.
+fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -88,8 +95,57 @@ fn write_new(path: &Path, key: &DeviceKey) -> std::io::Result<()> {
         options.mode(0o600);
     }
     let mut file = options.open(path)?;
-    file.write_all(format!("{}\n", key.to_hex()).as_bytes())?;
+    file.write_all(format!("{secret}\n").as_bytes())?;
     file.sync_all()
+}
+
+/// Where the generated admin token of the database at `db` lives.
+pub fn admin_token_path_for(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".admin-token");
+    PathBuf::from(p)
+}
+
+/// Loads the admin token kept for `db`, or creates one (32 random bytes, hex) in a 0600 file.
+pub fn admin_token(db: &Path) -> Result<(String, Origin), KeyFileError> {
+    let path = admin_token_path_for(db);
+    let read = |path: &Path| -> Result<Option<String>, KeyFileError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) if !text.trim().is_empty() => Ok(Some(text.trim().to_owned())),
+            Ok(_) => Err(KeyFileError::Read {
+                path: path.to_owned(),
+                reason: "the admin token file is empty".into(),
+            }),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(KeyFileError::Read {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            }),
+        }
+    };
+    if let Some(token) = read(&path)? {
+        return Ok((token, Origin::Loaded));
+    }
+    let token = DeviceKey::generate()
+        .map_err(|e| KeyFileError::Write {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?
+        .to_hex();
+    match write_secret(&path, &token) {
+        Ok(()) => Ok((token, Origin::Created)),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => match read(&path)? {
+            Some(token) => Ok((token, Origin::Loaded)),
+            None => Err(KeyFileError::Read {
+                path,
+                reason: "it vanished while being created".into(),
+            }),
+        },
+        Err(e) => Err(KeyFileError::Write {
+            path,
+            reason: e.to_string(),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -109,6 +165,26 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(path_for(&db))
+                .expect("meta")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn the_admin_token_is_kept_in_an_owner_only_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("v.sqlite");
+        let (first, origin) = admin_token(&db).expect("create");
+        assert_eq!(origin, Origin::Created);
+        assert_eq!(first.len(), 64);
+        let (again, origin) = admin_token(&db).expect("load");
+        assert_eq!((again.as_str(), origin), (first.as_str(), Origin::Loaded));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(admin_token_path_for(&db))
                 .expect("meta")
                 .permissions()
                 .mode();

@@ -9,11 +9,13 @@ use vendpay::{Config, Server};
 
 const USAGE: &str = "\
 usage:
-  vendpay serve [--store sqlite|aws] [--create-missing]
+  vendpay serve [--store sqlite|aws] [--create-missing] [--sandbox]
                                    serve every route on VENDPAY_LISTEN (default 127.0.0.1:8080), on
                                    SQLite (VENDPAY_DB) or on DynamoDB + SQS (TABLE_NAME,
                                    DEADLINE_QUEUE_URL, REFUND_QUEUE_URL; AWS_ENDPOINT_URL for an
-                                   emulator); --create-missing creates the table and queues
+                                   emulator); --create-missing creates the table and queues;
+                                   --sandbox uses the in-process Alipay sandbox with --store aws
+                                   (without a gateway, --store aws refuses to start)
   vendpay aws-setup                create the DynamoDB table and SQS queues that are missing (as
                                    serve --store aws --create-missing) and print `export` lines of
                                    TABLE_NAME, DEADLINE_QUEUE_URL, REFUND_QUEUE_URL for the shell
@@ -26,7 +28,8 @@ usage:
 
 Configuration is read from the environment (design §5): VENDPAY_LISTEN, VENDPAY_DB, ADMIN_TOKEN,
 PUBLIC_BASE_URL, DEVICE_KEY, PAY_FIRST_WINDOW_SECS, PURCHASE_FIRST_WINDOW_SECS, ORDER_PAYMENT_WINDOW_SECS,
-ALIPAY_* (no ALIPAY_GATEWAY_URL: an in-process Alipay sandbox); VENDPAY_STORE (sqlite|aws, as --store),
+ALIPAY_* (no ALIPAY_GATEWAY_URL on SQLite: an in-process Alipay sandbox); VENDPAY_SANDBOX (true|false,
+as --sandbox); VENDPAY_STORE (sqlite|aws, as --store),
 VENDPAY_AWS_CREATE (true|false, as --create-missing), TABLE_NAME, DEADLINE_QUEUE_URL, REFUND_QUEUE_URL,
 DEADLINE_QUEUE_ARN, SCHEDULER_ROLE_ARN, SCHEDULE_GROUP_NAME and the AWS SDK's own (AWS_ENDPOINT_URL,
 AWS_REGION, ...). With --store aws any setting may be a secretsmanager:<id>[#field] or ssm:<name>
@@ -54,6 +57,11 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
             while i < flags.len() {
                 if flags[i] == "--create-missing" {
                     overrides.push(("VENDPAY_AWS_CREATE", "true".to_owned()));
+                    i += 1;
+                    continue;
+                }
+                if flags[i] == "--sandbox" {
+                    overrides.push(("VENDPAY_SANDBOX", "true".to_owned()));
                     i += 1;
                     continue;
                 }
@@ -243,10 +251,11 @@ async fn serve(overrides: Vec<(&'static str, String)>) -> ExitCode {
             path.display()
         ),
     }
-    if server.admin_token_generated {
+    if let Some(path) = &server.admin_token_file {
+        // The path, never the token: stdout often ends up in logs that outlive the token's secrecy.
         println!(
-            "vendpay: ADMIN_TOKEN was not set; this run's admin token is {}",
-            server.admin_token
+            "vendpay: ADMIN_TOKEN was not set; the admin token is in {} (mode 0600)",
+            path.display()
         );
     }
     tracing::info!(addr = %server.addr, sandbox, "vendpay serve started");

@@ -106,8 +106,8 @@ pub struct Server {
     /// Where notifications are sent back to (`PUBLIC_BASE_URL` or `http://<addr>`).
     pub public_base_url: String,
     pub admin_token: String,
-    /// `true` when the token was generated at this start (so it must be shown once).
-    pub admin_token_generated: bool,
+    /// Where the token is kept when `ADMIN_TOKEN` was not set (0600, beside the database).
+    pub admin_token_file: Option<std::path::PathBuf>,
     pub device_key_source: DeviceKeySource,
     /// The sandbox's `gateway.do`, in sandbox mode.
     pub sandbox_gateway_url: Option<String>,
@@ -209,14 +209,13 @@ impl Server {
                 (key, DeviceKeySource::File { path, created })
             }
         };
-        let (admin_token, admin_token_generated) = match &config.admin_token {
-            Some(t) => (t.clone(), false),
-            None => (
-                DeviceKey::generate()
-                    .map_err(|e| StartError::AdminToken(e.to_string()))?
-                    .to_hex(),
-                true,
-            ),
+        let (admin_token, admin_token_file) = match &config.admin_token {
+            Some(t) => (t.clone(), None),
+            None => {
+                let (token, _) = keyfile::admin_token(&config.db)
+                    .map_err(|e| StartError::AdminToken(e.to_string()))?;
+                (token, Some(keyfile::admin_token_path_for(&config.db)))
+            }
         };
 
         let http =
@@ -340,7 +339,7 @@ impl Server {
             addr,
             public_base_url,
             admin_token,
-            admin_token_generated,
+            admin_token_file,
             device_key_source,
             sandbox_gateway_url,
             gateway_url,

@@ -86,3 +86,31 @@ fn store_aws_without_its_resources_names_the_setting() {
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.contains("the stores are sqlite and aws"), "{stderr}");
 }
+
+#[test]
+fn store_aws_never_uses_the_sandbox_unless_asked() {
+    // A real table and refund queue driven against a fake Alipay would turn real refunds into
+    // failures and overwrite real QR codes.
+    let aws = [
+        ("VENDPAY_STORE", "aws"),
+        ("TABLE_NAME", "vendpay"),
+        ("DEADLINE_QUEUE_URL", "http://127.0.0.1:5000/q/deadline"),
+        ("REFUND_QUEUE_URL", "http://127.0.0.1:5000/q/refund"),
+    ];
+    let msg = error_of(&aws);
+    assert!(msg.starts_with("ALIPAY_GATEWAY_URL"), "{msg}");
+    assert!(msg.contains("--sandbox"), "{msg}");
+    let map: HashMap<&str, &str> = aws
+        .iter()
+        .copied()
+        .chain([("VENDPAY_SANDBOX", "true")])
+        .collect();
+    let config = Config::from_lookup(|n| map.get(n).map(|v| (*v).to_owned()));
+    assert!(config.as_ref().is_ok_and(Config::is_sandbox), "{config:?}");
+    // Asked for both a gateway and the sandbox: refused, not guessed.
+    let msg = error_of(&[
+        ("VENDPAY_SANDBOX", "true"),
+        ("ALIPAY_GATEWAY_URL", "https://mapi.alipay.com/gateway.do"),
+    ]);
+    assert!(msg.starts_with("VENDPAY_SANDBOX"), "{msg}");
+}

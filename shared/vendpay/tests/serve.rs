@@ -497,7 +497,7 @@ fn moto_table() -> String {
 
 #[tokio::test]
 async fn aws_store_on_a_fresh_moto_survives_sigkill_and_restart() {
-    let args = ["--store", "aws", "--create-missing"];
+    let args = ["--store", "aws", "--create-missing", "--sandbox"];
     // The in-process sandbox numbers its QR codes and trades from 1 at every start, so each phase gets
     // its own table and database: a second sandbox's trade 2 must not meet the first one's.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -543,7 +543,7 @@ async fn aws_store_on_a_fresh_moto_survives_sigkill_and_restart() {
 
     // Without --create-missing, a missing setting is named and start-up stops.
     let out = Command::new(env!("CARGO_BIN_EXE_vendpay"))
-        .args(["serve", "--store", "aws"])
+        .args(["serve", "--store", "aws", "--sandbox"])
         .env("VENDPAY_LISTEN", "127.0.0.1:0")
         .env("VENDPAY_DB", &db)
         .env("TABLE_NAME", &table)
@@ -616,7 +616,11 @@ async fn aws_setup_creates_once_and_prints_the_settings() {
         .iter()
         .map(|(n, v)| (n.as_str(), v.clone()))
         .collect();
-    let server = start_with(&dir.path().join("setup.sqlite"), &["--store", "aws"], &env);
+    let server = start_with(
+        &dir.path().join("setup.sqlite"),
+        &["--store", "aws", "--sandbox"],
+        &env,
+    );
     let http = reqwest::Client::new();
     let (secret, _) = register(&http, &server.url, "vm-setup").await;
     assert!(!secret.is_empty());
