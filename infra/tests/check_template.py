@@ -417,6 +417,10 @@ def check(raw: dict, manifests: dict, env_spec: dict, table_def: dict, crates: d
             err(f"{who}: Architectures must be [arm64], is {show(fp.get('Architectures'))}")
         if fp.get("Handler") != "bootstrap":
             err(f"{who}: Handler must be bootstrap")
+        # The functions that settle and refund keep capacity of their own: a flood of machine requests
+        # must not throttle them (as a parameter, so a low-quota account can set 0).
+        if binary in ("deadline", "refund-executor") and "ReservedConcurrentExecutions" not in fp:
+            err(f"{who}: set ReservedConcurrentExecutions (MoneyFunctionsReservedConcurrency)")
         timeout = fp.get("Timeout")
         if not isinstance(timeout, int) or not isinstance(fp.get("MemorySize"), int):
             err(f"{who}: set Timeout and MemorySize explicitly")
@@ -869,6 +873,11 @@ MUTATIONS = [
         "a batching window on the refund queue",
         lambda t, m: _fn(t, "RefundExecutorFunction")["Events"]["Refunds"]["Properties"].__setitem__("MaximumBatchingWindowInSeconds", 5),
         "must set MaximumBatchingWindowInSeconds 0",
+    ),
+    (
+        "refund-executor without reserved concurrency",
+        lambda t, m: _fn(t, "RefundExecutorFunction").pop("ReservedConcurrentExecutions"),
+        "refund-executor: set ReservedConcurrentExecutions",
     ),
     (
         "a visibility timeout below 6 x the timeout",

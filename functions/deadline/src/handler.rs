@@ -60,6 +60,7 @@ pub async fn sweep(ledger: &Ledger) -> Result<vendpay_app::SweepReport, AppError
         deadlines_settled = report.deadlines_settled,
         refunds_resent = report.refunds_resent,
         deadlines_failed = report.deadlines_failed,
+        deadlines_deferred = report.deadlines_deferred,
         "sweep done"
     );
     Ok(report)

@@ -971,6 +971,21 @@ async fn ledger_the_sweep_goes_on_past_a_session_that_fails<S: Store>(store: Arc
     assert_ne!(s.phase, Phase::Open, "vm-2 was settled after vm-1 failed");
     let refunds = rec.refunds.lock().map(|r| r.len()).unwrap_or(0);
     assert_eq!(refunds, 1);
+    // A sweep out of time for deadlines still re-sends the refunds that are due again.
+    clock.advance(Duration::from_secs(120));
+    let report = ledger
+        .sweep_within(100, Duration::from_secs(60), Duration::ZERO)
+        .await
+        .expect("sweep");
+    assert_eq!(
+        (
+            report.deadlines_settled,
+            report.deadlines_deferred,
+            report.refunds_resent
+        ),
+        (0, 1, 1),
+        "{report:?}"
+    );
     // The bad one is still due, to be retried by the next sweep.
     let due = store.due(clock.now(), 10).await.expect("due");
     assert!(due.contains(&bad.id), "{due:?}");

@@ -96,7 +96,15 @@ pub struct SweepReport {
     /// Overdue sessions whose deadline failed this time (alerted; the next sweep retries them).
     #[serde(default)]
     pub deadlines_failed: usize,
+    /// Overdue sessions left for the next sweep because this one spent its time budget on deadlines
+    /// (the refund re-sends still ran).
+    #[serde(default)]
+    pub deadlines_deferred: usize,
 }
+
+/// How long one sweep may spend settling deadlines before it turns to refund re-sends (the deadline
+/// function has 60 s; a backlog of deadlines must not starve the re-sends of the refunds already due).
+pub const SWEEP_DEADLINE_BUDGET: Duration = Duration::from_secs(30);
 
 /// The service every entry point (Lambda handlers, the local server, the demo) drives.
 #[derive(Clone)]
@@ -407,6 +415,19 @@ impl Ledger {
         limit: usize,
         refund_grace: Duration,
     ) -> Result<SweepReport, AppError> {
+        self.sweep_within(limit, refund_grace, SWEEP_DEADLINE_BUDGET)
+            .await
+    }
+
+    /// [`Ledger::sweep`] with `budget` (wall time, not the ledger's clock) for settling deadlines;
+    /// what is left over is counted as deferred, and the refund re-sends run either way.
+    pub async fn sweep_within(
+        &self,
+        limit: usize,
+        refund_grace: Duration,
+        budget: Duration,
+    ) -> Result<SweepReport, AppError> {
+        let started = std::time::Instant::now();
         let now = self.clock.now();
         let mut report = SweepReport::default();
         // One failing session never stops the others: it is alerted, left due, and retried next time.
@@ -418,6 +439,10 @@ impl Ledger {
             let full = ids.len() >= limit.max(1);
             for id in ids {
                 if !seen.insert(id.clone()) {
+                    continue;
+                }
+                if started.elapsed() >= budget {
+                    report.deadlines_deferred += 1;
                     continue;
                 }
                 match self.deadline(&id).await {
@@ -435,7 +460,11 @@ impl Ledger {
                     }
                 }
             }
-            if report.deadlines_failed == 0 || !full || seen.len() > limit {
+            if report.deadlines_failed == 0
+                || !full
+                || seen.len() > limit
+                || started.elapsed() >= budget
+            {
                 break;
             }
             ids = self

@@ -14,5 +14,7 @@ pub mod ports;
 #[cfg(feature = "contract")]
 pub mod contract;
 
-pub use ledger::{AppError, Ledger, RefundGateway, RefundOrder, RefundVerdict, SweepReport};
+pub use ledger::{
+    AppError, Ledger, RefundGateway, RefundOrder, RefundVerdict, SweepReport, SWEEP_DEADLINE_BUDGET,
+};
 pub use ports::*;
