@@ -290,3 +290,70 @@ fn the_template_sets_exactly_what_each_function_reads() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_command_processed_too_late_is_refused_and_changes_nothing() {
+    let world = World::new(&[]).await;
+    let f = world.functions().await;
+    let reg = f.admin(&fixture("admin-register-device.json")).await;
+    assert_eq!(reg.status, 201, "{}", reg.text);
+    let secret = reg.json()["secret"].as_str().expect("secret").to_owned();
+    assert_eq!(
+        f.notify(&fixture("alipay-notify.json")).await.text,
+        "success"
+    );
+    let queued_at = |ago: i64| {
+        let mut ev = fixture("device-events-sqs.json");
+        sign_queued(&mut ev, &secret, now_secs());
+        ev["Records"][0]["attributes"]["SentTimestamp"] =
+            json!(((now_secs() - ago) * 1000).to_string());
+        ev["Records"][0]["attributes"]["ApproximateReceiveCount"] = json!("2");
+        ev
+    };
+
+    // A purchase the queue received 61 s ago (a backlog, or a redelivery): it may have been meant for
+    // a customer who has gone. Refused for good — acknowledged, not retried — and nothing is held.
+    assert_eq!(f.device_queue(&queued_at(61)).await, Vec::<String>::new());
+    let status = f.machine_status(&secret).await;
+    assert_eq!(status["balance"]["minor"], 1000, "{status}");
+    assert_eq!(status["held"]["minor"], 0, "{status}");
+
+    // The same purchase 30 s after the queue received it is on time.
+    assert_eq!(f.device_queue(&queued_at(30)).await, Vec::<String>::new());
+    let status = f.machine_status(&secret).await;
+    assert_eq!(status["balance"]["minor"], 850, "{status}");
+    assert_eq!(status["held"]["minor"], 150, "{status}");
+
+    // Its vend result arrives 5 minutes after the queue got it (a backlog): a vend result names its
+    // purchase and reports a fact, so it is applied, never refused as late — refusing "delivered"
+    // would refund an item the customer has.
+    let mut ev = fixture("device-events-sqs.json");
+    let mut q: Value = serde_json::from_str(ev["Records"][0]["body"].as_str().unwrap_or_default())
+        .expect("queued");
+    q["path"] = json!(format!("/devices/{DEVICE}/purchases/q-1/result"));
+    q["body"] = json!(r#"{"delivered": true}"#);
+    ev["Records"][0]["body"] = json!(q.to_string());
+    // Signed when it was sent; the queue received it then (SentTimestamp = the signature's time).
+    sign_queued(&mut ev, &secret, now_secs() - 300);
+    assert_eq!(f.device_queue(&ev).await, Vec::<String>::new());
+    let status = f.machine_status(&secret).await;
+    assert_eq!(status["balance"]["minor"], 850, "{status}");
+    assert_eq!(
+        status["held"]["minor"], 0,
+        "delivered: the hold is spent: {status}"
+    );
+}
+
+#[test]
+fn held_back_device_events_are_tried_before_the_queue_dead_letters_them() {
+    // vendpay_lambda::sqs tries a held-back record once it is one delivery short of this limit; a
+    // higher limit in the template would give up order sooner than needed, a lower one would
+    // dead-letter it untried.
+    let template = std::fs::read_to_string(root().join("infra/template.yaml")).expect("template");
+    let limit = template
+        .lines()
+        .skip_while(|l| l.trim() != "DeviceEventsQueue:")
+        .find_map(|l| l.trim().strip_prefix("maxReceiveCount:"))
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    assert_eq!(limit, Some(vendpay_lambda::sqs::MAX_RECEIVE_COUNT));
+}

@@ -1,11 +1,14 @@
 //! Two triggers, one set of routes: an API Gateway HTTP API event is answered like the local server
 //! answers it; an SQS batch of queued requests is answered with partial batch failures.
 //!
-//! A queued request is verified against the time the queue received it (`SentTimestamp`), so a backlog
-//! does not make genuine requests stale. Its outcome is decided by the answer the route gives:
-//! 2xx done; 503 (contention, storage unavailable) retried; `unknown_purchase` retried too — the
-//! purchase it reports on may still be on its way through the queue; any other refusal is permanent
-//! (logged with `alert = "device_event_refused"`) because resending the same bytes gets the same answer.
+//! A queued request is verified against the time the queue received it (`SentTimestamp`), and a
+//! command is refused for good (`too_late`) when processed more than a minute after that: by then the
+//! customer it was meant for may have gone and another one paid (`vendpay_api::queued`). A vend result
+//! is exempt: it names its purchase, so it can only ever land on that purchase's session. Otherwise its outcome is
+//! decided by the answer the route gives: 2xx done; 503 (contention, storage unavailable) retried;
+//! `unknown_purchase` retried too — the purchase it reports on may still be on its way through the
+//! queue; any other refusal is permanent (logged with `alert = "device_event_refused"`) because
+//! resending the same bytes gets the same answer.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::LambdaEvent;
@@ -76,6 +79,13 @@ pub async fn queue(routes: &DeviceRoutes, batch: &SqsEvent) -> SqsBatchResponse 
     .await
 }
 
+/// `/devices/{id}/purchases/{request_id}/result`.
+fn is_vend_result(path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or(path);
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    matches!(segs.as_slice(), ["devices", _, "purchases", _, "result"])
+}
+
 async fn queued(routes: &DeviceRoutes, r: Record<'_>) -> Result<(), RecordError> {
     let refused = |e: vendpay_api::ApiError| RecordError::Permanent {
         alert: "device_event_refused",
@@ -85,8 +95,15 @@ async fn queued(routes: &DeviceRoutes, r: Record<'_>) -> Result<(), RecordError>
     let device = device_of(&q.path).unwrap_or_default().to_owned();
     let span = tracing::info_span!("device_event", device = %device, message_id = r.message_id);
     async move {
+        let now = routes.ledger.now();
+        let received_at = r.sent_at.unwrap_or(now);
+        // Checked before anything else: a retry would only be later still. A vend result is exempt:
+        // it reports a fact about one purchase (its id names the session), never acts on whatever
+        // session is current, and refusing a late "delivered" would refund an item the customer got.
+        if !is_vend_result(&q.path) {
+            vendpay_api::queued::check_age(received_at, now).map_err(refused)?;
+        }
         let req = q.into_request().map_err(refused)?;
-        let received_at = r.sent_at.unwrap_or_else(|| routes.ledger.now());
         let res = match routes.route(&req, received_at).await {
             Ok(res) => res,
             Err(e) if e.status == 503 || e.code == "unknown_purchase" => {

@@ -53,6 +53,22 @@ pub enum GatewayFault {
     Html,
 }
 
+/// How the answer to one refund is spoiled. Set per `partner_refund_id` and kept until cleared, so a
+/// retry meets it too; the refund itself is still made, because the hard case for a client is a refund
+/// that went through while its answer cannot be trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundFault {
+    /// The answer shows `SUCCESS` but its signature covers other field values.
+    BadSignature,
+    /// A correctly signed `<qrcodeinfo>` node (another service's) carrying the refund's fields.
+    UnexpectedNode,
+    /// HTTP 408 with an empty body.
+    RequestTimeout,
+    /// `FAIL` / `REPEATED_REFUNDMENT_REQUEST` without `refund_amount` and `currency`.
+    RepeatedWithoutAmount,
+}
+
 /// What happens to the next notification (one switch per payment, in order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -142,6 +158,7 @@ pub struct PaymentReceipt {
 struct Faults {
     gateway: VecDeque<GatewayFault>,
     notifications: VecDeque<NotificationFault>,
+    refunds: HashMap<String, RefundFault>,
 }
 
 struct Signers {
@@ -263,6 +280,15 @@ impl Sandbox {
 
     pub fn push_notification_fault(&self, fault: NotificationFault) {
         lock(&self.inner.faults).notifications.push_back(fault);
+    }
+
+    /// Spoils every answer to refund `refund_id` from now on (`None`: answer it normally again).
+    pub fn set_refund_fault(&self, refund_id: &str, fault: Option<RefundFault>) {
+        let mut faults = lock(&self.inner.faults);
+        match fault {
+            Some(f) => faults.refunds.insert(refund_id.to_owned(), f),
+            None => faults.refunds.remove(refund_id),
+        };
     }
 
     pub fn deliveries(&self) -> Vec<Delivery> {
@@ -479,6 +505,12 @@ impl Sandbox {
         if unknow && service != "alipay.acquire.overseas.spot.refund" {
             return xml(rejected("UNKNOW"));
         }
+        let refund_fault = match (service, params.get("partner_refund_id")) {
+            ("alipay.acquire.overseas.spot.refund", Some(id)) => {
+                lock(&self.inner.faults).refunds.get(id).copied()
+            }
+            _ => None,
+        };
         let answer = match service {
             "alipay.commerce.qrcode.create" | "alipay.commerce.qrcode.modify" => {
                 self.qrcode(&params, service == "alipay.commerce.qrcode.modify")
@@ -488,9 +520,42 @@ impl Sandbox {
             "alipay.acquire.overseas.query" => self.query(&params),
             _ => Err("ILLEGAL_SERVICE"),
         };
-        match answer {
-            Ok((node, fields)) => xml(self.signed_answer(sign_type, node, &fields)),
-            Err(code) => xml(rejected(code)),
+        match (answer, refund_fault) {
+            (Ok((node, fields)), None) => xml(self.signed_answer(sign_type, node, &fields)),
+            (Ok((node, fields)), Some(fault)) => {
+                self.spoiled_refund_answer(fault, sign_type, node, fields)
+            }
+            (Err(code), _) => xml(rejected(code)),
+        }
+    }
+
+    fn spoiled_refund_answer(
+        &self,
+        fault: RefundFault,
+        sign_type: SignType,
+        node: &str,
+        mut fields: Vec<(&'static str, String)>,
+    ) -> Response {
+        match fault {
+            RefundFault::RequestTimeout => StatusCode::REQUEST_TIMEOUT.into_response(),
+            RefundFault::UnexpectedNode => {
+                xml(self.signed_answer(sign_type, "qrcodeinfo", &fields))
+            }
+            RefundFault::RepeatedWithoutAmount => {
+                fields.retain(|(k, _)| {
+                    !matches!(*k, "result_code" | "error" | "refund_amount" | "currency")
+                });
+                fields.push(("result_code", "FAIL".to_owned()));
+                fields.push(("error", "REPEATED_REFUNDMENT_REQUEST".to_owned()));
+                xml(self.signed_answer(sign_type, node, &fields))
+            }
+            RefundFault::BadSignature => {
+                fields.retain(|(k, _)| *k != "result_code" && *k != "error");
+                let mut signed = fields.clone();
+                signed.push(("result_code", "FAIL".to_owned()));
+                fields.push(("result_code", "SUCCESS".to_owned()));
+                xml(self.answer_signed_over(sign_type, node, &fields, &signed))
+            }
         }
     }
 
@@ -645,7 +710,18 @@ impl Sandbox {
     }
 
     fn signed_answer(&self, sign_type: SignType, node: &str, fields: &[(&str, String)]) -> String {
-        let presign = vendpay_alipay::presign_string(fields.iter().map(|(k, v)| (*k, v.as_str())));
+        self.answer_signed_over(sign_type, node, fields, fields)
+    }
+
+    /// An answer showing `fields` with the signature of `signed` (the same, unless forging one).
+    fn answer_signed_over(
+        &self,
+        sign_type: SignType,
+        node: &str,
+        fields: &[(&str, String)],
+        signed: &[(&str, String)],
+    ) -> String {
+        let presign = vendpay_alipay::presign_string(signed.iter().map(|(k, v)| (*k, v.as_str())));
         let signed = self
             .signer_for(sign_type)
             .map(|s| (s.sign(presign.as_bytes()), sign_type));
@@ -788,6 +864,9 @@ pub struct FaultRequest {
     pub gateway: Vec<GatewayFault>,
     #[serde(default)]
     pub notifications: Vec<NotificationFault>,
+    /// Per `partner_refund_id`: a fault to set, or `null` to clear it.
+    #[serde(default)]
+    pub refunds: HashMap<String, Option<RefundFault>>,
 }
 
 async fn faults_route(State(sb): State<Sandbox>, Json(req): Json<FaultRequest>) -> StatusCode {
@@ -796,6 +875,9 @@ async fn faults_route(State(sb): State<Sandbox>, Json(req): Json<FaultRequest>) 
     }
     for f in req.notifications {
         sb.push_notification_fault(f);
+    }
+    for (id, f) in req.refunds {
+        sb.set_refund_fault(&id, f);
     }
     StatusCode::NO_CONTENT
 }

@@ -17,7 +17,7 @@ use vendpay_alipay::{
     QrCodeStatus, RefundRequest, SignatureError, TradeRef, TradeStatus, Verifier,
 };
 use vendpay_alipay_sandbox::{
-    GatewayFault, NotificationFault, RunningSandbox, Sandbox, SandboxConfig,
+    GatewayFault, NotificationFault, RefundFault, RunningSandbox, Sandbox, SandboxConfig,
     TEST_ALIPAY_PRIVATE_KEY, TEST_ALIPAY_PUBLIC_KEY, TEST_MERCHANT_PRIVATE_KEY,
     TEST_MERCHANT_PUBLIC_KEY,
 };
@@ -293,7 +293,8 @@ async fn a_payment_is_notified_verified_refunded_and_queried() {
         matches!(reused, AlipayError::RefundAmountMismatch { .. }),
         "{reused:?}"
     );
-    assert!(!reused.is_retryable());
+    // Alipay may have paid under this id: unknown (pending, then `refund_stuck`), never "failed".
+    assert!(reused.is_retryable());
     let exceed = env.gateway.refund(&refund("r2", 201)).await.unwrap_err();
     assert_eq!(exceed.code(), Some(&ErrorCode::ReturnAmountExceed));
     assert!(!exceed.is_retryable());
@@ -506,6 +507,50 @@ async fn repeated_refundment_request_with_the_same_amount_is_success() {
         matches!(other, AlipayError::RefundAmountMismatch { .. }),
         "{other:?}"
     );
+}
+
+#[tokio::test]
+async fn spoiled_refund_answers_are_unknown_and_the_same_retry_is_safe() {
+    let env = env().await;
+    let qr = env
+        .gateway
+        .qrcode_create(&env.create_request("vm-1"))
+        .await
+        .unwrap();
+    let receipt = env.sandbox.pay(qr.qrcode.as_str(), cny(500), None).unwrap();
+    let refund = |id: &str| RefundRequest {
+        partner_trans_id: MerchantTradeNo::parse(&receipt.out_trade_no).unwrap(),
+        alipay_trans_id: Some(TradeNo::parse(&receipt.trade_no).unwrap()),
+        partner_refund_id: RefundId::parse(id).unwrap(),
+        amount: cny(100),
+        reason: None,
+        notify_url: None,
+    };
+    let faults = [
+        ("sig", RefundFault::BadSignature),
+        ("node", RefundFault::UnexpectedNode),
+        ("408", RefundFault::RequestTimeout),
+        ("repeat", RefundFault::RepeatedWithoutAmount),
+    ];
+    for (n, (id, fault)) in (1u64..).zip(faults) {
+        env.sandbox.set_refund_fault(id, Some(fault));
+        match env.gateway.refund(&refund(id)).await {
+            Ok(o) => panic!("{fault:?}: counted as success: {o:?}"),
+            Err(e) => assert!(e.is_retryable(), "{fault:?}: permanent: {e:?}"),
+        }
+        // The switch stays on: a retry is still unknown, and still refunds only once.
+        let again = env.gateway.refund(&refund(id)).await;
+        assert!(
+            again.as_ref().is_err_and(|e| e.is_retryable()),
+            "{fault:?}: {again:?}"
+        );
+        assert_eq!(env.sandbox.refunded(&receipt.trade_no), Some(cny(100 * n)));
+
+        env.sandbox.set_refund_fault(id, None);
+        let done = env.gateway.refund(&refund(id)).await.unwrap();
+        assert_eq!(done.amount, cny(100), "{fault:?}");
+        assert_eq!(env.sandbox.refunded(&receipt.trade_no), Some(cny(100 * n)));
+    }
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use crate::request::{
     QrCode, QrCodeCreate, QrCodeModify, QrCodeStatus, RefundRequest, TradeRef,
 };
 use crate::response::{
-    notify_verify_answer, parse_answer, qrcode_info, refund_outcome, trade_query, QrCodeInfo,
+    notify_verify_answer, parse_answer, qrcode_info, refund_answer, trade_query, QrCodeInfo,
     RefundOutcome, TradeQuery,
 };
 use crate::sign::{SignType, Signer, Verifier};
@@ -62,9 +62,7 @@ impl AlipayConfig {
         let opt = |name: &'static str| get(name).filter(|v| !v.trim().is_empty());
         let req = |name: &'static str| opt(name).ok_or(ConfigError::Missing(name));
         let gateway_url = req("ALIPAY_GATEWAY_URL")?.trim().to_owned();
-        if !(gateway_url.starts_with("https://") || gateway_url.starts_with("http://")) {
-            return Err(invalid("ALIPAY_GATEWAY_URL", "must be an http(s) URL"));
-        }
+        check_gateway_url(&gateway_url)?;
         let partner = PartnerId::parse(req("ALIPAY_PARTNER_ID")?.trim())
             .map_err(|e| invalid("ALIPAY_PARTNER_ID", e.reason))?;
         let sign_type = match opt("ALIPAY_SIGN_TYPE") {
@@ -101,6 +99,40 @@ impl AlipayConfig {
             verifier,
         })
     }
+}
+
+/// Answers are signed, but only their business node: over plain http an on-path party could replay
+/// another signed node or drop the echo, so TLS is required except to this very host (the sandbox).
+fn check_gateway_url(url: &str) -> Result<(), ConfigError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| invalid("ALIPAY_GATEWAY_URL", format!("not a URL ({e}): {url:?}")))?;
+    let host = parsed.host_str().unwrap_or("");
+    if host.is_empty() {
+        return Err(invalid("ALIPAY_GATEWAY_URL", format!("no host in {url:?}")));
+    }
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(host) => Ok(()),
+        "http" => Err(invalid(
+            "ALIPAY_GATEWAY_URL",
+            format!("must be https:// (plain http only to 127.0.0.1, ::1 or localhost): {url:?}"),
+        )),
+        other => Err(invalid(
+            "ALIPAY_GATEWAY_URL",
+            format!("must be an https:// URL, not {other}: {url:?}"),
+        )),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let ip = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost")
+        || ip
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The merchant fields of `qrcode.create` that are the same for every machine (design §5).
@@ -317,8 +349,9 @@ impl AlipayGateway for HttpGateway {
     async fn refund(&self, req: &RefundRequest) -> Result<RefundOutcome, AlipayError> {
         let params = req.params(&self.config.partner)?;
         let body = self.post(params).await?;
-        refund_outcome(
-            parse_answer(&body, &self.config.verifier)?,
+        refund_answer(
+            &body,
+            &self.config.verifier,
             &req.partner_refund_id,
             req.amount,
         )

@@ -73,10 +73,16 @@ impl ErrorCode {
     }
 
     /// Only Alipay's own "try again" codes; everything else needs a person before it is retried.
+    /// `REPEATED_REFUNDMENT_REQUEST` reaching here came without a verified matching amount (that case
+    /// is a success): Alipay paid under the id for an amount we cannot see, so the outcome is unknown
+    /// and the same request is safe to send again.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ErrorCode::Unknow | ErrorCode::SystemError | ErrorCode::SystemException
+            ErrorCode::Unknow
+                | ErrorCode::SystemError
+                | ErrorCode::SystemException
+                | ErrorCode::RepeatedRefundmentRequest
         )
     }
 }
@@ -110,6 +116,10 @@ pub enum AlipayError {
     AnswerSignature(#[from] SignatureError),
     #[error("Alipay's answer is malformed: {0}")]
     Malformed(String),
+    #[error(
+        "Alipay's answer cannot be verified as the answer to this request (outcome unknown): {0}"
+    )]
+    Unverified(String),
     #[error("refund {refund_id} was already made for {recorded}, not the {requested} now asked")]
     RefundAmountMismatch {
         refund_id: String,
@@ -128,12 +138,15 @@ impl AlipayError {
             | AlipayError::Connect(_)
             | AlipayError::Transport(_)
             | AlipayError::NotXml(_)
-            | AlipayError::Unknown(_) => true,
-            AlipayError::HttpStatus(s) => *s >= 500 || *s == 429,
+            | AlipayError::Unknown(_)
+            | AlipayError::Unverified(_) => true,
+            // An id used before with another amount: Alipay may have paid under it, so only a person
+            // (through reconciliation) can settle it; "failed" would invite a refund by hand.
+            AlipayError::RefundAmountMismatch { .. } => true,
+            AlipayError::HttpStatus(s) => *s >= 500 || *s == 429 || *s == 408,
             AlipayError::Rejected(code) | AlipayError::Failed(code) => code.is_retryable(),
             AlipayError::AnswerSignature(_)
             | AlipayError::Malformed(_)
-            | AlipayError::RefundAmountMismatch { .. }
             | AlipayError::Request(_) => false,
         }
     }
@@ -201,6 +214,14 @@ mod tests {
         assert!(AlipayError::NotXml("<html>".into()).is_retryable());
         assert!(AlipayError::HttpStatus(502).is_retryable());
         assert!(AlipayError::Unknown("UNKNOW".into()).is_retryable());
+        assert!(AlipayError::HttpStatus(408).is_retryable());
+        assert!(AlipayError::Unverified("no echo".into()).is_retryable());
+        assert!(AlipayError::RefundAmountMismatch {
+            refund_id: "r1".into(),
+            requested: "1.00 CNY".into(),
+            recorded: "2.00 CNY".into(),
+        }
+        .is_retryable());
         assert!(!AlipayError::HttpStatus(404).is_retryable());
         assert!(!AlipayError::AnswerSignature(SignatureError::Mismatch).is_retryable());
         assert!(!AlipayError::Malformed("x".into()).is_retryable());

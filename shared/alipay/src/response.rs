@@ -28,6 +28,18 @@ impl BusinessNode {
         self.get(key)
             .ok_or_else(|| AlipayError::Malformed(format!("<{}> lacks <{key}>", self.name)))
     }
+
+    /// A correctly signed node of another service, replayed on-path, must not pass for this one's.
+    fn expect_name(self, name: &str) -> Result<BusinessNode, AlipayError> {
+        if self.name == name {
+            Ok(self)
+        } else {
+            Err(AlipayError::Unverified(format!(
+                "answer node is <{}>, not <{name}>",
+                self.name
+            )))
+        }
+    }
 }
 
 /// An accepted (`is_success=T`) answer whose business node, if any, carried a valid signature.
@@ -137,7 +149,7 @@ pub struct QrCodeInfo {
 }
 
 pub fn qrcode_info(answer: Answer) -> Result<QrCodeInfo, AlipayError> {
-    let node = business(answer)?;
+    let node = business(answer)?.expect_name("qrcodeinfo")?;
     let qrcode = QrCode::parse(node.require("qrcode")?)
         .map_err(|e| AlipayError::Malformed(e.to_string()))?;
     Ok(QrCodeInfo {
@@ -168,18 +180,44 @@ fn currency_of(node: &BusinessNode, fallback: Currency) -> Result<Currency, Alip
     }
 }
 
-/// Interprets a `spot.refund` answer for the refund of `requested` under `refund_id`.
+/// Parses and interprets a `spot.refund` answer body. An answer we cannot verify says nothing about
+/// whether Alipay paid, so its failure is an unknown outcome (retryable), never a permanent one.
+pub fn refund_answer(
+    body: &[u8],
+    verifier: &Verifier,
+    refund_id: &RefundId,
+    requested: Money,
+) -> Result<RefundOutcome, AlipayError> {
+    parse_answer(body, verifier)
+        .and_then(|answer| refund_outcome(answer, refund_id, requested))
+        .map_err(|e| match e {
+            AlipayError::AnswerSignature(_) | AlipayError::Malformed(_) => {
+                AlipayError::Unverified(e.to_string())
+            }
+            e => e,
+        })
+}
+
+/// Interprets a `spot.refund` answer for the refund of `requested` under `refund_id`. Only the
+/// refund's own node echoing `refund_id` counts, whatever its result: a permanent error code from
+/// an answer not tied to this request would close a refund Alipay may have made.
 pub fn refund_outcome(
     answer: Answer,
     refund_id: &RefundId,
     requested: Money,
 ) -> Result<RefundOutcome, AlipayError> {
-    let node = business(answer)?;
-    if let Some(id) = node.get("partner_refund_id") {
-        if id != refund_id.as_str() {
-            return Err(AlipayError::Malformed(format!(
+    let node = business(answer)?.expect_name("alipay")?;
+    match node.get("partner_refund_id") {
+        Some(id) if id == refund_id.as_str() => {}
+        Some(id) => {
+            return Err(AlipayError::Unverified(format!(
                 "answer is for refund {id:?}, not {refund_id}"
-            )));
+            )))
+        }
+        None => {
+            return Err(AlipayError::Unverified(format!(
+                "answer does not echo partner_refund_id {refund_id}"
+            )))
         }
     }
     let answered_amount = |node: &BusinessNode| -> Result<Option<Money>, AlipayError> {
@@ -190,6 +228,11 @@ pub fn refund_outcome(
                     .map_err(|e| AlipayError::Malformed(format!("refund_amount: {e}")))
             })
             .transpose()
+    };
+    let mismatch = |recorded: Money| AlipayError::RefundAmountMismatch {
+        refund_id: refund_id.to_string(),
+        requested: requested.to_string(),
+        recorded: recorded.to_string(),
     };
     let repeated = match node.get("result_code") {
         Some("SUCCESS") => false,
@@ -202,18 +245,23 @@ pub fn refund_outcome(
         }
         other => return Err(AlipayError::Unknown(other.unwrap_or("").to_owned())),
     };
-    // Our refund ids are never reused with another amount, so an echo without an amount is the same
-    // refund; an echo with another amount is a bug somewhere and must reach a person.
     let amount = match answered_amount(&node)? {
-        Some(a) if a != requested => {
-            return Err(AlipayError::RefundAmountMismatch {
-                refund_id: refund_id.to_string(),
-                requested: requested.to_string(),
-                recorded: a.to_string(),
-            })
+        Some(a) if a != requested => return Err(mismatch(a)),
+        Some(a) => a,
+        None if !repeated => requested,
+        // "Already done" is only evidence that *this* refund went through when Alipay says for how
+        // much: the id might have been spent on another amount, or the echo been cut.
+        None => {
+            return Err(AlipayError::Unverified(format!(
+                "REPEATED_REFUNDMENT_REQUEST for {refund_id} without refund_amount"
+            )))
         }
-        _ => requested,
     };
+    if repeated && node.get("currency").is_none() {
+        return Err(AlipayError::Unverified(format!(
+            "REPEATED_REFUNDMENT_REQUEST for {refund_id} without currency"
+        )));
+    }
     Ok(RefundOutcome {
         partner_refund_id: refund_id.clone(),
         amount,
@@ -273,7 +321,7 @@ pub struct TradeQuery {
 }
 
 pub fn trade_query(answer: Answer) -> Result<TradeQuery, AlipayError> {
-    let node = business(answer)?;
+    let node = business(answer)?.expect_name("alipay")?;
     match node.get("result_code") {
         Some("SUCCESS") => {}
         Some("FAIL") => {

@@ -8,8 +8,11 @@
 //! ```
 //!
 //! `body` is the request body as text, byte for byte as signed. The signature is checked exactly as
-//! over HTTP, except that the timestamp window is measured from when the queue received the message, so
-//! a backlog does not turn genuine requests into stale ones. A replay is harmless only where the command
+//! over HTTP, except that the timestamp window is measured from when the queue received the message
+//! (`SentTimestamp`). A queue redelivers for minutes and keeps messages for days, and a command acted on
+//! that late would meet a later customer's session: so a message processed more than
+//! [`MAX_QUEUED_AGE_SECS`] after the queue received it is refused for good (`too_late`, see
+//! [`check_age`]) and changes nothing. Within that minute a repeat is harmless only where the command
 //! says what it is for: purchases, vend results and orders are idempotent on their request or order id,
 //! and a purchase or end-session that names its `session_id` acts on that session only. An end-session
 //! without `session_id` acts on whatever session is current when it is processed — machines should
@@ -21,7 +24,29 @@ use bytes::Bytes;
 use http::{Method, Request};
 use serde::Deserialize;
 
+use vendpay_domain::Timestamp;
+
 use crate::error::ApiError;
+
+/// How long after the queue received it a queued command may still act (design §2).
+pub const MAX_QUEUED_AGE_SECS: i64 = 60;
+
+/// Refuses (`too_late`) a queued command processed more than [`MAX_QUEUED_AGE_SECS`] after `sent_at`,
+/// the queue's `SentTimestamp`. A `sent_at` ahead of `now` is clock skew between SQS and us, not age.
+pub fn check_age(sent_at: Timestamp, now: Timestamp) -> Result<(), ApiError> {
+    let age_ms = now.millis().saturating_sub(sent_at.millis());
+    if age_ms > MAX_QUEUED_AGE_SECS.saturating_mul(1000) {
+        return Err(ApiError::new(
+            408,
+            "too_late",
+            format!(
+                "processed {} s after the queue received it (at most {MAX_QUEUED_AGE_SECS} s)",
+                age_ms / 1000
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// The largest message accepted (SQS's own limit is 256 KiB; a machine request is a few hundred bytes).
 pub const MAX_QUEUED_BYTES: usize = 64 * 1024;
@@ -131,6 +156,19 @@ mod tests {
         assert_eq!(
             QueuedRequest::parse(&big).map(|_| ()).map_err(|e| e.status),
             Err(413)
+        );
+    }
+
+    #[test]
+    fn a_command_older_than_a_minute_is_too_late() {
+        let sent = Timestamp::from_millis(1_764_122_400_000);
+        let at = |ms: i64| check_age(sent, Timestamp::from_millis(sent.millis() + ms));
+        assert_eq!(at(60_000).map_err(|e| e.code), Ok(()));
+        assert_eq!(at(-5_000).map_err(|e| e.code), Ok(()));
+        assert_eq!(at(60_001).map_err(|e| e.code), Err("too_late"));
+        assert_eq!(
+            check_age(Timestamp::from_millis(i64::MIN), sent).map_err(|e| e.code),
+            Err("too_late")
         );
     }
 }

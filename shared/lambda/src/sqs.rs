@@ -10,14 +10,28 @@
 //!   others.
 //!
 //! Records that share a key (the machine, for device events) are handled one after another in the
-//! batch's order, and once one of them must be retried the later ones are not attempted but failed too,
-//! so they come back in order; records with different keys are handled concurrently.
+//! batch's order, and once one of them must be retried the later ones are held back — failed without an
+//! attempt, so they come back in order; records with different keys are handled concurrently and never
+//! wait for each other.
+//!
+//! A record is never dead-lettered without having been tried: a held-back record's receive count climbs
+//! with every batch its predecessor fails, so once it is near the queue's redrive limit
+//! ([`MAX_RECEIVE_COUNT`]) it is tried anyway, out of order. Losing order there is the lesser harm: a
+//! machine's commands are idempotent and name what they act on (request id, order id, session id), so
+//! one that overtakes its predecessor is at worst refused or retried, whereas one dead-lettered untried
+//! (a "delivered" vend result) lets the deadline refund an item the customer received.
 
 use std::collections::HashMap;
 use std::future::Future;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use vendpay_domain::Timestamp;
+
+/// The `maxReceiveCount` of the queues whose records are keyed (the device events queue in
+/// infra/template.yaml; tests/tests/functions.rs keeps the two equal). A held-back record delivered
+/// for the second-to-last time is tried rather than held back again: the margin of one delivery covers
+/// `ApproximateReceiveCount` being approximate and a delivery lost to a crashed or timed-out invocation.
+pub const MAX_RECEIVE_COUNT: u32 = 5;
 
 /// Why a record was not done.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,9 +103,12 @@ where
         let mut failed: Vec<String> = Vec::new();
         for r in group {
             if !failed.is_empty() {
-                tracing::info!(message_id = r.message_id, "held back behind an earlier record of the same key");
-                failed.push(r.message_id.to_owned());
-                continue;
+                if r.receive_count.saturating_add(1) < MAX_RECEIVE_COUNT {
+                    tracing::info!(message_id = r.message_id, receive_count = r.receive_count, "held back behind an earlier record of the same key");
+                    failed.push(r.message_id.to_owned());
+                    continue;
+                }
+                tracing::warn!(message_id = r.message_id, receive_count = r.receive_count, "tried out of order: held back any longer it would be dead-lettered untried");
             }
             match handle(r).await {
                 Ok(()) => {}
@@ -123,12 +140,18 @@ mod tests {
     use super::*;
 
     fn event(records: &[(&str, &str)]) -> SqsEvent {
+        let counted: Vec<(&str, &str, u32)> = records.iter().map(|(i, b)| (*i, *b, 2)).collect();
+        event_counted(&counted)
+    }
+
+    /// Records with their `ApproximateReceiveCount`.
+    fn event_counted(records: &[(&str, &str, u32)]) -> SqsEvent {
         let records: Vec<serde_json::Value> = records
             .iter()
-            .map(|(id, body)| {
+            .map(|(id, body, count)| {
                 serde_json::json!({
                     "messageId": id, "receiptHandle": "rh", "body": body,
-                    "attributes": {"ApproximateReceiveCount": "2", "SentTimestamp": "1764122400000"},
+                    "attributes": {"ApproximateReceiveCount": count.to_string(), "SentTimestamp": "1764122400000"},
                     "messageAttributes": {}, "eventSource": "aws:sqs"
                 })
             })
@@ -210,5 +233,62 @@ mod tests {
         let mut attempted = attempted.lock().map(|a| a.clone()).unwrap_or_default();
         attempted.sort();
         assert_eq!(attempted, vec!["a1", "b1", "b2"]);
+    }
+
+    /// Runs `ev` keyed by the body's prefix (`a:` / `b:`), a body ending in `retry` asking for a retry;
+    /// answers (failed ids, attempted ids), both sorted.
+    async fn run_keyed(ev: &SqsEvent) -> (Vec<String>, Vec<String>) {
+        let attempted = Mutex::new(Vec::new());
+        let out = process(
+            ev,
+            |r| r.body.split(':').next().map(str::to_owned),
+            |r| {
+                if let Ok(mut a) = attempted.lock() {
+                    a.push(r.message_id.to_owned());
+                }
+                async move {
+                    if r.body.ends_with("retry") {
+                        Err(RecordError::Retry("busy".into()))
+                    } else {
+                        Ok(())
+                    }
+                }
+            },
+        )
+        .await;
+        let mut attempted = attempted.lock().map(|a| a.clone()).unwrap_or_default();
+        attempted.sort();
+        (failed(&out), attempted)
+    }
+
+    #[tokio::test]
+    async fn a_held_back_record_near_the_redrive_limit_is_tried_not_dead_lettered_untried() {
+        // a1 keeps failing; a2 (same machine, later) has come back with it every time. One more
+        // untried failure and the queue's next receive would be its last: it must be tried now.
+        let near = MAX_RECEIVE_COUNT - 1;
+        let ev = event_counted(&[("a1", "a:retry", near), ("a2", "a:ok", near)]);
+        let (failed, attempted) = run_keyed(&ev).await;
+        assert_eq!(attempted, vec!["a1", "a2"], "a2 was failed untried");
+        assert_eq!(failed, vec!["a1".to_owned()]);
+
+        // Earlier on, a2 is still held back so the machine's records keep their order.
+        let ev = event_counted(&[("a1", "a:retry", 1), ("a2", "a:ok", 1), ("b1", "b:ok", 1)]);
+        let (failed, attempted) = run_keyed(&ev).await;
+        assert_eq!(attempted, vec!["a1", "b1"]);
+        assert_eq!(failed, vec!["a1".to_owned(), "a2".to_owned()]);
+
+        // Tried and failing again near the limit: it goes back (it was tried), and so do the records
+        // held back behind it that still have deliveries to spare.
+        let ev = event_counted(&[
+            ("a1", "a:retry", 1),
+            ("a2", "a:retry", near),
+            ("a3", "a:ok", 2),
+        ]);
+        let (failed, attempted) = run_keyed(&ev).await;
+        assert_eq!(attempted, vec!["a1", "a2"]);
+        assert_eq!(
+            failed,
+            vec!["a1".to_owned(), "a2".to_owned(), "a3".to_owned()]
+        );
     }
 }

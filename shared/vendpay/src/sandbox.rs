@@ -4,7 +4,7 @@
 //! | route | what |
 //! |---|---|
 //! | `POST /sandbox/pay` | `{"device_id" or "qrcode", "amount": {"minor", "currency"}, "buyer_id"?}`: a customer pays the machine's QR code; the sandbox then POSTs the signed notification back to `/alipay/notify/{device}` |
-//! | `POST /sandbox/faults` | the sandbox's fault switches, `{"gateway": [...], "notifications": [...]}` |
+//! | `POST /sandbox/faults` | the sandbox's fault switches, `{"gateway": [...], "notifications": [...], "refunds": {"<refund id>": "<fault>"\|null}}` |
 //! | `GET /sandbox/deliveries` | every notification attempt and the answer it got |
 //! | `GET /sandbox/refunds` | every refund call vendpay made to the sandbox, with the sandbox's verdict (SQLite store only: with `--store aws` the refunds are in `GET /admin/sessions/{id}`) |
 //!
@@ -402,6 +402,9 @@ pub(crate) async fn faults(State(state): State<AppState>, req: Request) -> Respo
     }
     for f in faults.notifications {
         sb.sandbox.push_notification_fault(f);
+    }
+    for (refund_id, fault) in faults.refunds {
+        sb.sandbox.set_refund_fault(&refund_id, fault);
     }
     let mut res = Response::new(axum::body::Body::empty());
     *res.status_mut() = StatusCode::NO_CONTENT;

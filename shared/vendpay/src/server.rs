@@ -29,7 +29,7 @@ use vendpay_alipay_sandbox::{
 };
 use vendpay_api::alipay::{Alipay, NotifyCheck};
 use vendpay_api::notify::NotifySettings;
-use vendpay_api::{AdminAuth, Api, ApiParts, DeviceKey};
+use vendpay_api::{AdminAuth, Api, ApiParts};
 use vendpay_app::{DeviceStore, Ledger, RefundGateway};
 use vendpay_domain::{Clock, SystemClock};
 use vendpay_store_sqlite::{channels, rearm, SqliteStore, Worker};
