@@ -240,19 +240,7 @@ impl Config {
 
         let notify_verify = settings::notify_verify(&get)?;
 
-        let sandbox_asked = match opt("VENDPAY_SANDBOX")
-            .map(|v| v.to_ascii_lowercase())
-            .as_deref()
-        {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(other) => {
-                return Err(invalid(
-                    "VENDPAY_SANDBOX",
-                    format!("{other:?} is neither true nor false"),
-                ))
-            }
-        };
+        let sandbox_asked = flag(&get, "VENDPAY_SANDBOX")?;
         let gateway = opt("ALIPAY_GATEWAY_URL").is_some();
         if sandbox_asked && gateway {
             return Err(invalid(
@@ -332,6 +320,21 @@ impl Config {
 /// `VENDPAY_STORE` (`sqlite` or `aws`) and, for `aws`, its settings. Without `VENDPAY_AWS_CREATE=true`
 /// the table and both queues must be named; the URLs' form and the Scheduler pair are checked by the
 /// Lambda wiring at start-up (with the same messages the functions give).
+/// A `true`/`false` setting (any case), `false` when absent.
+fn flag(get: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<bool, ConfigError> {
+    match settings::present(get, name)
+        .map(|v| v.to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(invalid(
+            name,
+            format!("{other:?} is neither true nor false"),
+        )),
+    }
+}
+
 fn store_config(get: &impl Fn(&str) -> Option<String>) -> Result<StoreConfig, ConfigError> {
     let store = settings::present(get, "VENDPAY_STORE").unwrap_or_else(|| "sqlite".to_owned());
     match store.to_ascii_lowercase().as_str() {
@@ -344,19 +347,7 @@ fn store_config(get: &impl Fn(&str) -> Option<String>) -> Result<StoreConfig, Co
             ))
         }
     }
-    let create_missing = match settings::present(get, "VENDPAY_AWS_CREATE")
-        .map(|v| v.to_ascii_lowercase())
-        .as_deref()
-    {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(invalid(
-                "VENDPAY_AWS_CREATE",
-                format!("{other:?} is neither true nor false"),
-            ))
-        }
-    };
+    let create_missing = flag(get, "VENDPAY_AWS_CREATE")?;
     let env = Env::from_pairs(
         AWS_SETTINGS
             .iter()

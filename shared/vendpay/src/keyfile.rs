@@ -38,30 +38,41 @@ pub enum Origin {
 
 /// Loads the key kept for `db`, or creates it.
 pub fn load_or_create(db: &Path) -> Result<(DeviceKey, Origin), KeyFileError> {
-    let path = path_for(db);
-    match read(&path)? {
-        Some(key) => Ok((key, Origin::Loaded)),
-        None => {
-            let key = DeviceKey::generate().map_err(|e| KeyFileError::Write {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            match write_new(&path, &key) {
-                Ok(()) => Ok((key, Origin::Created)),
-                // Another process created it first: theirs is the key.
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => match read(&path)? {
-                    Some(key) => Ok((key, Origin::Loaded)),
-                    None => Err(KeyFileError::Read {
-                        path,
-                        reason: "it vanished while being created".into(),
-                    }),
-                },
-                Err(e) => Err(KeyFileError::Write {
-                    path,
-                    reason: e.to_string(),
-                }),
-            }
-        }
+    load_or_create_at(&path_for(db), read, || {
+        let key = DeviceKey::generate()?;
+        let hex = key.to_hex();
+        Ok::<_, vendpay_api::auth::KeyError>((key, hex))
+    })
+}
+
+/// The secret in the file at `path`, or a new one from `make` (the value and the text to store),
+/// written so that of two processes starting at once both end up with the same secret.
+fn load_or_create_at<T, E: std::fmt::Display>(
+    path: &Path,
+    read: impl Fn(&Path) -> Result<Option<T>, KeyFileError>,
+    make: impl FnOnce() -> Result<(T, String), E>,
+) -> Result<(T, Origin), KeyFileError> {
+    if let Some(secret) = read(path)? {
+        return Ok((secret, Origin::Loaded));
+    }
+    let (secret, text) = make().map_err(|e| KeyFileError::Write {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    match write_secret(path, &text) {
+        Ok(()) => Ok((secret, Origin::Created)),
+        // Another process created it first: theirs is the secret.
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => match read(path)? {
+            Some(secret) => Ok((secret, Origin::Loaded)),
+            None => Err(KeyFileError::Read {
+                path: path.to_owned(),
+                reason: "it vanished while being created".into(),
+            }),
+        },
+        Err(e) => Err(KeyFileError::Write {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -79,10 +90,6 @@ fn read(path: &Path) -> Result<Option<DeviceKey>, KeyFileError> {
             reason: e.to_string(),
         }),
     }
-}
-
-fn write_new(path: &Path, key: &DeviceKey) -> std::io::Result<()> {
-    write_secret(path, &key.to_hex())
 }
 
 /// Creates `path` (never overwrites) readable by its owner only, with `secret` and a newline.
@@ -108,7 +115,6 @@ pub fn admin_token_path_for(db: &Path) -> PathBuf {
 
 /// Loads the admin token kept for `db`, or creates one (32 random bytes, hex) in a 0600 file.
 pub fn admin_token(db: &Path) -> Result<(String, Origin), KeyFileError> {
-    let path = admin_token_path_for(db);
     let read = |path: &Path| -> Result<Option<String>, KeyFileError> {
         match std::fs::read_to_string(path) {
             Ok(text) if !text.trim().is_empty() => Ok(Some(text.trim().to_owned())),
@@ -123,29 +129,10 @@ pub fn admin_token(db: &Path) -> Result<(String, Origin), KeyFileError> {
             }),
         }
     };
-    if let Some(token) = read(&path)? {
-        return Ok((token, Origin::Loaded));
-    }
-    let token = DeviceKey::generate()
-        .map_err(|e| KeyFileError::Write {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?
-        .to_hex();
-    match write_secret(&path, &token) {
-        Ok(()) => Ok((token, Origin::Created)),
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => match read(&path)? {
-            Some(token) => Ok((token, Origin::Loaded)),
-            None => Err(KeyFileError::Read {
-                path,
-                reason: "it vanished while being created".into(),
-            }),
-        },
-        Err(e) => Err(KeyFileError::Write {
-            path,
-            reason: e.to_string(),
-        }),
-    }
+    load_or_create_at(&admin_token_path_for(db), read, || {
+        let token = DeviceKey::generate()?.to_hex();
+        Ok::<_, vendpay_api::auth::KeyError>((token.clone(), token))
+    })
 }
 
 #[cfg(test)]
