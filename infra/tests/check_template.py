@@ -93,7 +93,8 @@ ALERTS = {
     "refund-executor": {"refund_failed_permanently", "refund_message_refused"},
     "device-api": {"device_event_refused"},
     # deadline_failed is logged by the sweep in vendpay-app, which the deadline function runs.
-    "deadline": {"deadline_message_refused", "deadline_failed"},
+    # ... and unreadable_row by the stores when the sweep lists pending refunds.
+    "deadline": {"deadline_message_refused", "deadline_failed", "unreadable_row"},
 }
 ALERT_IN_CODE = re.compile(r'\balert\s*[:=]\s*"([a-z0-9_]+)"')
 

@@ -430,11 +430,24 @@ impl SessionStore for DynamoStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.query_index(PENDING_REFUNDS.to_owned(), None, limit)
-            .await?
-            .iter()
-            .map(|item| decode_json(item, ATTR_REFUND))
-            .collect()
+        // One unreadable item is skipped with an alert, never allowed to hide the others from the
+        // sweep (its session still holds the refund).
+        let items = self
+            .query_index(PENDING_REFUNDS.to_owned(), None, limit)
+            .await?;
+        let mut out = Vec::with_capacity(items.len());
+        for item in &items {
+            match decode_json::<RefundRecord>(item, ATTR_REFUND) {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::error!(
+                    alert = "unreadable_row",
+                    row = %item_name(item),
+                    error = %e,
+                    "pending refund item skipped: it cannot be read"
+                ),
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -257,3 +257,32 @@ async fn dynamodb_requests_per_domain_event() {
         .expect("session");
     assert_eq!(s.phase, Phase::Closed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_unreadable_refund_item_does_not_hide_the_others() {
+    // An item the code cannot read (a hand edit, a newer writer) is skipped with an alert; the sweep
+    // still sees every other pending refund.
+    let f = fixture(Mode::PayFirst).await;
+    f.ledger
+        .payment(&f.device, &payment("T1", 1000))
+        .await
+        .expect("pay");
+    f.ledger.end(&f.device).await.expect("end");
+    let good = f.store.pending_refunds(10).await.expect("listed");
+    assert_eq!(good.len(), 1);
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    f.store
+        .client()
+        .put_item()
+        .table_name(f.store.table())
+        .item("pk", A::S("ref#T0-r1".into()))
+        .item("sk", A::S("refund".into()))
+        .item("refund", A::S("{not json".into()))
+        .item("gsi1pk", A::S("refund#pending".into()))
+        .item("gsi1sk", A::N("1".into()))
+        .send()
+        .await
+        .expect("raw put");
+    let listed = f.store.pending_refunds(10).await;
+    assert_eq!(listed, Ok(good), "the readable item is still listed");
+}

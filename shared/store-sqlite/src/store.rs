@@ -715,13 +715,27 @@ impl SessionStore for SqliteStore {
             let mut out = Vec::new();
             for row in rows {
                 let (id, body) = row.ctx(what)?;
-                let record: RefundRecord = decode(&body, &format!("refund row {id}"))?;
-                if record.refund_id.as_str() != id {
-                    return Err(StoreError::Permanent(format!(
-                        "refund row {id} holds another refund"
-                    )));
+                // One unreadable row is skipped with an alert, never allowed to hide the others from
+                // the sweep and the start-up re-arming (its session still holds the refund).
+                let record =
+                    decode::<RefundRecord>(&body, &format!("refund row {id}")).and_then(|r| {
+                        if r.refund_id.as_str() == id {
+                            Ok(r)
+                        } else {
+                            Err(StoreError::Permanent(format!(
+                                "refund row {id} holds another refund"
+                            )))
+                        }
+                    });
+                match record {
+                    Ok(r) => out.push(r),
+                    Err(e) => tracing::error!(
+                        alert = "unreadable_row",
+                        row = %id,
+                        error = %e,
+                        "pending refund row skipped: it cannot be read"
+                    ),
                 }
-                out.push(record);
             }
             Ok(out)
         })

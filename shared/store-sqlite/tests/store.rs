@@ -138,3 +138,37 @@ async fn a_database_from_a_newer_build_is_refused() {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn one_unreadable_refund_row_does_not_hide_the_others() {
+    // A row written by a damaged disk, a bad migration or a hand edit must be skipped (with an alert
+    // naming it), never stop the listing that the sweep and the start-up re-arming depend on.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v.sqlite");
+    let store = SqliteStore::open(&path).await.expect("open");
+    let good = vendpay_app::RefundRecord {
+        refund_id: id("T2-r1"),
+        session: id("s:T2"),
+        trade_no: id("T2"),
+        amount: vendpay_domain::Money::new(300, vendpay_domain::Currency::Cny).expect("money"),
+        status: vendpay_domain::RefundStatus::Pending,
+        issued_at: Timestamp::from_millis(T0 + 1000),
+    };
+    store
+        .commit(&Commit {
+            refunds: vec![good.clone()],
+            ..Commit::default()
+        })
+        .await
+        .expect("commit");
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    conn.execute(
+        "INSERT INTO refunds (refund_id, session, status, issued_at, body) \
+         VALUES ('T1-r1', 's:T1', 'pending', ?1, '{not json')",
+        [T0],
+    )
+    .expect("raw insert");
+    drop(conn);
+    let listed = store.pending_refunds(10).await;
+    assert_eq!(listed, Ok(vec![good]), "the readable row is listed");
+}
