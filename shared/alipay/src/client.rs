@@ -217,6 +217,9 @@ pub fn http_client() -> Result<reqwest::Client, AlipayError> {
     reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(TOTAL_TIMEOUT)
+        // The gateway answers itself; a redirect could lead an https gateway to plain http or
+        // another host (and turn the signed POST into a GET).
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| AlipayError::Transport(e.to_string()))
 }

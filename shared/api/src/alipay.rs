@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use vendpay_alipay::{
-    AlipayError, AlipayGateway, HttpGateway, MerchantProfile, NotifyId, NotifyUrl, QrCodeCreate,
-    RefundRequest, TradeQuery, TradeRef,
+    AlipayError, AlipayGateway, ErrorCode, HttpGateway, MerchantProfile, NotifyId, NotifyUrl,
+    QrCodeCreate, RefundRequest, TradeQuery, TradeRef,
 };
 use vendpay_app::{DeviceRecord, QrCode, RefundGateway, RefundOrder, RefundVerdict};
 
@@ -32,25 +32,50 @@ impl RefundGateway for Alipay {
             reason: Some("vending balance returned".into()),
             notify_url: None,
         };
-        match self.gateway.refund(&req).await {
-            Ok(outcome) => {
-                tracing::info!(
-                    refund_id = %order.refund_id,
-                    repeated = outcome.repeated,
-                    "Alipay confirmed the refund"
-                );
-                RefundVerdict::Succeeded
-            }
-            Err(e) if e.is_retryable() => RefundVerdict::Retry(e.to_string()),
-            Err(e) => RefundVerdict::Failed(failure_code(&e)),
+        let result = self.gateway.refund(&req).await;
+        if let Ok(outcome) = &result {
+            tracing::info!(
+                refund_id = %order.refund_id,
+                repeated = outcome.repeated,
+                "Alipay confirmed the refund"
+            );
         }
+        refund_verdict(result.map(|_| ()))
     }
 }
 
-fn failure_code(e: &AlipayError) -> String {
-    e.code()
-        .map(|c| c.as_str().to_owned())
-        .unwrap_or_else(|| e.to_string())
+/// What a refund attempt's result lets the ledger record (design §2: only a verified answer decides).
+/// Success comes only from a verified, echoed answer (the client checks that). `Failed` only from a
+/// listed permanent code in a correctly signed answer that echoes this refund — the client reports
+/// those, and only those, as `AlipayError::Failed`. Everything else — an unsigned gateway refusal
+/// (`is_success=F`), any HTTP status, a code we do not know — leaves the refund pending, to be retried
+/// with the same id and amount, because Alipay may have paid it.
+pub fn refund_verdict(result: Result<(), AlipayError>) -> RefundVerdict {
+    match result {
+        Ok(()) => RefundVerdict::Succeeded,
+        Err(AlipayError::Failed(code)) if permanent_refund_refusal(&code) => {
+            RefundVerdict::Failed(code.as_str().to_owned())
+        }
+        Err(e) => RefundVerdict::Retry(e.to_string()),
+    }
+}
+
+/// The codes alipay-mapi lists as permanent for `spot.refund`.
+fn permanent_refund_refusal(code: &ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::PurchaseTradeNotExist
+            | ErrorCode::ReturnAmountExceed
+            | ErrorCode::RequestAmountExceed
+            | ErrorCode::RefundAmtRestriction
+            | ErrorCode::CurrencyNotSame
+            | ErrorCode::RefundmentValidDateExceed
+            | ErrorCode::TradeHasClose
+            | ErrorCode::IllegalSign
+            | ErrorCode::IllegalArgument
+            | ErrorCode::IllegalPartner
+            | ErrorCode::HasNoPrivilege
+    )
 }
 
 #[async_trait]
@@ -107,5 +132,35 @@ impl NotifyCheck for Alipay {
 
     async fn trade(&self, trade: &TradeRef) -> Result<TradeQuery, AlipayError> {
         self.gateway.query(trade).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_listed_code_in_a_verified_answer_fails_a_refund() {
+        let failed = |r| matches!(refund_verdict(r), RefundVerdict::Failed(_));
+        // A signed answer echoing this refund with a listed code: failed for good.
+        assert!(failed(Err(AlipayError::Failed(
+            ErrorCode::PurchaseTradeNotExist
+        ))));
+        // Anything we cannot tie to a verified answer stays pending (Alipay may have paid).
+        for unknown in [
+            AlipayError::Rejected(ErrorCode::PurchaseTradeNotExist),
+            AlipayError::Rejected(ErrorCode::Other(String::new())),
+            AlipayError::HttpStatus(403),
+            AlipayError::HttpStatus(400),
+            AlipayError::Failed(ErrorCode::Other("SOMETHING_NEW".into())),
+            AlipayError::Failed(ErrorCode::Other(String::new())),
+        ] {
+            let shown = format!("{unknown:?}");
+            assert!(
+                matches!(refund_verdict(Err(unknown)), RefundVerdict::Retry(_)),
+                "{shown} must leave the refund pending"
+            );
+        }
+        assert_eq!(refund_verdict(Ok(())), RefundVerdict::Succeeded);
     }
 }
