@@ -15,8 +15,8 @@ use crate::request::{
     QrCode, QrCodeCreate, QrCodeModify, QrCodeStatus, RefundRequest, TradeRef,
 };
 use crate::response::{
-    notify_verify_answer, parse_answer, qrcode_info, refund_answer, trade_query, QrCodeInfo,
-    RefundOutcome, TradeQuery,
+    notify_verify_answer, parse_answer, qrcode_info, qrcode_status_answer, refund_answer,
+    trade_query, QrCodeInfo, RefundOutcome, TradeQuery,
 };
 use crate::sign::{SignType, Signer, Verifier};
 
@@ -346,7 +346,7 @@ impl AlipayGateway for HttpGateway {
         let params =
             qrcode_modify_status_params(&self.config.partner, qrcode, status, self.clock.now());
         let body = self.post(params).await?;
-        parse_answer(&body, &self.config.verifier).map(|_| ())
+        qrcode_status_answer(parse_answer(&body, &self.config.verifier)?)
     }
 
     async fn refund(&self, req: &RefundRequest) -> Result<RefundOutcome, AlipayError> {
@@ -362,7 +362,7 @@ impl AlipayGateway for HttpGateway {
 
     async fn query(&self, trade: &TradeRef) -> Result<TradeQuery, AlipayError> {
         let body = self.post(trade.params(&self.config.partner)).await?;
-        trade_query(parse_answer(&body, &self.config.verifier)?)
+        trade_query(parse_answer(&body, &self.config.verifier)?, trade)
     }
 
     async fn notify_verify(&self, notify_id: &NotifyId) -> Result<bool, AlipayError> {

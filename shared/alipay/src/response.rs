@@ -5,7 +5,7 @@ use vendpay_domain::{BuyerId, Currency, MerchantTradeNo, Money, RefundId, TradeN
 
 use crate::error::{AlipayError, ErrorCode};
 use crate::presign::presign_string;
-use crate::request::QrCode;
+use crate::request::{QrCode, TradeRef};
 use crate::sign::Verifier;
 
 /// The node under `<response>`: its element name and its children as (name, text).
@@ -156,6 +156,14 @@ pub fn qrcode_info(answer: Answer) -> Result<QrCodeInfo, AlipayError> {
         qrcode,
         qrcode_img_url: node.get("qrcode_img_url").map(str::to_owned),
     })
+}
+
+/// Interprets an `alipay.commerce.qrcode.modifyStatus` answer: only a signed node of the QR services
+/// (`<qrcodeinfo>`) counts; another service's signed node, replayed, or an accepted answer without
+/// any signed node says nothing about this request.
+pub fn qrcode_status_answer(answer: Answer) -> Result<(), AlipayError> {
+    business(answer)?.expect_name("qrcodeinfo")?;
+    Ok(())
 }
 
 /// A refund Alipay has made.
@@ -320,7 +328,12 @@ pub struct TradeQuery {
     pub pay_time: Option<String>,
 }
 
-pub fn trade_query(answer: Answer) -> Result<TradeQuery, AlipayError> {
+/// Interprets an `alipay.acquire.overseas.query` answer to the query about `trade`. A trade's answer
+/// counts only when it names the trade asked about: every trade id it echoes (`out_trade_no` /
+/// `partner_trans_id`, `alipay_trans_id`) that we asked by must be ours, and at least one must be. An
+/// answer about another trade (a signed answer replayed on-path) is unverifiable, never a fact about
+/// this one. A `FAIL` names no trade and is taken as Alipay's answer.
+pub fn trade_query(answer: Answer, trade: &TradeRef) -> Result<TradeQuery, AlipayError> {
     let node = business(answer)?.expect_name("alipay")?;
     match node.get("result_code") {
         Some("SUCCESS") => {}
@@ -333,6 +346,7 @@ pub fn trade_query(answer: Answer) -> Result<TradeQuery, AlipayError> {
         }
         other => return Err(AlipayError::Unknown(other.unwrap_or("").to_owned())),
     }
+    check_trade_echo(&node, trade)?;
     let bad =
         |field: &str, e: &dyn std::fmt::Display| AlipayError::Malformed(format!("{field}: {e}"));
     let currency: Currency = node
@@ -363,6 +377,55 @@ pub fn trade_query(answer: Answer) -> Result<TradeQuery, AlipayError> {
             .map_err(|e| bad("alipay_buyer_user_id", &e))?,
         pay_time: node.get("alipay_pay_time").map(str::to_owned),
     })
+}
+
+/// The trade ids a query answer echoes, against the ones we asked by (see [`trade_query`]).
+fn check_trade_echo(node: &BusinessNode, trade: &TradeRef) -> Result<(), AlipayError> {
+    let (asked_out, asked_trade) = match trade {
+        TradeRef::Merchant(m) => (Some(m.as_str()), None),
+        TradeRef::Alipay(t) => (None, Some(t.as_str())),
+        TradeRef::Both(m, t) => (Some(m.as_str()), Some(t.as_str())),
+    };
+    let echoed = [
+        ("out_trade_no", asked_out),
+        ("partner_trans_id", asked_out),
+        ("alipay_trans_id", asked_trade),
+    ];
+    let mut tied = false;
+    for (field, asked) in echoed {
+        match (node.get(field), asked) {
+            (Some(got), Some(asked)) if got == asked => tied = true,
+            (Some(got), Some(asked)) => {
+                return Err(AlipayError::Unverified(format!(
+                    "answer is for {field} {got:?}, not {asked}"
+                )))
+            }
+            _ => {}
+        }
+    }
+    // Asked by trade_no only: our out_trade_no is unknown here, but both spellings must agree.
+    if let (Some(a), Some(b)) = (node.get("out_trade_no"), node.get("partner_trans_id")) {
+        if a != b {
+            return Err(AlipayError::Unverified(format!(
+                "answer names out_trade_no {a:?} and partner_trans_id {b:?}"
+            )));
+        }
+    }
+    if !tied {
+        return Err(AlipayError::Unverified(format!(
+            "answer does not echo the trade asked about ({})",
+            trade_ref_text(trade)
+        )));
+    }
+    Ok(())
+}
+
+fn trade_ref_text(trade: &TradeRef) -> String {
+    match trade {
+        TradeRef::Merchant(m) => format!("out_trade_no {m}"),
+        TradeRef::Alipay(t) => format!("trade_no {t}"),
+        TradeRef::Both(m, t) => format!("out_trade_no {m}, trade_no {t}"),
+    }
 }
 
 /// `notify_verify` answers a bare `true` / `false`, not XML.

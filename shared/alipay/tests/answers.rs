@@ -4,11 +4,14 @@
 
 use std::collections::HashMap;
 
-use vendpay_alipay::response::{parse_answer, qrcode_info, refund_outcome, trade_query};
-use vendpay_alipay::{
-    presign_string, AlipayConfig, AlipayError, ConfigError, SignType, Signer, Verifier,
+use vendpay_alipay::response::{
+    parse_answer, qrcode_info, qrcode_status_answer, refund_outcome, trade_query,
 };
-use vendpay_domain::{Currency, Money, RefundId};
+use vendpay_alipay::{
+    presign_string, AlipayConfig, AlipayError, ConfigError, ErrorCode, SignType, Signer, TradeRef,
+    Verifier,
+};
+use vendpay_domain::{Currency, MerchantTradeNo, Money, RefundId, TradeNo};
 
 const MD5_KEY: &str = "10000000000000000000000000000000";
 
@@ -177,11 +180,130 @@ fn qrcode_and_query_answers_must_come_in_their_own_node() {
         ("alipay_trans_status", "TRADE_SUCCESS"),
         ("trans_amount", "5.00"),
         ("currency", "CNY"),
+        ("out_trade_no", "VP1"),
+        ("alipay_trans_id", "T1"),
     ];
-    assert!(trade_query(parse_answer(&signed("alipay", &query), &verifier()).unwrap()).is_ok());
-    assert!(
-        trade_query(parse_answer(&signed("qrcodeinfo", &query), &verifier()).unwrap()).is_err()
+    assert!(query_for(&both("VP1", "T1"), &signed("alipay", &query)).is_ok());
+    assert!(query_for(&both("VP1", "T1"), &signed("qrcodeinfo", &query)).is_err());
+}
+
+fn both(out_trade_no: &str, trade_no: &str) -> TradeRef {
+    TradeRef::Both(
+        MerchantTradeNo::parse(out_trade_no).unwrap(),
+        TradeNo::parse(trade_no).unwrap(),
+    )
+}
+
+fn query_for(trade: &TradeRef, body: &[u8]) -> Result<vendpay_alipay::TradeQuery, AlipayError> {
+    trade_query(parse_answer(body, &verifier())?, trade)
+}
+
+/// A paid trade's query answer with `echo` as its trade ids.
+fn paid_query(echo: &[(&'static str, &'static str)]) -> Vec<u8> {
+    let mut fields = vec![
+        ("result_code", "SUCCESS"),
+        ("alipay_trans_status", "TRADE_SUCCESS"),
+        ("trans_amount", "5.00"),
+        ("currency", "CNY"),
+    ];
+    fields.extend_from_slice(echo);
+    signed("alipay", &fields)
+}
+
+fn assert_unverified<T: std::fmt::Debug>(what: &str, got: Result<T, AlipayError>) {
+    match got {
+        Err(AlipayError::Unverified(_)) => {}
+        other => panic!("{what}: must be an unverifiable answer, is {other:?}"),
+    }
+}
+
+#[test]
+fn a_query_answer_must_echo_the_trade_asked_about() {
+    let asked = both("VP1", "T1");
+    let ok = query_for(
+        &asked,
+        &paid_query(&[("out_trade_no", "VP1"), ("alipay_trans_id", "T1")]),
+    )
+    .unwrap();
+    assert_eq!(
+        ok.out_trade_no,
+        Some(MerchantTradeNo::parse("VP1").unwrap())
     );
+    assert_eq!(ok.trade_no, Some(TradeNo::parse("T1").unwrap()));
+    // The documentation's other name for our trade number is checked the same way.
+    assert!(query_for(
+        &asked,
+        &paid_query(&[("partner_trans_id", "VP1"), ("alipay_trans_id", "T1")])
+    )
+    .is_ok());
+    // One id is enough to tie the answer to the request, if it is one we asked about.
+    assert!(query_for(&asked, &paid_query(&[("alipay_trans_id", "T1")])).is_ok());
+    let by_trade_no = TradeRef::Alipay(TradeNo::parse("T1").unwrap());
+    assert!(query_for(
+        &by_trade_no,
+        &paid_query(&[("out_trade_no", "VP9"), ("alipay_trans_id", "T1")])
+    )
+    .is_ok());
+
+    assert_unverified(
+        "another trade's trade_no",
+        query_for(
+            &asked,
+            &paid_query(&[("out_trade_no", "VP1"), ("alipay_trans_id", "T2")]),
+        ),
+    );
+    assert_unverified(
+        "another trade's out_trade_no",
+        query_for(
+            &asked,
+            &paid_query(&[("out_trade_no", "VP2"), ("alipay_trans_id", "T1")]),
+        ),
+    );
+    assert_unverified(
+        "another trade's partner_trans_id",
+        query_for(&asked, &paid_query(&[("partner_trans_id", "VP2")])),
+    );
+    assert_unverified(
+        "out_trade_no and partner_trans_id disagree",
+        query_for(
+            &asked,
+            &paid_query(&[("out_trade_no", "VP1"), ("partner_trans_id", "VP2")]),
+        ),
+    );
+    assert_unverified("no echo at all", query_for(&asked, &paid_query(&[])));
+    let by_out = TradeRef::Merchant(MerchantTradeNo::parse("VP1").unwrap());
+    assert_unverified(
+        "only an id we did not ask about",
+        query_for(&by_out, &paid_query(&[("alipay_trans_id", "T1")])),
+    );
+    assert!(query_for(&by_out, &paid_query(&[("out_trade_no", "VP1")])).is_ok());
+
+    // Alipay's "no such trade" names no trade: it stays Alipay's answer (a permanent refusal).
+    match query_for(
+        &asked,
+        &signed(
+            "alipay",
+            &[("result_code", "FAIL"), ("error", "TRADE_NOT_EXIST")],
+        ),
+    ) {
+        Err(AlipayError::Failed(ErrorCode::Other(code))) => assert_eq!(code, "TRADE_NOT_EXIST"),
+        other => panic!("TRADE_NOT_EXIST: {other:?}"),
+    }
+}
+
+#[test]
+fn a_qrcode_status_answer_must_come_in_a_qrcode_node() {
+    let fields = [("qrcode", "https://qr.alipay.com/abc"), ("status", "STOP")];
+    let status = |body: &[u8]| qrcode_status_answer(parse_answer(body, &verifier())?);
+    assert!(status(&signed("qrcodeinfo", &fields)).is_ok());
+    // A correctly signed node of another service (a refund's, a query's), replayed.
+    assert_unverified(
+        "an <alipay> node",
+        status(&signed("alipay", &[("result_code", "SUCCESS")])),
+    );
+    assert_unverified("a <refund> node", status(&signed("refund", &fields)));
+    // Accepted without any signed node at all: nothing ties it to our request.
+    assert!(status(b"<alipay><is_success>T</is_success></alipay>").is_err());
 }
 
 fn config_with_gateway(url: &str) -> Result<AlipayConfig, ConfigError> {

@@ -19,10 +19,13 @@ use vendpay_alipay::response::{
     BusinessNode,
 };
 use vendpay_alipay::time::{format_gmt8, parse_gmt8};
-use vendpay_alipay::{presign_string, SignType, Signer, Verifier};
+use vendpay_alipay::{presign_string, SignType, Signer, TradeRef, Verifier};
 use vendpay_api::auth::{self, AuthError, SignedRequest, MAX_SKEW_SECS};
 use vendpay_api::{input, QueuedRequest};
-use vendpay_domain::{Currency, Money, OrderId, RefundId, RequestId, SessionId, Slot, Timestamp};
+use vendpay_domain::{
+    Currency, MerchantTradeNo, Money, OrderId, RefundId, RequestId, SessionId, Slot, Timestamp,
+    TradeNo,
+};
 
 /// Every target: its name (the `fuzz_targets/<name>.rs` binary and the `corpus/<name>/` directory) and
 /// its check.
@@ -230,7 +233,12 @@ pub fn check_alipay_xml(data: &[u8]) {
 
 fn interpret(answer: &Answer) {
     let _ = qrcode_info(answer.clone());
-    let _ = trade_query(answer.clone());
+    let (Ok(out), Ok(trade)) = (MerchantTradeNo::parse("VP1"), TradeNo::parse("T1")) else {
+        panic!("constants");
+    };
+    if let Ok(q) = trade_query(answer.clone(), &TradeRef::Both(out.clone(), trade.clone())) {
+        assert!(q.out_trade_no.is_none_or(|o| o == out) && q.trade_no.is_none_or(|t| t == trade));
+    }
     let (Ok(id), Some(asked)) = (RefundId::parse("R1"), Money::new(500, Currency::Cny)) else {
         panic!("constants");
     };
