@@ -8,11 +8,11 @@ async fn main() -> Result<(), Error> {
     let env = Env::from_process(&device_api::settings())?
         .resolve(&sdk)
         .await?;
-    let routes = device_api::build(&sdk, &env)
+    let api = device_api::build(&sdk, &env)
         .inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
-    let routes = &routes;
+    let api = &api;
     lambda_runtime::run(service_fn(move |event| {
-        device_api::handler::handle(routes, event)
+        device_api::handler::handle(api, event)
     }))
     .await
 }

@@ -198,7 +198,7 @@ impl Proxy {
 /// One function's state, built the way its `main.rs` builds it, behind its own recording proxy.
 pub struct Functions {
     pub notify: vendpay_api::NotifyRoute,
-    pub device: vendpay_api::DeviceRoutes,
+    pub device: device_api::DeviceApi,
     pub admin: vendpay_api::AdminRoutes,
     pub deadline: vendpay_app::Ledger,
     pub refunds: refund_executor::Executor,
@@ -300,6 +300,7 @@ impl World {
                 "arn:aws:iam::123456789012:role/vendpay-scheduler".to_owned(),
             ),
             ("REFUND_QUEUE_URL", refund_queue.clone()),
+            ("DEVICE_EVENTS_QUEUE_URL", device_queue.clone()),
             ("DEVICE_KEY", format!("secretsmanager:{device_secret}")),
             (
                 "PUBLIC_BASE_URL",
