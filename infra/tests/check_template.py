@@ -77,6 +77,10 @@ SQS_CONSUMER_ACTIONS = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueue
 # Actions on the consumer's own queue (the mapping's, plus the backoff of refund-executor).
 OWN_QUEUE_ACTIONS = set(SQS_CONSUMER_ACTIONS) | {"sqs:ChangeMessageVisibility"}
 
+# Queue URLs a consumer reads only to change the visibility of the messages it consumes (a retry's
+# backoff), never to send to: each must name the function's own queue, and grants no sqs:SendMessage.
+OWN_QUEUE_URL_VARS = {"device-api": "DEVICE_EVENTS_QUEUE_URL"}
+
 # Who consumes which queue (logical ids), and the queues whose messages must leave at once (refunds
 # within 2 s, deadlines on time): no batching window there.
 CONSUMERS = {
@@ -90,7 +94,14 @@ NO_BATCHING_WINDOW = {"DeadlineQueue", "RefundQueue"}
 # Every alert found in a function crate's code (ALERT_IN_CODE) needs a metric filter and an alarm; these are
 # the ones the scan must at least find, so a scan that silently finds nothing fails too.
 ALERTS = {
-    "refund-executor": {"refund_failed_permanently", "refund_message_refused"},
+    # refund_stuck and refund_succeeded_after_failure are logged by vendpay-app's ledger when the
+    # executor records them.
+    "refund-executor": {
+        "refund_failed_permanently",
+        "refund_message_refused",
+        "refund_stuck",
+        "refund_succeeded_after_failure",
+    },
     "device-api": {"device_event_refused"},
     # deadline_failed is logged by the sweep in vendpay-app, which the deadline function runs.
     # ... and unreadable_row by the stores when the sweep lists pending refunds.
@@ -479,7 +490,10 @@ def check(raw: dict, manifests: dict, env_spec: dict, table_def: dict, crates: d
             return r
 
         table = env_ref("TABLE_NAME", tables)
-        send_queues = {q for var in env if var.endswith("_QUEUE_URL") for q in [env_ref(var, queues)] if q}
+        own_url_var = OWN_QUEUE_URL_VARS.get(binary)
+        send_queues = {
+            q for var in env if var.endswith("_QUEUE_URL") and var != own_url_var for q in [env_ref(var, queues)] if q
+        }
         group = env_ref("SCHEDULE_GROUP_NAME", groups)
         scheduler_role = None
         if "SCHEDULER_ROLE_ARN" in env:
@@ -520,6 +534,10 @@ def check(raw: dict, manifests: dict, env_spec: dict, table_def: dict, crates: d
             err(f"{who}: more than one event source mapping ({mappings})")
         if want_queue != own_queue:
             err(f"{who}: must consume {want_queue or 'no queue'}, consumes {own_queue or 'no queue'}")
+        if own_url_var in env:
+            named = env_ref(own_url_var, queues)
+            if named and named != own_queue:
+                err(f"{who}: {own_url_var} must be !Ref {own_queue or 'the queue it consumes'}, is !Ref {named}")
 
         # IAM
         role_ga = getatt_of(fp.get("Role"))
@@ -859,6 +877,11 @@ MUTATIONS = [
         "SendMessage to a queue the function is not configured with",
         lambda t, m: _stmt(t, "AlipayNotifyRole", "Queues")["Resource"].append({"Fn::GetAtt": ["DeviceEventsQueue", "Arn"]}),
         "alipay-notify: sqs:SendMessage on",
+    ),
+    (
+        "the queue URL of a consumer's backoff naming another queue",
+        lambda t, m: _fn(t, "DeviceApiFunction")["Environment"]["Variables"].__setitem__("DEVICE_EVENTS_QUEUE_URL", {"Ref": "RefundQueue"}),
+        "device-api: DEVICE_EVENTS_QUEUE_URL must be !Ref DeviceEventsQueue",
     ),
     (
         "PassRole on another role",

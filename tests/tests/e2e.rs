@@ -353,6 +353,89 @@ async fn refund_timing_out_then_succeeds_once() {
     refund_with_fault("timeout", Duration::from_secs(45)).await;
 }
 
+/// A refund whose answers cannot be verified (the sandbox still makes the refund, then spoils every
+/// answer to it) is never recorded failed: it stays pending, is retried under its one id, and the first
+/// verified answer after the fault clears (REPEATED_REFUNDMENT_REQUEST with the amount) settles it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unverifiable_refund_answers_stay_pending_until_a_late_verified_success() {
+    let h = Harness::start(&[("PAY_FIRST_WINDOW_SECS", "1")]).await;
+    let faults = [
+        "bad_signature",
+        "unexpected_node",
+        "request_timeout",
+        "repeated_without_amount",
+    ];
+    let mut cases = Vec::new();
+    for fault in faults {
+        let m = h
+            .register(&format!("vm-{}", fault.replace('_', "-")), "pay_first")
+            .await;
+        let receipt = h.pay(&m, 500).await;
+        let trade = receipt["trade_no"].as_str().expect("trade_no").to_owned();
+        // The session's one refund is `{trade}-r1`; set before the 1 s window ends.
+        let refund_id = format!("{trade}-r1");
+        h.faults(json!({"refunds": {refund_id.clone(): fault}}))
+            .await;
+        cases.push((fault, trade, refund_id));
+    }
+    let log_of = |trade: &str, log: &[Value]| -> Vec<Value> {
+        log.iter()
+            .filter(|r| r["trade_no"] == trade)
+            .cloned()
+            .collect()
+    };
+    for (fault, trade, refund_id) in &cases {
+        let sid = format!("s:{trade}");
+        // Retried at least twice, never recorded failed, and the session waits for it.
+        wait_for(
+            &format!("{fault}: retried"),
+            Duration::from_secs(20),
+            async || {
+                let log = log_of(trade, &h.sandbox_list("refunds").await);
+                (log.iter().filter(|r| r["verdict"] == "retry").count() >= 2).then_some(())
+            },
+        )
+        .await;
+        let log = log_of(trade, &h.sandbox_list("refunds").await);
+        assert!(
+            log.iter().all(|r| r["verdict"] == "retry"),
+            "{fault}: {log:?}"
+        );
+        assert!(
+            log.iter()
+                .all(|r| r["refund_id"] == refund_id.as_str() && r["amount"] == cny(500)),
+            "{fault}: {log:?}"
+        );
+        let s = h.admin_session(&sid).await;
+        assert_eq!(s["phase"], "settling", "{fault}: {s}");
+        assert_eq!(s["refunds"][0]["status"], "pending", "{fault}: {s}");
+    }
+    // Alipay's answers become readable again: the next retry of each is a verified success.
+    let clear: serde_json::Map<String, Value> = cases
+        .iter()
+        .map(|(_, _, id)| (id.clone(), Value::Null))
+        .collect();
+    h.faults(json!({ "refunds": clear })).await;
+    for (fault, trade, _) in &cases {
+        let closed = wait_closed(&h, &format!("s:{trade}"), Duration::from_secs(40)).await;
+        assert_eq!(
+            closed["refunds"][0]["status"], "succeeded",
+            "{fault}: {closed}"
+        );
+        let log = log_of(trade, &h.sandbox_list("refunds").await);
+        assert_eq!(
+            log.iter().filter(|r| r["verdict"] == "succeeded").count(),
+            1,
+            "{fault}: {log:?}"
+        );
+        assert!(
+            log.iter().all(|r| r["verdict"] != "failed"),
+            "{fault}: {log:?}"
+        );
+    }
+    h.stop().await;
+}
+
 // 5. Forged notifications.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_notifications_are_refused_and_move_no_money() {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use tracing::Instrument;
-use vendpay_app::RefundMessage;
+use vendpay_app::{RefundAttempt, RefundMessage};
 use vendpay_domain::RefundStatus;
 use vendpay_lambda::sqs::{self, Record, RecordError};
 
@@ -28,20 +28,26 @@ async fn message(executor: &Executor, r: Record<'_>) -> Result<(), RecordError> 
     })?;
     let span = tracing::info_span!("refund", refund_id = %m.refund_id, session = %m.session);
     async move {
+        // The next attempt is this message's return after the backoff `delay` gives it.
+        let retry_in = backoff(r.receive_count);
         match executor
             .ledger
-            .execute_refund(&m.refund_id, &*executor.alipay)
+            .execute_refund(&m.refund_id, &*executor.alipay, retry_in)
             .await
         {
-            Ok(RefundStatus::Failed) => {
+            Ok(RefundAttempt::Settled(RefundStatus::Failed)) => {
                 tracing::error!(
                     alert = "refund_failed_permanently",
-                    "Alipay refused the refund for good; the customer's money needs an operator"
+                    "Alipay refused the refund in a verified answer to this very request; reconcile the trade with Alipay before paying the customer any other way"
                 );
                 Ok(())
             }
-            Ok(status) => {
+            Ok(RefundAttempt::Settled(status)) => {
                 tracing::info!(?status, "refund settled");
+                Ok(())
+            }
+            Ok(RefundAttempt::InFlight) => {
+                tracing::info!("another send holds this refund; this copy of the message is dropped");
                 Ok(())
             }
             Err(e) if e.is_retryable() => {

@@ -140,7 +140,8 @@ fn purchase(p: &Purchase) -> Value {
     })
 }
 
-fn refund(r: &Refund) -> Value {
+/// `stuck`: pending for an hour without a verified answer (reconcile it with Alipay).
+fn refund(r: &Refund, stuck: bool) -> Value {
     let reason = match r.reason {
         RefundReason::Settlement => "settlement".to_owned(),
         RefundReason::Overpayment => "overpayment".to_owned(),
@@ -160,6 +161,7 @@ fn refund(r: &Refund) -> Value {
         "amount": money(r.amount),
         "reason": reason,
         "status": status,
+        "stuck": stuck && r.status == RefundStatus::Pending,
         "issued_at": time(r.issued_at),
     })
 }
@@ -188,6 +190,13 @@ fn anomaly(a: &Anomaly) -> Value {
         AnomalyKind::RefundFailed { refund_id } => {
             ("refund_failed", json!({"refund_id": refund_id.as_str()}))
         }
+        AnomalyKind::RefundSucceededAfterFailure { refund_id } => (
+            "refund_succeeded_after_failure",
+            json!({"refund_id": refund_id.as_str()}),
+        ),
+        AnomalyKind::RefundStuck { refund_id } => {
+            ("refund_stuck", json!({"refund_id": refund_id.as_str()}))
+        }
     };
     json!({"kind": kind, "at": time(a.at), "detail": detail})
 }
@@ -213,7 +222,13 @@ pub fn session_detail(s: &Session) -> Value {
             "purchases".into(),
             s.purchases.iter().map(purchase).collect(),
         );
-        obj.insert("refunds".into(), s.refunds.iter().map(refund).collect());
+        obj.insert(
+            "refunds".into(),
+            s.refunds
+                .iter()
+                .map(|r| refund(r, s.refund_is_stuck(&r.id)))
+                .collect(),
+        );
         obj.insert(
             "anomalies".into(),
             s.anomalies.iter().map(anomaly).collect(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use vendpay_domain::*;
 
-use crate::ledger::{AppError, Ledger};
+use crate::ledger::{AppError, Ledger, RefundAttempt, RefundGateway, RefundOrder, RefundVerdict};
 use crate::ports::*;
 
 /// A store for the suite: both ports on one backend.
@@ -32,6 +32,7 @@ where
     the_device_guard_serialises_device_commands(make().await).await;
     the_deadline_index_finds_overdue_sessions_only(make().await).await;
     pending_refunds_are_listed_until_final(make().await).await;
+    a_refund_is_sent_by_one_sender_at_a_time(make().await).await;
     racing_commits_on_one_version_let_exactly_one_win(make().await).await;
     ledger_racing_purchases_never_overspend(make().await).await;
     ledger_duplicate_notifications_credit_once(make().await).await;
@@ -39,6 +40,7 @@ where
     ledger_a_hundred_cent_top_ups_settle_in_writes_that_fit(make().await).await;
     ledger_the_sweep_goes_on_past_a_session_that_fails(make().await).await;
     ledger_order_ids_and_purchase_ids_share_one_namespace(make().await).await;
+    ledger_one_send_of_a_refund_at_a_time_and_no_resend_storm(make().await).await;
 }
 
 pub const T0: i64 = 1_700_000_000_000;
@@ -116,6 +118,7 @@ async fn open_session<S: Store>(
         trade: Some((id(trade), outcome.clone())),
         request: None,
         refunds: vec![],
+        send: None,
     };
     store.commit(&commit).await.expect("commit");
     t.session(&outcome.session).expect("written").clone()
@@ -307,6 +310,7 @@ async fn a_failed_condition_writes_nothing<S: Store>(store: Arc<S>) {
             expires_at: Timestamp::from_millis(T0),
         }),
         refunds: vec![],
+        send: None,
     };
     assert!(
         matches!(store.commit(&commit).await, Err(StoreError::Conflict(_))),
@@ -508,7 +512,10 @@ async fn pending_refunds_are_listed_until_final<S: Store>(store: Arc<S>) {
         .await
         .expect("end commit");
     assert_eq!(
-        store.pending_refunds(10).await.expect("pending"),
+        store
+            .pending_refunds(Timestamp::FAR_FUTURE, 10)
+            .await
+            .expect("pending"),
         vec![row(RefundStatus::Pending)]
     );
     let t = settle_refund(&ended, &r.id, RefundOutcome::Succeeded, now).expect("settle");
@@ -520,7 +527,175 @@ async fn pending_refunds_are_listed_until_final<S: Store>(store: Arc<S>) {
         })
         .await
         .expect("settle commit");
-    assert_eq!(store.pending_refunds(10).await.expect("pending"), vec![]);
+    assert_eq!(
+        store
+            .pending_refunds(Timestamp::FAR_FUTURE, 10)
+            .await
+            .expect("pending"),
+        vec![]
+    );
+    assert_eq!(
+        store.refund(&r.id).await.expect("refund"),
+        Some(row(RefundStatus::Succeeded))
+    );
+}
+
+fn send(refund_id: &RefundId, when: SendCondition, until: Option<i64>, next: i64) -> Commit {
+    Commit {
+        send: Some(RefundSend {
+            refund_id: refund_id.clone(),
+            when,
+            in_flight_until: until.map(Timestamp::from_millis),
+            next_attempt_at: Timestamp::from_millis(next),
+        }),
+        ..Commit::default()
+    }
+}
+
+fn free(now: i64, due_by: Option<i64>) -> SendCondition {
+    SendCondition::Free {
+        now: Timestamp::from_millis(now),
+        due_by: due_by.map(Timestamp::from_millis),
+    }
+}
+
+async fn a_refund_is_sent_by_one_sender_at_a_time<S: Store>(store: Arc<S>) {
+    store
+        .register(&device_record("vm-1", Mode::PayFirst))
+        .await
+        .expect("register");
+    let s = open_session(&*store, "vm-1", "T1", 700, 0).await;
+    let issued = T0 + 1000;
+    let device = store
+        .device(&id("vm-1"))
+        .await
+        .expect("read")
+        .expect("exists")
+        .device;
+    let t = end_session(&device, Some(&s), None, Timestamp::from_millis(issued)).expect("end");
+    let ended = t.session(&s.id).expect("written").clone();
+    let r = ended.refunds[0].clone();
+    let row = |status| RefundRecord {
+        refund_id: r.id.clone(),
+        session: s.id.clone(),
+        trade_no: r.trade_no.clone(),
+        amount: r.amount,
+        status,
+        issued_at: r.issued_at,
+    };
+    store
+        .commit(&Commit {
+            sessions: vec![ended.clone()],
+            refunds: vec![row(RefundStatus::Pending)],
+            ..Commit::default()
+        })
+        .await
+        .expect("end commit");
+    let pending = |due_by: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .pending_refunds(Timestamp::from_millis(due_by), 10)
+                .await
+                .expect("pending")
+                .len()
+        }
+    };
+    // A new refund's next attempt is its issue.
+    assert_eq!(pending(issued - 1).await, 0);
+    assert_eq!(pending(issued).await, 1);
+
+    // Ten senders race for it: exactly one holds it.
+    let now = issued + 10;
+    let lease = now + 60_000;
+    let racers = (0..10).map(|_| {
+        let store = store.clone();
+        let claim = send(&r.id, free(now, None), Some(lease), lease);
+        async move { store.commit(&claim).await }
+    });
+    let results = join_all(racers.collect()).await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "one send at a time: {results:?}"
+    );
+    assert!(results
+        .iter()
+        .all(|r| r.is_ok() || matches!(r, Err(StoreError::Conflict(_)))));
+    // While held it is not due for the sweep, and the sweep cannot take it.
+    assert_eq!(pending(lease - 1).await, 0);
+    assert!(matches!(
+        store
+            .commit(&send(&r.id, free(now + 1, Some(now + 1)), None, now + 1))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    // A lease that ran out (its sender crashed) can be taken over; the old holder then releases nothing.
+    let lease2 = lease + 60_000;
+    store
+        .commit(&send(&r.id, free(lease, None), Some(lease2), lease2))
+        .await
+        .expect("expired lease taken over");
+    assert!(matches!(
+        store
+            .commit(&send(
+                &r.id,
+                SendCondition::HeldUntil(Timestamp::from_millis(lease)),
+                None,
+                lease + 5
+            ))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    // The holder releases it with its next attempt; then it is free and due at that time.
+    let next = lease + 5_000;
+    store
+        .commit(&send(
+            &r.id,
+            SendCondition::HeldUntil(Timestamp::from_millis(lease2)),
+            None,
+            next,
+        ))
+        .await
+        .expect("release");
+    assert_eq!(pending(next - 1).await, 0);
+    assert_eq!(pending(next).await, 1);
+    // The sweep takes it only while still overdue: two sweeps, one re-send.
+    let sweep_at = next + 70_000;
+    let take = send(&r.id, free(sweep_at, Some(next)), None, sweep_at);
+    store.commit(&take).await.expect("sweep takes it");
+    assert!(matches!(
+        store.commit(&take).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // A final refund is never claimed again.
+    let t = settle_refund(
+        &ended,
+        &r.id,
+        RefundOutcome::Succeeded,
+        Timestamp::from_millis(sweep_at),
+    )
+    .expect("settle");
+    store
+        .commit(&Commit {
+            sessions: t.sessions.clone(),
+            refunds: vec![row(RefundStatus::Succeeded)],
+            ..Commit::default()
+        })
+        .await
+        .expect("settle commit");
+    assert!(matches!(
+        store
+            .commit(&send(
+                &r.id,
+                free(sweep_at + 1, None),
+                Some(lease2 * 2),
+                lease2 * 2
+            ))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(pending(i64::MAX).await, 0);
     assert_eq!(
         store.refund(&r.id).await.expect("refund"),
         Some(row(RefundStatus::Succeeded))
@@ -812,7 +987,13 @@ async fn ledger_full_pay_first_flow<S: Store>(store: Arc<S>) {
         .expect("read")
         .expect("session");
     assert_eq!(s.phase, Phase::Closed);
-    assert_eq!(store.pending_refunds(10).await.expect("pending"), vec![]);
+    assert_eq!(
+        store
+            .pending_refunds(Timestamp::FAR_FUTURE, 10)
+            .await
+            .expect("pending"),
+        vec![]
+    );
 }
 
 /// A store that counts the actions of every commit the way DynamoDB does (one per device guard,
@@ -832,6 +1013,7 @@ pub fn commit_actions(c: &Commit) -> usize {
         + usize::from(c.trade.is_some())
         + usize::from(c.request.is_some())
         + c.refunds.len()
+        + usize::from(c.send.is_some())
 }
 
 #[async_trait]
@@ -870,8 +1052,12 @@ impl<S: Store> SessionStore for Limited<S> {
     async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<SessionId>, StoreError> {
         self.inner.due(now, limit).await
     }
-    async fn pending_refunds(&self, limit: usize) -> Result<Vec<RefundRecord>, StoreError> {
-        self.inner.pending_refunds(limit).await
+    async fn pending_refunds(
+        &self,
+        due_by: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<RefundRecord>, StoreError> {
+        self.inner.pending_refunds(due_by, limit).await
     }
 }
 
@@ -1043,4 +1229,137 @@ async fn ledger_order_ids_and_purchase_ids_share_one_namespace<S: Store>(store: 
         .await
         .expect("vend order");
     assert_eq!(s.order().map(|o| o.status), Some(OrderStatus::Delivered));
+}
+
+/// A gateway that, during its first call, delivers a copy of the same refund message (the sweep's, or
+/// a duplicate SQS delivery) and records what that copy came to; every call answers `verdict`.
+struct Racing {
+    ledger: Mutex<Option<Ledger>>,
+    copy: Mutex<Option<Result<RefundAttempt, AppError>>>,
+    calls: std::sync::atomic::AtomicUsize,
+    verdict: RefundVerdict,
+}
+
+#[async_trait]
+impl RefundGateway for Racing {
+    async fn refund(&self, order: &RefundOrder) -> RefundVerdict {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let ledger = self.ledger.lock().ok().and_then(|mut l| l.take());
+        if let (0, Some(ledger)) = (n, ledger) {
+            let copy = ledger
+                .execute_refund(&order.refund_id, self, Duration::from_secs(5))
+                .await;
+            if let Ok(mut c) = self.copy.lock() {
+                *c = Some(copy);
+            }
+        }
+        self.verdict.clone()
+    }
+}
+
+async fn ledger_one_send_of_a_refund_at_a_time_and_no_resend_storm<S: Store>(store: Arc<S>) {
+    store
+        .register(&device_record("vm-1", Mode::PayFirst))
+        .await
+        .expect("register");
+    let (ledger, rec, clock) = ledger(store.clone());
+    let dev: DeviceId = id("vm-1");
+    let outcome = ledger
+        .payment(&dev, &payment("T1", 500))
+        .await
+        .expect("pay");
+    ledger.end(&dev).await.expect("end");
+    let refund_id = rec
+        .refunds
+        .lock()
+        .map(|r| r[0].refund_id.clone())
+        .expect("one refund issued");
+    let unknown = |with_copy: Option<Ledger>| Racing {
+        ledger: Mutex::new(with_copy),
+        copy: Mutex::new(None),
+        calls: Default::default(),
+        verdict: RefundVerdict::Retry("an answer we cannot verify".into()),
+    };
+    let retry_in = Duration::from_secs(5);
+
+    // A copy delivered while the first send is in flight never reaches Alipay.
+    let gw = unknown(Some(ledger.clone()));
+    let first = ledger.execute_refund(&refund_id, &gw, retry_in).await;
+    assert!(
+        matches!(first, Err(AppError::RefundPending(..))),
+        "{first:?}"
+    );
+    assert_eq!(gw.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        gw.copy.lock().map(|c| c.clone()).expect("copy ran"),
+        Some(Ok(RefundAttempt::InFlight))
+    );
+
+    // The sweep re-sends only a refund whose next attempt is overdue by its grace, once.
+    let grace = Duration::from_secs(60);
+    let resent = |ledger: Ledger| async move {
+        ledger
+            .sweep(100, grace)
+            .await
+            .expect("sweep")
+            .refunds_resent
+    };
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(resent(ledger.clone()).await, 0, "its retry is on its way");
+    clock.advance(Duration::from_secs(40));
+    assert_eq!(resent(ledger.clone()).await, 1, "its retry is overdue");
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(resent(ledger.clone()).await, 0, "re-sent a moment ago");
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(resent(ledger.clone()).await, 1, "that message was lost too");
+
+    // An hour without a verified verdict: raised stuck, once, and still pending.
+    clock.advance(Duration::from_secs(3600));
+    for _ in 0..2 {
+        let r = ledger
+            .execute_refund(&refund_id, &unknown(None), retry_in)
+            .await;
+        assert!(matches!(r, Err(AppError::RefundPending(..))), "{r:?}");
+        clock.advance(Duration::from_secs(10));
+    }
+    let s = store
+        .session(&outcome.session)
+        .await
+        .expect("read")
+        .expect("session");
+    assert!(s.refund_is_stuck(&refund_id));
+    let raised = s
+        .anomalies
+        .iter()
+        .filter(|a| matches!(a.kind, AnomalyKind::RefundStuck { .. }))
+        .count();
+    assert_eq!(raised, 1);
+    assert_eq!(
+        s.refund(&refund_id).map(|r| r.status),
+        Some(RefundStatus::Pending)
+    );
+    assert_eq!(s.phase, Phase::Settling);
+
+    // A late verified success settles it.
+    let ok = Racing {
+        verdict: RefundVerdict::Succeeded,
+        ..unknown(None)
+    };
+    assert_eq!(
+        ledger.execute_refund(&refund_id, &ok, retry_in).await,
+        Ok(RefundAttempt::Settled(RefundStatus::Succeeded))
+    );
+    let s = store
+        .session(&outcome.session)
+        .await
+        .expect("read")
+        .expect("session");
+    assert_eq!(s.phase, Phase::Closed);
+    assert_eq!(
+        store
+            .pending_refunds(Timestamp::FAR_FUTURE, 10)
+            .await
+            .expect("pending"),
+        vec![]
+    );
 }

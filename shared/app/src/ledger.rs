@@ -13,16 +13,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use vendpay_domain::{
-    deadline_due, end_session, place_order, receive_payment, report_vend, request_purchase,
-    settle_refund, Clock, DeviceId, Effect, IncomingPayment, MerchantTradeNo, Money, OrderId,
-    PaymentOutcome, PurchaseAnswer, PurchaseRequest, PurchaseStatus, RefundId, RefundOutcome,
-    RefundStatus, Rejection, Reply, RequestId, Session, SessionId, Slot, Timestamp, TradeNo,
-    Transition, Windows,
+    deadline_due, end_session, place_order, receive_payment, refund_unresolved, report_vend,
+    request_purchase, settle_refund, AnomalyKind, Clock, DeviceId, Effect, IncomingPayment,
+    MerchantTradeNo, Money, OrderId, PaymentOutcome, PurchaseAnswer, PurchaseRequest,
+    PurchaseStatus, RefundId, RefundOutcome, RefundStatus, Rejection, Reply, RequestId, Session,
+    SessionId, Slot, Timestamp, TradeNo, Transition, Windows,
 };
 
 use crate::ports::{
     Commit, DeadlineMessage, DeadlineScheduler, DeviceGuard, Machine, RefundMessage, RefundQueue,
-    RefundRecord, RequestRecord, SessionStore, StoreError,
+    RefundRecord, RefundSend, RequestRecord, SendCondition, SessionStore, StoreError,
 };
 
 /// How long a machine request's answer is kept for retries (design §3: at least 48 h).
@@ -61,6 +61,19 @@ impl AppError {
             _ => false,
         }
     }
+}
+
+/// How long one send of a refund may hold it (longer than any send can take: the refund executor's
+/// Lambda timeout is 30 s, the local gateway client's a few seconds).
+pub const REFUND_SEND_LEASE: Duration = Duration::from_secs(60);
+
+/// What one run of [`Ledger::execute_refund`] came to (an unknown verdict is an error: retry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefundAttempt {
+    /// The refund is final: this run recorded a verified verdict, or one was recorded before.
+    Settled(RefundStatus),
+    /// Another send holds the refund; this message is a copy and is dropped.
+    InFlight,
 }
 
 /// What a refund attempt is sent with. Every retry sends the same id and amount.
@@ -472,17 +485,39 @@ impl Ledger {
                 .due(now, limit.saturating_add(report.deadlines_failed))
                 .await?;
         }
-        for r in self.store.pending_refunds(limit).await? {
-            if r.issued_at.plus(refund_grace) <= now {
-                let message = RefundMessage {
+        // Only refunds whose next attempt is overdue by the grace: no message is expected to carry
+        // them any more (lost, dead-lettered, or its sender crashed). Taking one moves its next attempt
+        // to now, so a concurrent or the next sweep leaves it alone while this message is on its way.
+        let overdue = now.minus(refund_grace);
+        for r in self.store.pending_refunds(overdue, limit).await? {
+            let take = Commit {
+                send: Some(RefundSend {
                     refund_id: r.refund_id.clone(),
-                    session: r.session.clone(),
-                };
-                if let Err(e) = self.refunds.enqueue(&message).await {
-                    tracing::warn!(refund_id = %r.refund_id, error = %e, "sweep could not re-send refund");
-                } else {
-                    report.refunds_resent += 1;
+                    when: SendCondition::Free {
+                        now,
+                        due_by: Some(overdue),
+                    },
+                    in_flight_until: None,
+                    next_attempt_at: now,
+                }),
+                ..Commit::default()
+            };
+            match self.store.commit(&take).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => {
+                    tracing::warn!(refund_id = %r.refund_id, error = %e, "sweep could not take the refund to re-send it");
+                    continue;
                 }
+            }
+            let message = RefundMessage {
+                refund_id: r.refund_id.clone(),
+                session: r.session.clone(),
+            };
+            if let Err(e) = self.refunds.enqueue(&message).await {
+                tracing::warn!(refund_id = %r.refund_id, error = %e, "sweep could not re-send refund; the next sweep will");
+            } else {
+                report.refunds_resent += 1;
             }
         }
         Ok(report)
@@ -518,12 +553,18 @@ impl Ledger {
     }
 
     /// The refund executor: sends a pending refund to Alipay (same id, same amount, every time) and
-    /// records the verdict. An unknown verdict is returned as a retryable error so the queue retries.
+    /// records the verdict. Only a verified verdict is recorded; an unknown one (see [`RefundVerdict`])
+    /// leaves the refund pending, raises it as stuck once it has waited [`vendpay_domain::REFUND_STUCK_AFTER`], and is
+    /// returned as a retryable error so the caller tries again after `retry_in` (the next attempt the
+    /// sweep then expects). At most one send of a refund is in flight: a copy of the message that finds
+    /// another send holding the refund answers [`RefundAttempt::InFlight`] and may be dropped, because
+    /// the holder's own message carries the retry.
     pub async fn execute_refund(
         &self,
         refund_id: &RefundId,
         gateway: &dyn RefundGateway,
-    ) -> Result<RefundStatus, AppError> {
+        retry_in: Duration,
+    ) -> Result<RefundAttempt, AppError> {
         let record = self
             .store
             .refund(refund_id)
@@ -534,7 +575,7 @@ impl Ledger {
             return Err(AppError::UnknownRefund(refund_id.clone()));
         };
         if refund.status.is_final() {
-            return Ok(refund.status);
+            return Ok(RefundAttempt::Settled(refund.status));
         }
         let order = RefundOrder {
             refund_id: refund.id.clone(),
@@ -542,18 +583,84 @@ impl Ledger {
             merchant_trade_no: refund.merchant_trade_no.clone(),
             amount: refund.amount,
         };
-        match gateway.refund(&order).await {
-            RefundVerdict::Succeeded => {
-                self.refund_result(refund_id, RefundOutcome::Succeeded)
-                    .await
-            }
-            RefundVerdict::Failed(code) => {
-                tracing::error!(refund_id = %refund_id, code = %code, "refund failed permanently; an operator must act");
-                self.refund_result(refund_id, RefundOutcome::FailedPermanently)
-                    .await
-            }
-            RefundVerdict::Retry(reason) => Err(AppError::RefundPending(refund_id.clone(), reason)),
+        let now = self.clock.now();
+        let lease = now.plus(REFUND_SEND_LEASE);
+        let claim = Commit {
+            send: Some(RefundSend {
+                refund_id: refund_id.clone(),
+                when: SendCondition::Free { now, due_by: None },
+                in_flight_until: Some(lease),
+                next_attempt_at: lease,
+            }),
+            ..Commit::default()
+        };
+        match self.store.commit(&claim).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => return Ok(RefundAttempt::InFlight),
+            Err(e) => return Err(e.into()),
         }
+        let outcome = match gateway.refund(&order).await {
+            RefundVerdict::Succeeded => RefundOutcome::Succeeded,
+            RefundVerdict::Failed(code) => {
+                tracing::error!(refund_id = %refund_id, code = %code, "Alipay refused the refund in a verified answer");
+                RefundOutcome::FailedPermanently
+            }
+            RefundVerdict::Retry(reason) => {
+                let stuck = self.refund_unresolved(refund_id, &record.session).await;
+                self.release_send(refund_id, lease, retry_in).await;
+                stuck?;
+                return Err(AppError::RefundPending(refund_id.clone(), reason));
+            }
+        };
+        match self.refund_result(refund_id, outcome).await {
+            Ok(status) => Ok(RefundAttempt::Settled(status)),
+            Err(e) => {
+                // The verdict is not recorded: let the retry send again (same id, same amount, so
+                // Alipay answers the same) instead of waiting out the lease.
+                self.release_send(refund_id, lease, retry_in).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends a send that recorded no verdict. If this fails the lease simply runs out.
+    async fn release_send(&self, refund_id: &RefundId, lease: Timestamp, retry_in: Duration) {
+        let release = Commit {
+            send: Some(RefundSend {
+                refund_id: refund_id.clone(),
+                when: SendCondition::HeldUntil(lease),
+                in_flight_until: None,
+                next_attempt_at: self.clock.now().plus(retry_in),
+            }),
+            ..Commit::default()
+        };
+        match self.store.commit(&release).await {
+            Ok(()) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => {
+                tracing::warn!(refund_id = %refund_id, error = %e, "refund send not released; its lease runs out instead")
+            }
+        }
+    }
+
+    /// Raises a refund as stuck once it has gone [`vendpay_domain::REFUND_STUCK_AFTER`] without a verified verdict.
+    async fn refund_unresolved(
+        &self,
+        refund_id: &RefundId,
+        session: &SessionId,
+    ) -> Result<(), AppError> {
+        for attempt in 0..MAX_ATTEMPTS {
+            let s = self.session(session).await?;
+            let t = refund_unresolved(&s, refund_id, self.clock.now())?;
+            if t.is_noop()
+                || self
+                    .settle_session_command(&t, &s, attempt)
+                    .await?
+                    .is_some()
+            {
+                return Ok(());
+            }
+        }
+        Err(AppError::Contention(format!("refund {refund_id}")))
     }
 
     /// What the machine sees: its current session or order (closed ones read as idle).
@@ -617,6 +724,7 @@ impl Ledger {
             trade: None,
             request: None,
             refunds,
+            send: None,
         }
     }
 
@@ -665,9 +773,21 @@ impl Ledger {
                         tracing::warn!(refund_id = %refund_id, error = %err, "refund not queued; the sweep will re-send it");
                     }
                 }
-                Effect::Anomaly { session, anomaly } => {
-                    tracing::warn!(session = %session, anomaly = ?anomaly.kind, "anomaly");
-                }
+                Effect::Anomaly { session, anomaly } => match &anomaly.kind {
+                    AnomalyKind::RefundStuck { refund_id } => tracing::error!(
+                        alert = "refund_stuck",
+                        session = %session,
+                        refund_id = %refund_id,
+                        "no verified answer from Alipay for an hour; the refund stays pending and is still retried - reconcile it with Alipay, do not pay by hand"
+                    ),
+                    AnomalyKind::RefundSucceededAfterFailure { refund_id } => tracing::error!(
+                        alert = "refund_succeeded_after_failure",
+                        session = %session,
+                        refund_id = %refund_id,
+                        "Alipay paid a refund recorded failed; if an operator paid the customer, recover it"
+                    ),
+                    other => tracing::warn!(session = %session, anomaly = ?other, "anomaly"),
+                },
                 Effect::Close { session } => tracing::info!(session = %session, "session closed"),
                 Effect::Credit { .. }
                 | Effect::Approve { .. }

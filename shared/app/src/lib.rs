@@ -15,6 +15,7 @@ pub mod ports;
 pub mod contract;
 
 pub use ledger::{
-    AppError, Ledger, RefundGateway, RefundOrder, RefundVerdict, SweepReport, SWEEP_DEADLINE_BUDGET,
+    AppError, Ledger, RefundAttempt, RefundGateway, RefundOrder, RefundVerdict, SweepReport,
+    REFUND_SEND_LEASE, SWEEP_DEADLINE_BUDGET,
 };
 pub use ports::*;

@@ -105,7 +105,37 @@ pub struct Commit {
     /// Idempotency row of a machine request; written only if absent.
     pub request: Option<RequestRecord>,
     /// Refund rows, new ones and status changes (guarded by their session's version in the same write).
+    /// A new row's next send is due at once (`issued_at`), with no send in flight.
     pub refunds: Vec<RefundRecord>,
+    /// A change to one pending refund's send schedule, alone in its commit (it moves no money).
+    pub send: Option<RefundSend>,
+}
+
+/// Who may send a pending refund to Alipay, and when. Every refund row carries two times beside its
+/// money: `in_flight_until` (a send holds it until then) and `next_attempt_at` (when a send is next
+/// expected; the sweep re-sends a refund whose next attempt is overdue by its grace). Together they keep
+/// at most one send of a refund in flight, wherever it runs, and stop the sweep from multiplying
+/// messages: it re-sends only what no message is expected to carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefundSend {
+    pub refund_id: RefundId,
+    /// The condition; a refund that is not pending never meets it.
+    pub when: SendCondition,
+    /// Written when the condition holds.
+    pub in_flight_until: Option<Timestamp>,
+    pub next_attempt_at: Timestamp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendCondition {
+    /// Pending, and no send in flight at `now` (none, or its lease has run out); with `due_by`, also
+    /// its next attempt at or before `due_by`.
+    Free {
+        now: Timestamp,
+        due_by: Option<Timestamp>,
+    },
+    /// The send that claimed it until `until` still holds it.
+    HeldUntil(Timestamp),
 }
 
 impl Commit {
@@ -115,6 +145,7 @@ impl Commit {
             && self.trade.is_none()
             && self.request.is_none()
             && self.refunds.is_empty()
+            && self.send.is_none()
     }
 }
 
@@ -146,8 +177,14 @@ pub trait SessionStore: Send + Sync {
     async fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
     /// Sessions whose deadline is at or before `now` (the sparse deadline index), oldest first.
     async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<SessionId>, StoreError>;
-    /// Refunds still pending, oldest first (the sweep re-sends those whose message was lost).
-    async fn pending_refunds(&self, limit: usize) -> Result<Vec<RefundRecord>, StoreError>;
+    /// Refunds still pending whose next attempt is at or before `due_by` (see [`RefundSend`]), the
+    /// earliest due first. The sweep asks for those overdue by its grace (their message was lost);
+    /// start-up re-arming asks for all ([`Timestamp::FAR_FUTURE`]).
+    async fn pending_refunds(
+        &self,
+        due_by: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<RefundRecord>, StoreError>;
 }
 
 /// Why a queue or scheduler refused a message.

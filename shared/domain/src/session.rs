@@ -39,6 +39,8 @@ pub const MAX_RECORDED_DECLINES: usize = 20;
 pub const MAX_PURCHASES: usize = MAX_APPROVED_PURCHASES + MAX_RECORDED_DECLINES;
 /// Anomalies kept in a session; later ones are still emitted as effects (logged, alerted), not stored.
 pub const MAX_ANOMALIES: usize = 200;
+/// How long a refund may go without a verified verdict before it is raised as stuck.
+pub const REFUND_STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Refund rows one decision may create. A refund split across more payments than this (only a session
 /// stored before [`MAX_PAYMENTS`] existed can need it) leaves the rest in the balance and makes the
 /// session due at once, so the next deadline run issues the next part: split, never dropped.
@@ -266,8 +268,15 @@ pub enum AnomalyKind {
         paid: Currency,
         expected: Currency,
     },
-    /// Alipay refused a refund for good.
+    /// Alipay refused a refund for good (a verified answer to that very request).
     RefundFailed { refund_id: RefundId },
+    /// A verified success for a refund already recorded failed: success wins (Alipay paid), and an
+    /// operator who acted on the failure must check the customer was not paid twice.
+    RefundSucceededAfterFailure { refund_id: RefundId },
+    /// No verified verdict [`REFUND_STUCK_AFTER`] after the refund was issued. It stays pending and is
+    /// still retried; a person settles it through reconciliation with Alipay, never by paying by hand
+    /// while Alipay may have paid.
+    RefundStuck { refund_id: RefundId },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -540,6 +549,13 @@ impl Session {
 
     pub fn refund(&self, refund_id: &RefundId) -> Option<&Refund> {
         self.refunds.iter().find(|r| &r.id == refund_id)
+    }
+
+    /// Whether the refund was raised as stuck (no verified verdict within [`REFUND_STUCK_AFTER`]).
+    pub fn refund_is_stuck(&self, refund_id: &RefundId) -> bool {
+        self.anomalies
+            .iter()
+            .any(|a| matches!(&a.kind, AnomalyKind::RefundStuck { refund_id: r } if r == refund_id))
     }
 
     pub fn total_paid(&self) -> Result<Money, MoneyError> {
@@ -1498,7 +1514,8 @@ pub fn deadline_due(session: &Session, now: Timestamp) -> Decision {
 }
 
 /// Alipay's verdict on a refund. `Unknown` changes nothing (the executor retries); a final verdict is
-/// recorded once and the session closes when nothing else is outstanding.
+/// recorded once and the session closes when nothing else is outstanding. The one exception: a verified
+/// success for a refund recorded failed is recorded (success wins, Alipay paid) and flagged.
 pub fn settle_refund(
     session: &Session,
     refund_id: &RefundId,
@@ -1526,6 +1543,17 @@ pub fn settle_refund(
             );
             true
         }
+        (RefundStatus::Failed, RefundOutcome::Succeeded) => {
+            s.refunds[idx].status = RefundStatus::Succeeded;
+            s.flag(
+                AnomalyKind::RefundSucceededAfterFailure {
+                    refund_id: refund_id.clone(),
+                },
+                now,
+                &mut b.effects,
+            );
+            true
+        }
         _ => false,
     };
     if changed {
@@ -1537,6 +1565,39 @@ pub fn settle_refund(
         status: s.refunds[idx].status,
     };
     if changed {
+        b.write(s);
+    }
+    b.finish(reply)
+}
+
+/// A refund attempt ended without a verified verdict. Nothing changes within [`REFUND_STUCK_AFTER`] of
+/// the refund's issue; after it, the refund is raised once as [`AnomalyKind::RefundStuck`] and stays
+/// pending (still retried with the same id and amount) until a verified answer or reconciliation.
+pub fn refund_unresolved(session: &Session, refund_id: &RefundId, now: Timestamp) -> Decision {
+    let mut b = Builder::new();
+    let mut s = session.clone();
+    let Some(refund) = s.refund(refund_id) else {
+        return Err(Rejection::UnknownRefund(refund_id.clone()));
+    };
+    let status = refund.status;
+    let raise = status == RefundStatus::Pending
+        && refund.issued_at.plus(REFUND_STUCK_AFTER) <= now
+        && !s.refund_is_stuck(refund_id);
+    if raise {
+        s.flag(
+            AnomalyKind::RefundStuck {
+                refund_id: refund_id.clone(),
+            },
+            now,
+            &mut b.effects,
+        );
+    }
+    let reply = Reply::Refund {
+        session: s.id.clone(),
+        refund_id: refund_id.clone(),
+        status,
+    };
+    if raise {
         b.write(s);
     }
     b.finish(reply)

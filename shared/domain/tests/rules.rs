@@ -432,8 +432,85 @@ fn a_permanently_failed_refund_is_flagged_and_final() {
         }
     )));
     assert_eq!(m.session(&s).phase, Phase::Closed);
-    // A later contradicting verdict changes nothing.
+    // A repeated refusal changes nothing.
+    assert!(m
+        .settle(&s, &id, RefundOutcome::FailedPermanently, 4)
+        .is_noop());
+}
+
+fn anomalies_of(m: &Machine, s: &SessionId) -> Vec<AnomalyKind> {
+    m.session(s)
+        .anomalies
+        .iter()
+        .map(|a| a.kind.clone())
+        .collect()
+}
+
+#[test]
+fn a_verified_success_after_a_recorded_failure_wins_and_is_flagged() {
+    // Alipay's word that it paid is the truth about the customer's money: recording "failed" after it
+    // would have an operator pay the customer a second time.
+    let mut m = Machine::new(Mode::PayFirst);
+    let s = outcome(&m.pay(&payment("T1", cny(500), None, 0), 0)).session;
+    m.end(1);
+    let id = only_refund(&m, &s);
+    m.settle(&s, &id, RefundOutcome::FailedPermanently, 2);
+    let t = m.settle(&s, &id, RefundOutcome::Succeeded, 3);
+    assert!(!t.is_noop(), "a verified success must override the failure");
+    let refund = m.session(&s).refund(&id).cloned().expect("refund");
+    assert_eq!(refund.status, RefundStatus::Succeeded);
+    assert!(
+        anomalies_of(&m, &s).contains(&AnomalyKind::RefundSucceededAfterFailure {
+            refund_id: id.clone()
+        })
+    );
+    assert_eq!(m.session(&s).phase, Phase::Closed);
+    let ledger = m.session(&s).total_refunded().expect("sum");
+    assert_eq!(ledger, cny(500), "the refund is counted once");
+    // Once succeeded, nothing moves it again.
     assert!(m.settle(&s, &id, RefundOutcome::Succeeded, 4).is_noop());
+    assert!(m
+        .settle(&s, &id, RefundOutcome::FailedPermanently, 5)
+        .is_noop());
+}
+
+#[test]
+fn a_refund_without_a_verdict_for_an_hour_is_raised_stuck_once_and_stays_pending() {
+    let mut m = Machine::new(Mode::PayFirst);
+    let s = outcome(&m.pay(&payment("T1", cny(500), None, 0), 0)).session;
+    m.end(10);
+    let id = only_refund(&m, &s);
+    // Unknown verdicts within the hour change nothing.
+    let early = refund_unresolved(m.session(&s), &id, at(10 + 3599)).expect("ok");
+    assert!(early.is_noop());
+    let t = m.apply(refund_unresolved(m.session(&s), &id, at(10 + 3600)));
+    assert!(t.effects.iter().any(|e| matches!(
+        e,
+        Effect::Anomaly {
+            anomaly: Anomaly {
+                kind: AnomalyKind::RefundStuck { .. },
+                ..
+            },
+            ..
+        }
+    )));
+    let session = m.session(&s);
+    assert_eq!(
+        session.refund(&id).map(|r| r.status),
+        Some(RefundStatus::Pending)
+    );
+    assert_eq!(session.phase, Phase::Settling, "stuck is not final");
+    assert!(session.refund_is_stuck(&id));
+    // Raised once, however often it is retried after.
+    let again = refund_unresolved(m.session(&s), &id, at(10 + 7200)).expect("ok");
+    assert!(again.is_noop());
+    // A verified answer still settles it.
+    m.settle(&s, &id, RefundOutcome::Succeeded, 10 + 7300);
+    assert_eq!(m.session(&s).phase, Phase::Closed);
+    // A final refund is never raised stuck.
+    assert!(refund_unresolved(m.session(&s), &id, at(10 + 9000))
+        .expect("ok")
+        .is_noop());
 }
 
 #[test]

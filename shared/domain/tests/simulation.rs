@@ -4,7 +4,7 @@
 //! payments whose notifications are duplicated, reordered and delivered hours late; purchases that race
 //! and overrun the balance; vend reports that fail, go missing or arrive twice; orders paid exactly, over,
 //! under, late or never; early ends; deadlines delivered late, early and twice, plus a periodic sweep;
-//! refunds that come back unknown several times before succeeding, or fail for good. And the adversaries
+//! refunds sent to a model of Alipay (below). And the adversaries
 //! an independent review taught it: buyers who top up a hundred times a cent, purchases approved in the
 //! last second before a deadline and vended slowly, end-session (and purchase) repeats replayed after
 //! the next customer paid, and order ids that collide with earlier purchase request ids.
@@ -13,10 +13,28 @@
 //! records and the refund index, exactly the lookups the storage layer makes, and applies each
 //! `Transition` atomically. The auditor never reads the domain's arithmetic: it keeps its own ledger per
 //! session from the effects and replies it saw, and after every step checks that ledger against the
-//! stored state and the rules of design §2. At the end of each run, once every deadline has fired and
+//! stored state and the money rules. At the end of each run, once every deadline has fired and
 //! every refund is final, every session must be closed, and every purchase the machine reported
 //! delivered within its vend window must have ended delivered (never refunded). Every transition must
 //! fit one storage write (DynamoDB's 100 actions, 400 KB per item).
+//!
+//! Alipay is modelled per refund: the world knows whether Alipay has paid it, refused it for good, or not
+//! received it yet. On each attempt the request reaches Alipay or not; if it does, Alipay pays a new
+//! refund (rarely it refuses it for good) and its answer is either verified (the truth) or lost or
+//! unverifiable (`Unknown`, whether or not Alipay paid). Once paid, a retry's verified answer is a
+//! success (`REPEATED_REFUNDMENT_REQUEST`), except, rarely, a verified refusal (`TRADE_HAS_CLOSE`: the
+//! trade was closed by that very refund) followed minutes later by the late verified success of the
+//! earlier send. Some seeds meet an Alipay outage of over an hour in which no answer is verified, so
+//! refunds stay unresolved long enough to be raised stuck. After each unverified attempt the ledger's
+//! `refund_unresolved` runs as its own step; from the sixth attempt outside an outage the answer is
+//! verified, so every refund ends final.
+//!
+//! The auditor's rule for refunds: a refund is final only on a verified answer. It records every verified
+//! verdict delivered per refund and after every step checks every stored refund: succeeded only after
+//! a verified success and only if Alipay really paid; failed only after a verified refusal and no
+//! verified success; pending only while no verified answer has come. A refund is raised stuck once, by
+//! an unverified attempt, only while pending an hour or more after its issue, and must be raised by the
+//! first such attempt. At the end, every refund Alipay paid is succeeded and no other is.
 //!
 //! `SIM_SEEDS=n` runs n seeds (default 10,000); `SIM_SEED=s` replays exactly seed s. A failure names the
 //! seed, the finding and the last steps.
@@ -98,6 +116,21 @@ enum Command {
         refund: RefundId,
         outcome: RefundOutcome,
     },
+    /// A refund attempt ended without a verified verdict (the ledger's `refund_unresolved`).
+    RefundUnresolved {
+        refund: RefundId,
+    },
+}
+
+/// Alipay's side of one refund: the truth the ledger can only learn from a verified answer. A refund
+/// Alipay has not received yet has no entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AlipayRefund {
+    /// Alipay paid the buyer back. Final: every later verified answer to the same request is a success
+    /// (`REPEATED_REFUNDMENT_REQUEST` with the amount), bar the rare `TRADE_HAS_CLOSE` of a retry.
+    Paid,
+    /// Alipay refused it for good.
+    Refused,
 }
 
 struct World {
@@ -107,9 +140,19 @@ struct World {
     requests: HashMap<(DeviceId, RequestId), PurchaseAnswer>,
     refunds: HashMap<RefundId, SessionId>,
     windows: Windows,
+    /// Alipay's truth per refund it has received (not storage: the world outside).
+    alipay: HashMap<RefundId, AlipayRefund>,
 }
 
 impl World {
+    /// The stored refund with this id.
+    fn refund(&self, id: &RefundId) -> Option<&Refund> {
+        self.refunds
+            .get(id)
+            .and_then(|s| self.sessions.get(s))
+            .and_then(|s| s.refund(id))
+    }
+
     fn current(&self, device: usize) -> Option<&Session> {
         self.machines[device]
             .current
@@ -239,6 +282,16 @@ impl World {
                     None => Err(Rejection::UnknownRefund(refund.clone())),
                 }
             }
+            Command::RefundUnresolved { refund } => {
+                match self
+                    .refunds
+                    .get(refund)
+                    .and_then(|id| self.sessions.get(id))
+                {
+                    Some(s) => refund_unresolved(s, refund, now),
+                    None => Err(Rejection::UnknownRefund(refund.clone())),
+                }
+            }
         }
     }
 
@@ -328,8 +381,28 @@ struct Auditor {
     /// Purchases (and paid orders) the machine reported delivered within their vend window: each must
     /// end `Delivered`, never refunded.
     delivered_in_time: HashSet<(SessionId, RequestId)>,
+    /// Verified verdicts delivered per refund, from the commands seen. A refund is final only on one.
+    verdicts: HashMap<RefundId, Verdicts>,
+    /// When each refund was issued: the time of the step whose effects issued it.
+    issued_at: HashMap<RefundId, i64>,
+    /// Refunds raised as stuck.
+    stuck: HashSet<RefundId>,
     /// How often each kind of outcome happened, so a run shows it exercised what it claims to.
     stats: BTreeMap<String, u64>,
+}
+
+/// The verified answers about one refund delivered so far.
+#[derive(Clone, Copy, Debug, Default)]
+struct Verdicts {
+    success: bool,
+    refusal: bool,
+}
+
+const STUCK_AFTER_MS: i64 = REFUND_STUCK_AFTER.as_millis() as i64;
+
+/// Whether `cmd` delivers this verdict about this refund.
+fn verdict_for(cmd: &Command, refund_id: &RefundId, verdict: RefundOutcome) -> bool {
+    matches!(cmd, Command::RefundResult { refund, outcome } if refund == refund_id && *outcome == verdict)
 }
 
 impl Auditor {
@@ -380,6 +453,22 @@ impl Auditor {
         self.count(t);
         self.check_fits_one_write(cmd, t)?;
         self.check_aimed(cmd, t)?;
+        if let Command::RefundResult { refund, outcome } = cmd {
+            match outcome {
+                RefundOutcome::Succeeded => {
+                    self.verdicts.entry(refund.clone()).or_default().success = true
+                }
+                RefundOutcome::FailedPermanently => {
+                    self.verdicts.entry(refund.clone()).or_default().refusal = true
+                }
+                RefundOutcome::Unknown if !t.is_noop() || !t.effects.is_empty() => {
+                    return Err(format!(
+                        "an unverified answer about {refund} changed something"
+                    ))
+                }
+                RefundOutcome::Unknown => {}
+            }
+        }
         if let Command::Vend {
             device,
             request,
@@ -488,11 +577,13 @@ impl Auditor {
                     }
                     *step_refunds.entry(trade_no.clone()).or_default() += amount.minor();
                     self.books.entry(session.clone()).or_default().refunded += amount.minor();
+                    self.issued_at.insert(refund_id.clone(), now);
                 }
-                Effect::Decline { .. }
-                | Effect::ScheduleDeadline { .. }
-                | Effect::Close { .. }
-                | Effect::Anomaly { .. } => {}
+                Effect::Anomaly { anomaly, .. } => {
+                    self.check_refund_anomaly(world, cmd, anomaly, now)?
+                }
+                Effect::Decline { .. } | Effect::ScheduleDeadline { .. } | Effect::Close { .. } => {
+                }
             }
         }
 
@@ -598,6 +689,33 @@ impl Auditor {
                     }
                 }
             }
+            (Command::RefundUnresolved { refund }, _) => {
+                // Changes nothing but the stuck flag, and raises it once the refund is an hour old.
+                if t.effects.iter().any(|e| {
+                    !matches!(
+                        e,
+                        Effect::Anomaly {
+                            anomaly: Anomaly {
+                                kind: AnomalyKind::RefundStuck { .. },
+                                ..
+                            },
+                            ..
+                        }
+                    )
+                }) {
+                    return Err(format!("unresolved {refund} had effects {:?}", t.effects));
+                }
+                let issued = self.issued_at.get(refund).copied();
+                let status = world.refund(refund).map(|r| r.status);
+                if status == Some(RefundStatus::Pending)
+                    && issued.is_some_and(|i| now - i >= STUCK_AFTER_MS)
+                    && !self.stuck.contains(refund)
+                {
+                    return Err(format!(
+                        "refund {refund} pending since {issued:?} (now {now}) without a verified verdict, not raised stuck"
+                    ));
+                }
+            }
             _ => {}
         }
 
@@ -667,6 +785,86 @@ impl Auditor {
                     }
                 }
             }
+        }
+        self.check_refunds_final_only_on_verified(world)
+    }
+
+    /// A refund is final only on a verified answer: every stored refund, after every step, against the
+    /// verdicts delivered and Alipay's truth.
+    fn check_refunds_final_only_on_verified(&self, world: &World) -> Result<(), String> {
+        for s in world.sessions.values() {
+            for r in &s.refunds {
+                let v = self.verdicts.get(&r.id).copied().unwrap_or_default();
+                let paid = || world.alipay.get(&r.id) == Some(&AlipayRefund::Paid);
+                let wrong = match r.status {
+                    RefundStatus::Succeeded if !v.success => "succeeded without a verified success",
+                    RefundStatus::Succeeded if !paid() => "succeeded but Alipay never paid it",
+                    RefundStatus::Failed if !v.refusal => "failed without a verified refusal",
+                    RefundStatus::Failed if v.success => "failed after a verified success",
+                    RefundStatus::Pending if v.success || v.refusal => {
+                        "pending after a verified answer"
+                    }
+                    _ => continue,
+                };
+                return Err(format!(
+                    "refund {} in {} {wrong} (verdicts {v:?}, Alipay {:?})",
+                    r.id,
+                    s.id,
+                    world.alipay.get(&r.id)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refund anomalies come from the command that justifies them: a refund is raised stuck once, by an
+    /// unverified attempt, while pending at least an hour after its issue; failed on a verified refusal;
+    /// succeeded-after-failure on a verified success after a verified refusal.
+    fn check_refund_anomaly(
+        &mut self,
+        world: &World,
+        cmd: &Command,
+        anomaly: &Anomaly,
+        now: i64,
+    ) -> Result<(), String> {
+        match &anomaly.kind {
+            AnomalyKind::RefundStuck { refund_id } => {
+                if !matches!(cmd, Command::RefundUnresolved { refund } if refund == refund_id) {
+                    return Err(format!("refund {refund_id} raised stuck by {cmd:?}"));
+                }
+                let issued = self
+                    .issued_at
+                    .get(refund_id)
+                    .copied()
+                    .ok_or_else(|| format!("unissued refund {refund_id} raised stuck"))?;
+                if now - issued < STUCK_AFTER_MS || anomaly.at.millis() != now {
+                    return Err(format!(
+                        "refund {refund_id} issued at {issued} raised stuck at {} (now {now}), within the hour",
+                        anomaly.at.millis()
+                    ));
+                }
+                let status = world.refund(refund_id).map(|r| r.status);
+                if status != Some(RefundStatus::Pending) {
+                    return Err(format!("refund {refund_id} raised stuck while {status:?}"));
+                }
+                if !self.stuck.insert(refund_id.clone()) {
+                    return Err(format!("refund {refund_id} raised stuck twice"));
+                }
+            }
+            AnomalyKind::RefundFailed { refund_id }
+                if !verdict_for(cmd, refund_id, RefundOutcome::FailedPermanently) =>
+            {
+                return Err(format!("refund {refund_id} flagged failed by {cmd:?}"));
+            }
+            AnomalyKind::RefundSucceededAfterFailure { refund_id } => {
+                let refused = self.verdicts.get(refund_id).is_some_and(|v| v.refusal);
+                if !refused || !verdict_for(cmd, refund_id, RefundOutcome::Succeeded) {
+                    return Err(format!(
+                        "refund {refund_id} flagged succeeded after failure by {cmd:?} (refused before: {refused})"
+                    ));
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -780,6 +978,8 @@ struct Sim {
     next_id: u64,
     steps: u64,
     used_ids: HashMap<usize, Vec<String>>,
+    /// An Alipay outage (absolute ms, from..to): no answer in it is verified.
+    outage: Option<(i64, i64)>,
 }
 
 const SECOND: i64 = 1000;
@@ -811,9 +1011,19 @@ impl Sim {
                 order_payment: Duration::from_secs(rng.range(5, 60)),
             }
         };
+        let start = 1_700_000_000_000;
+        // Some seeds meet an Alipay outage of over an hour, so refunds go unresolved long enough to be
+        // raised stuck.
+        let outage = rng.pct(10).then(|| {
+            let from = start + rng.range(0, 40 * MINUTE as u64) as i64;
+            (
+                from,
+                from + rng.range(70 * MINUTE as u64, 180 * MINUTE as u64) as i64,
+            )
+        });
         Sim {
             rng,
-            now: 1_700_000_000_000,
+            now: start,
             queue: BinaryHeap::new(),
             events: HashMap::new(),
             seq: 0,
@@ -824,13 +1034,19 @@ impl Sim {
                 requests: HashMap::new(),
                 refunds: HashMap::new(),
                 windows,
+                alipay: HashMap::new(),
             },
             auditor: Auditor::default(),
             trace: Vec::new(),
             next_id: 0,
             steps: 0,
             used_ids: HashMap::new(),
+            outage,
         }
+    }
+
+    fn stat(&mut self, key: &str) {
+        *self.auditor.stats.entry(key.into()).or_default() += 1;
     }
 
     fn at(&mut self, delay_ms: i64, event: Event) {
@@ -1256,40 +1472,112 @@ impl Sim {
         }
     }
 
+    /// The refund executor's attempt: Alipay acts on the request (if it reaches it) and answers, verified
+    /// or not; the ledger records a verified verdict, or the attempt as unresolved and retries later.
     fn attempt_refund(&mut self, seed: u64, refund: RefundId, attempt: u32) -> Result<(), String> {
-        let stored = self
-            .world
-            .refunds
-            .get(&refund)
-            .and_then(|s| self.world.sessions.get(s))
-            .and_then(|s| s.refund(&refund))
-            .cloned()
-            .ok_or_else(|| self.fail(seed, &format!("refund {refund} attempted but not stored")))?;
+        let stored =
+            self.world.refund(&refund).cloned().ok_or_else(|| {
+                self.fail(seed, &format!("refund {refund} attempted but not stored"))
+            })?;
         self.auditor
             .check_attempt(&stored)
             .map_err(|e| self.fail(seed, &e))?;
         if stored.status.is_final() {
             return Ok(());
         }
-        let outcome = match self.rng.range(0, 99) {
-            _ if attempt >= 6 => RefundOutcome::Succeeded,
-            0..=64 => RefundOutcome::Succeeded,
-            65..=94 => RefundOutcome::Unknown,
-            _ => RefundOutcome::FailedPermanently,
+        let outage = self
+            .outage
+            .is_some_and(|(from, to)| (from..to).contains(&self.now));
+        // After a few attempts, outside an outage, the request gets through and the answer is verified.
+        let forced = attempt >= 6 && !outage;
+        let before = self.world.alipay.get(&refund).copied();
+        let reached = forced
+            || if outage {
+                self.rng.pct(50) // Alipay acts, its answer is lost
+            } else {
+                !self.rng.pct(10)
+            };
+        if reached && before.is_none() {
+            let acted = if !forced && self.rng.pct(4) {
+                AlipayRefund::Refused
+            } else {
+                AlipayRefund::Paid
+            };
+            self.world.alipay.insert(refund.clone(), acted);
+        }
+        let truth = self.world.alipay.get(&refund).copied();
+        let verified = reached && !outage && (forced || !self.rng.pct(25));
+        // Refunding the whole trade closes it: a retry after the lost answer may then be refused.
+        let whole_trade = self
+            .world
+            .refunds
+            .get(&refund)
+            .and_then(|s| self.world.sessions.get(s))
+            .is_some_and(|s| {
+                s.payments
+                    .iter()
+                    .any(|p| p.trade_no == stored.trade_no && p.amount == stored.amount)
+            });
+        let mut closed_by_itself = false;
+        let outcome = match truth {
+            _ if !verified => RefundOutcome::Unknown,
+            Some(AlipayRefund::Paid)
+                if before == Some(AlipayRefund::Paid) && whole_trade && self.rng.pct(8) =>
+            {
+                closed_by_itself = true; // TRADE_HAS_CLOSE, closed by this very refund
+                RefundOutcome::FailedPermanently
+            }
+            Some(AlipayRefund::Paid) => RefundOutcome::Succeeded,
+            Some(AlipayRefund::Refused) => RefundOutcome::FailedPermanently,
+            None => {
+                return Err(self.fail(
+                    seed,
+                    &format!("a verified answer about {refund}, which Alipay never received"),
+                ))
+            }
         };
+        if outage {
+            self.stat("refund attempted in an Alipay outage");
+        }
+        if outcome == RefundOutcome::Unknown {
+            self.stat("refund verdict unknown");
+            if truth == Some(AlipayRefund::Paid) {
+                self.stat("refund verdict unknown, Alipay paid");
+            }
+        } else if closed_by_itself {
+            self.stat("refund refused after Alipay paid (trade closed)");
+        } else if before == Some(AlipayRefund::Paid) {
+            self.stat("refund retry answered already refunded");
+        }
         let cmd = Command::RefundResult {
             refund: refund.clone(),
             outcome,
         };
         self.step(seed, cmd.clone())?;
         if outcome == RefundOutcome::Unknown {
-            let backoff = (1_000i64 << attempt.min(10)) + self.rng.range(0, 1_000) as i64;
+            self.step(
+                seed,
+                Command::RefundUnresolved {
+                    refund: refund.clone(),
+                },
+            )?;
+            let backoff = (1_000i64 << attempt.min(11)) + self.rng.range(0, 1_000) as i64;
             self.at(
                 backoff,
                 Event::RefundAttempt {
                     refund,
                     attempt: attempt + 1,
                 },
+            );
+        } else if closed_by_itself {
+            // The verified success of the earlier send, whose answer was lost, arrives late.
+            let d = self.rng.range(SECOND as u64, 10 * MINUTE as u64) as i64;
+            self.at(
+                d,
+                Event::Deliver(Command::RefundResult {
+                    refund,
+                    outcome: RefundOutcome::Succeeded,
+                }),
             );
         } else if self.rng.pct(5) {
             // Alipay's answer repeated (a retry raced the first answer).
@@ -1364,6 +1652,29 @@ impl Sim {
                 ));
             }
         }
+        // The ledger and Alipay agree: every refund Alipay paid is succeeded, and no other is.
+        for s in self.world.sessions.values() {
+            for r in &s.refunds {
+                let truth = self.world.alipay.get(&r.id);
+                if (truth == Some(&AlipayRefund::Paid)) != (r.status == RefundStatus::Succeeded) {
+                    return Err(self.fail(
+                        seed,
+                        &format!(
+                            "refund {} in {} ends {:?}, but Alipay {truth:?}",
+                            r.id, s.id, r.status
+                        ),
+                    ));
+                }
+            }
+        }
+        // A stuck refund stays pending and retried until a verified verdict.
+        let stuck: Vec<_> = self.auditor.stuck.iter().cloned().collect();
+        for id in stuck {
+            let Some(status) = self.world.refund(&id).map(|r| r.status) else {
+                return Err(self.fail(seed, &format!("stuck refund {id} not stored")));
+            };
+            self.stat(&format!("stuck refund ended {status:?}"));
+        }
         Ok(())
     }
 }
@@ -1421,6 +1732,14 @@ fn simulated_fleets_keep_every_money_rule() {
             "anomaly UnconfirmedVend",
             "anomaly LateVendReport",
             "anomaly RefundFailed",
+            "anomaly RefundStuck",
+            "anomaly RefundSucceededAfterFailure",
+            "refund verdict unknown",
+            "refund verdict unknown, Alipay paid",
+            "refund retry answered already refunded",
+            "refund refused after Alipay paid (trade closed)",
+            "refund attempted in an Alipay outage",
+            "stuck refund ended Succeeded",
             "hold settled delivered=true",
             "hold settled delivered=false",
             "refund reply Pending",

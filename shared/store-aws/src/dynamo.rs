@@ -12,7 +12,7 @@
 //! | session / order | `ses#{session_id}` | `session` | `body` (JSON `Session`), `version` (N), `device` (S); while due-able: `gsi1pk` = `due#{shard}`, `gsi1sk` = deadline (epoch ms) |
 //! | trade dedupe | `trade#{trade_no}` | `trade` | `body` (JSON `PaymentOutcome`); permanent |
 //! | request idempotency | `req#{device_id}#{request_id}` | `request` | `body` (JSON `RequestRecord`), `expires_at` (N, epoch s: the TTL attribute) |
-//! | refund | `ref#{refund_id}` | `refund` | `refund` (JSON `RefundRecord`); while pending: `gsi1pk` = `refund#pending`, `gsi1sk` = issued_at (epoch ms) |
+//! | refund | `ref#{refund_id}` | `refund` | `refund` (JSON `RefundRecord`); while pending: `gsi1pk` = `refund#pending`, `gsi1sk` = its next attempt (epoch ms; the issue time when written), `in_flight_until` (N, epoch ms, while a send holds it) |
 //!
 //! `gsi1` (`gsi1pk` HASH, `gsi1sk` N RANGE, projecting the keys and `refund`) is sparse and overloaded:
 //! a session is in it only while it is not closed and has a deadline; a refund only while pending.
@@ -30,13 +30,14 @@
 //! | `session`, `trade`, `request`, `refund` | one consistent `GetItem` |
 //! | `commit` | one `TransactWriteItems`; one conditional `PutItem`/`UpdateItem` when it holds one write; one consistent `GetItem` when it is a bare device guard (a check writes nothing, so a read is exact) |
 //! | `due(now, limit)` | one `Query` per shard on `gsi1`: `gsi1pk = due#{n} AND gsi1sk <= now`, ascending, `Limit` |
-//! | `pending_refunds(limit)` | one `Query` on `gsi1`: `gsi1pk = refund#pending`, ascending, `Limit` |
+//! | `pending_refunds(due_by, limit)` | one `Query` on `gsi1`: `gsi1pk = refund#pending AND gsi1sk <= due_by`, ascending, `Limit` |
 //!
 //! `commit` maps the port's conditions one to one: the device guard is a `ConditionCheck` on
 //! `version = :expected` (or an `Update` that sets `current` and bumps `version` under that condition);
 //! each session is a `Put` on `version = :prev` (`attribute_not_exists(pk)` when creating, version 1);
 //! the trade and request rows are `Put`s on `attribute_not_exists(pk)`; refund rows are unconditional
-//! `Put`s (guarded by their session's version in the same transaction).
+//! `Put`s (guarded by their session's version in the same transaction); a send-schedule change
+//! (`RefundSend`) is one `UpdateItem` of the refund item under its condition.
 //!
 //! # Scaling the deadline index
 //!
@@ -59,8 +60,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use vendpay_app::{
-    Commit, DeviceGuard, DeviceRecord, DeviceStore, Machine, QrCode, RefundRecord, RequestRecord,
-    SessionStore,
+    Commit, DeviceGuard, DeviceRecord, DeviceStore, Machine, QrCode, RefundRecord, RefundSend,
+    RequestRecord, SendCondition, SessionStore,
 };
 use vendpay_domain::{
     DeviceId, PaymentOutcome, Phase, RefundId, RefundStatus, RequestId, Session, SessionId,
@@ -77,6 +78,8 @@ pub const ATTR_GSI1_SK: &str = "gsi1sk";
 pub const ATTR_EXPIRES: &str = "expires_at";
 /// The refund row's JSON, projected into `gsi1` so `pending_refunds` needs no second read.
 pub const ATTR_REFUND: &str = "refund";
+/// A pending refund's send lease (epoch ms): a send holds it until then.
+pub const ATTR_IN_FLIGHT: &str = "in_flight_until";
 pub const GSI1: &str = "gsi1";
 const ATTR_BODY: &str = "body";
 const ATTR_VERSION: &str = "version";
@@ -426,14 +429,18 @@ impl SessionStore for DynamoStore {
         Ok(found.into_iter().map(|(_, id)| id).collect())
     }
 
-    async fn pending_refunds(&self, limit: usize) -> Result<Vec<RefundRecord>, StoreError> {
+    async fn pending_refunds(
+        &self,
+        due_by: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<RefundRecord>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
         // One unreadable item is skipped with an alert, never allowed to hide the others from the
         // sweep (its session still holds the refund).
         let items = self
-            .query_index(PENDING_REFUNDS.to_owned(), None, limit)
+            .query_index(PENDING_REFUNDS.to_owned(), Some(due_by.millis()), limit)
             .await?;
         let mut out = Vec::with_capacity(items.len());
         for item in &items {
@@ -595,6 +602,9 @@ fn actions(commit: &Commit) -> Result<Vec<Action>, StoreError> {
             cond: Cond::not_exists(),
         }));
     }
+    if let Some(send) = &commit.send {
+        out.push(send_action(send));
+    }
     for refund in &commit.refunds {
         let mut item = key(refund_pk(&refund.refund_id), SK_REFUND);
         item.insert(ATTR_REFUND.into(), json(refund)?);
@@ -611,6 +621,56 @@ fn actions(commit: &Commit) -> Result<Vec<Action>, StoreError> {
         }));
     }
     Ok(out)
+}
+
+/// A pending refund's send schedule: `gsi1sk` is its next attempt, `in_flight_until` the lease of the
+/// send holding it. "Pending" is `attribute_exists(gsi1pk)` (a final refund leaves the index).
+fn send_action(send: &RefundSend) -> Action {
+    let names = names(&[
+        ("#gpk", ATTR_GSI1_PK),
+        ("#gsk", ATTR_GSI1_SK),
+        ("#fly", ATTR_IN_FLIGHT),
+    ]);
+    let mut values = HashMap::from([(
+        ":next".to_owned(),
+        AttributeValue::N(send.next_attempt_at.millis().to_string()),
+    )]);
+    let expression = match send.in_flight_until {
+        Some(until) => {
+            values.insert(
+                ":until".into(),
+                AttributeValue::N(until.millis().to_string()),
+            );
+            "SET #gsk = :next, #fly = :until".to_owned()
+        }
+        None => "SET #gsk = :next REMOVE #fly".to_owned(),
+    };
+    let condition = match send.when {
+        SendCondition::Free { now, due_by } => {
+            values.insert(":now".into(), AttributeValue::N(now.millis().to_string()));
+            let mut c = "attribute_exists(#gpk) AND (attribute_not_exists(#fly) OR #fly <= :now)"
+                .to_owned();
+            if let Some(due) = due_by {
+                values.insert(":due".into(), AttributeValue::N(due.millis().to_string()));
+                c.push_str(" AND #gsk <= :due");
+            }
+            c
+        }
+        SendCondition::HeldUntil(held) => {
+            values.insert(":held".into(), AttributeValue::N(held.millis().to_string()));
+            "attribute_exists(#gpk) AND #fly = :held".to_owned()
+        }
+    };
+    Action::Update(UpdateAction {
+        pk: refund_pk(&send.refund_id),
+        sk: SK_REFUND,
+        expression,
+        cond: Cond {
+            expression: Some(condition),
+            names: Some(names),
+            values: Some(values),
+        },
+    })
 }
 
 fn device_action(guard: &DeviceGuard) -> Action {
@@ -883,6 +943,7 @@ mod tests {
             },
             request,
             refunds,
+            send: None,
         }
     }
 

@@ -18,7 +18,7 @@ use vendpay_app::{
     DeadlineMessage, DeadlineScheduler, DispatchError, RefundMessage, RefundQueue, SessionStore,
     StoreError,
 };
-use vendpay_domain::Clock;
+use vendpay_domain::{Clock, Timestamp};
 
 use crate::store::SqliteStore;
 
@@ -124,7 +124,10 @@ pub async fn rearm(
             }
         }
     }
-    for r in store.pending_refunds(usize::MAX).await? {
+    for r in store
+        .pending_refunds(Timestamp::FAR_FUTURE, usize::MAX)
+        .await?
+    {
         let message = RefundMessage {
             refund_id: r.refund_id.clone(),
             session: r.session.clone(),

@@ -39,11 +39,11 @@
 //! | `sessions` | `id` | `device`, `phase`, `version`, `opened_at`, `deadline_at`, `body` (JSON `Session`) | `deadline_at` is NULL once the session is closed or nothing is due |
 //! | `trades` | `trade_no` | `outcome` (JSON `PaymentOutcome`) | permanent dedupe |
 //! | `requests` | `(device, request_id)` | `expires_at`, `body` (JSON `RequestRecord`) | expired rows are never returned and are pruned |
-//! | `refunds` | `refund_id` | `session`, `status`, `issued_at`, `body` (JSON `RefundRecord`) | |
+//! | `refunds` | `refund_id` | `session`, `status`, `issued_at`, `body` (JSON `RefundRecord`), `next_attempt_at`, `in_flight_until` | the last two are the send schedule (`RefundSend`), kept beside the JSON |
 //!
 //! Indexes: `sessions_by_device (device, opened_at, id)`; the partial `sessions_by_deadline (deadline_at, id)
 //! WHERE deadline_at IS NOT NULL` (the sweep and the re-arm list); `requests_by_expiry (expires_at)`;
-//! the partial `refunds_pending (issued_at, refund_id) WHERE status = 'pending'`.
+//! the partial `refunds_pending (next_attempt_at, refund_id) WHERE status = 'pending'`.
 //! `PRAGMA user_version` holds the schema version.
 //!
 //! ## Access patterns
@@ -54,10 +54,10 @@
 //! | `set_qrcode` | `UPDATE devices SET qrcode` by key |
 //! | `session`, `trade`, `refund` | point read by key |
 //! | `request` | point read by key, `AND expires_at > now` |
-//! | `commit` | in one savepoint of a group transaction: device version check (+ `UPDATE .. version = version + 1`); per session `INSERT .. ON CONFLICT DO NOTHING` (version 1) or `UPDATE .. WHERE version = v - 1`; `INSERT .. ON CONFLICT DO NOTHING` into `trades` and `requests` (after deleting an expired row of the same key); refund upserts |
+//! | `commit` | in one savepoint of a group transaction: device version check (+ `UPDATE .. version = version + 1`); per session `INSERT .. ON CONFLICT DO NOTHING` (version 1) or `UPDATE .. WHERE version = v - 1`; `INSERT .. ON CONFLICT DO NOTHING` into `trades` and `requests` (after deleting an expired row of the same key); refund upserts; a send-schedule change is one `UPDATE .. WHERE status = 'pending' AND` its condition |
 //! | `due` | `sessions_by_deadline`: `deadline_at <= now` ordered by deadline |
 //! | `pending_deadlines` | `sessions_by_deadline`: every not-closed session with a deadline (re-arm at start) |
-//! | `pending_refunds` | `refunds_pending`, oldest first |
+//! | `pending_refunds` | `refunds_pending`: `next_attempt_at <= due_by`, earliest first |
 //! | `sessions_of_device` | `sessions_by_device`, newest first |
 //! | pruning | `DELETE FROM requests WHERE expires_at <= now` on open and at most hourly after a commit |
 //!
@@ -76,15 +76,15 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
 use vendpay_app::{
-    Commit, DeadlineMessage, DeviceRecord, DeviceStore, Machine, QrCode, RefundRecord,
-    RequestRecord, SessionStore, StoreError,
+    Commit, DeadlineMessage, DeviceRecord, DeviceStore, Machine, QrCode, RefundRecord, RefundSend,
+    RequestRecord, SendCondition, SessionStore, StoreError,
 };
 use vendpay_domain::{
     Clock, DeviceId, PaymentOutcome, Phase, RefundId, RefundStatus, RequestId, Session, SessionId,
     SystemClock, Timestamp, TradeNo,
 };
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Expired request rows only cost disk space, so pruning them hourly is plenty.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -138,6 +138,16 @@ CREATE TABLE refunds (
     body      TEXT NOT NULL
 ) STRICT;
 CREATE INDEX refunds_pending ON refunds (issued_at, refund_id) WHERE status = 'pending';
+";
+
+/// Version 2: a pending refund's send schedule (at most one send in flight; the sweep re-sends only
+/// what is overdue), indexed by the next attempt instead of the issue time.
+const SCHEMA_2: &str = "
+ALTER TABLE refunds ADD COLUMN next_attempt_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE refunds ADD COLUMN in_flight_until INTEGER;
+UPDATE refunds SET next_attempt_at = issued_at;
+DROP INDEX refunds_pending;
+CREATE INDEX refunds_pending ON refunds (next_attempt_at, refund_id) WHERE status = 'pending';
 ";
 
 /// Where the database lives.
@@ -698,17 +708,22 @@ impl SessionStore for SqliteStore {
         .await
     }
 
-    async fn pending_refunds(&self, limit: usize) -> Result<Vec<RefundRecord>, StoreError> {
+    async fn pending_refunds(
+        &self,
+        due_by: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<RefundRecord>, StoreError> {
         self.read(move |conn, _| {
             let what = "listing pending refunds";
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT refund_id, body FROM refunds WHERE status = 'pending' \
-                     ORDER BY issued_at, refund_id LIMIT ?1",
+                    "SELECT refund_id, body FROM refunds \
+                     WHERE status = 'pending' AND next_attempt_at <= ?2 \
+                     ORDER BY next_attempt_at, refund_id LIMIT ?1",
                 )
                 .ctx(what)?;
             let rows = stmt
-                .query_map([sql_limit(limit)], |r| {
+                .query_map(params![sql_limit(limit), due_by.millis()], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
                 })
                 .ctx(what)?;
@@ -963,12 +978,18 @@ fn apply_commit(conn: &Connection, commit: &Commit, now: Timestamp) -> Result<()
         }
     }
 
+    if let Some(send) = &commit.send {
+        write_send(conn, send)?;
+    }
+
     for r in &commit.refunds {
         let what = format!("refund row {}", r.refund_id);
         let body = encode(r, &what)?;
+        // A new row's next attempt is its issue (the message goes out at once); a status change keeps
+        // the send schedule, which only matters while the refund is pending.
         conn.prepare_cached(
-            "INSERT INTO refunds (refund_id, session, status, issued_at, body) \
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (refund_id) DO UPDATE SET \
+            "INSERT INTO refunds (refund_id, session, status, issued_at, body, next_attempt_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?4) ON CONFLICT (refund_id) DO UPDATE SET \
              session = excluded.session, status = excluded.status, \
              issued_at = excluded.issued_at, body = excluded.body",
         )
@@ -986,6 +1007,46 @@ fn apply_commit(conn: &Connection, commit: &Commit, now: Timestamp) -> Result<()
     Ok(())
 }
 
+/// A change to a pending refund's send schedule, under its condition (see `RefundSend`).
+fn write_send(conn: &Connection, send: &RefundSend) -> Result<(), StoreError> {
+    let what = format!("refund row {} (send schedule)", send.refund_id);
+    let id = send.refund_id.as_str();
+    let until = send.in_flight_until.map(Timestamp::millis);
+    let next = send.next_attempt_at.millis();
+    let n = match send.when {
+        SendCondition::Free { now, due_by } => conn
+            .prepare_cached(
+                "UPDATE refunds SET in_flight_until = ?2, next_attempt_at = ?3 \
+                 WHERE refund_id = ?1 AND status = 'pending' \
+                 AND (in_flight_until IS NULL OR in_flight_until <= ?4) \
+                 AND (?5 IS NULL OR next_attempt_at <= ?5)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    id,
+                    until,
+                    next,
+                    now.millis(),
+                    due_by.map(Timestamp::millis)
+                ])
+            })
+            .ctx(&what)?,
+        SendCondition::HeldUntil(held) => conn
+            .prepare_cached(
+                "UPDATE refunds SET in_flight_until = ?2, next_attempt_at = ?3 \
+                 WHERE refund_id = ?1 AND status = 'pending' AND in_flight_until = ?4",
+            )
+            .and_then(|mut st| st.execute(params![id, until, next, held.millis()]))
+            .ctx(&what)?,
+    };
+    if n != 1 {
+        return Err(StoreError::Conflict(format!(
+            "refund {id} is not pending or its send is held otherwise"
+        )));
+    }
+    Ok(())
+}
+
 fn migrate(conn: &mut Connection, location: &Location) -> Result<(), StoreError> {
     let what = format!("preparing the schema of {location}");
     let tx = conn
@@ -997,6 +1058,12 @@ fn migrate(conn: &mut Connection, location: &Location) -> Result<(), StoreError>
     match version {
         0 => {
             tx.execute_batch(SCHEMA).ctx(&what)?;
+            tx.execute_batch(SCHEMA_2).ctx(&what)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .ctx(&what)?;
+        }
+        1 => {
+            tx.execute_batch(SCHEMA_2).ctx(&what)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .ctx(&what)?;
         }

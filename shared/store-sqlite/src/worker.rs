@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-use vendpay_app::{DeadlineMessage, Ledger, RefundGateway, RefundMessage};
+use vendpay_app::{DeadlineMessage, Ledger, RefundAttempt, RefundGateway, RefundMessage};
 use vendpay_domain::RefundId;
 
 use crate::delivery::Receivers;
@@ -152,20 +152,24 @@ impl Worker {
             let _claim = claim;
             let mut attempt = 0;
             loop {
+                let wait = this.backoff.delay(attempt);
                 let result = {
                     // Only a closed semaphore errs, and this one is never closed; go on without.
                     let _slot = this.gateway_slots.acquire().await.ok();
                     this.ledger
-                        .execute_refund(&m.refund_id, &*this.gateway)
+                        .execute_refund(&m.refund_id, &*this.gateway, wait)
                         .await
                 };
                 match result {
-                    Ok(status) => {
+                    Ok(RefundAttempt::Settled(status)) => {
                         tracing::info!(refund_id = %m.refund_id, ?status, "refund executed");
                         return;
                     }
+                    Ok(RefundAttempt::InFlight) => {
+                        tracing::info!(refund_id = %m.refund_id, "another send holds the refund; this copy is dropped");
+                        return;
+                    }
                     Err(e) if e.is_retryable() => {
-                        let wait = this.backoff.delay(attempt);
                         tracing::info!(refund_id = %m.refund_id, error = %e, ?wait, "refund will be retried");
                         tokio::time::sleep(wait).await;
                         attempt = attempt.saturating_add(1);

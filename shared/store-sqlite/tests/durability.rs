@@ -172,7 +172,11 @@ async fn a_reopened_store_holds_everything_and_rearms_its_deadlines() {
         .await
         .expect("deadlines")
         .is_empty());
-    assert!(store.pending_refunds(10).await.expect("pending").is_empty());
+    assert!(store
+        .pending_refunds(Timestamp::FAR_FUTURE, 10)
+        .await
+        .expect("pending")
+        .is_empty());
     worker.abort();
 }
 
@@ -195,7 +199,10 @@ impl Snapshot {
             devices: vec![],
             machines: vec![],
             deadlines: store.pending_deadlines().await.expect("deadlines"),
-            pending: store.pending_refunds(100).await.expect("pending"),
+            pending: store
+                .pending_refunds(Timestamp::FAR_FUTURE, 100)
+                .await
+                .expect("pending"),
         };
         for d in devices {
             snap.devices.push(store.device(d).await.expect("device"));

@@ -140,6 +140,68 @@ async fn a_database_from_a_newer_build_is_refused() {
 }
 
 #[tokio::test]
+async fn a_version_1_database_gains_the_refund_send_schedule() {
+    // Version 1 had no send schedule: its pending refunds become due at their issue time and free.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v1.sqlite");
+    let row = vendpay_app::RefundRecord {
+        refund_id: id("T1-r1"),
+        session: id("s:T1"),
+        trade_no: id("T1"),
+        amount: vendpay_domain::Money::new(300, vendpay_domain::Currency::Cny).expect("money"),
+        status: vendpay_domain::RefundStatus::Pending,
+        issued_at: Timestamp::from_millis(T0 + 1000),
+    };
+    {
+        let store = SqliteStore::open(&path).await.expect("open");
+        store
+            .commit(&Commit {
+                refunds: vec![row.clone()],
+                ..Commit::default()
+            })
+            .await
+            .expect("commit");
+    }
+    rusqlite::Connection::open(&path)
+        .and_then(|c| {
+            c.execute_batch(
+                "DROP INDEX refunds_pending;
+                 ALTER TABLE refunds DROP COLUMN in_flight_until;
+                 ALTER TABLE refunds DROP COLUMN next_attempt_at;
+                 CREATE INDEX refunds_pending ON refunds (issued_at, refund_id) WHERE status = 'pending';
+                 PRAGMA user_version = 1;",
+            )
+        })
+        .expect("turn the database back into version 1");
+    let store = SqliteStore::open(&path).await.expect("migrated");
+    let due = |ms: i64| store.pending_refunds(Timestamp::from_millis(ms), 10);
+    assert_eq!(due(T0 + 999).await, Ok(vec![]));
+    assert_eq!(due(T0 + 1000).await, Ok(vec![row.clone()]));
+    let claim = Commit {
+        send: Some(vendpay_app::RefundSend {
+            refund_id: row.refund_id.clone(),
+            when: vendpay_app::SendCondition::Free {
+                now: Timestamp::from_millis(T0 + 2000),
+                due_by: None,
+            },
+            in_flight_until: Some(Timestamp::from_millis(T0 + 62_000)),
+            next_attempt_at: Timestamp::from_millis(T0 + 62_000),
+        }),
+        ..Commit::default()
+    };
+    store.commit(&claim).await.expect("claimed once");
+    assert!(matches!(
+        store.commit(&claim).await,
+        Err(StoreError::Conflict(_))
+    ));
+    drop(store);
+    let version: i64 = rusqlite::Connection::open(&path)
+        .and_then(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+        .expect("version");
+    assert_eq!(version, 2);
+}
+
+#[tokio::test]
 async fn one_unreadable_refund_row_does_not_hide_the_others() {
     // A row written by a damaged disk, a bad migration or a hand edit must be skipped (with an alert
     // naming it), never stop the listing that the sweep and the start-up re-arming depend on.
@@ -169,6 +231,6 @@ async fn one_unreadable_refund_row_does_not_hide_the_others() {
     )
     .expect("raw insert");
     drop(conn);
-    let listed = store.pending_refunds(10).await;
+    let listed = store.pending_refunds(Timestamp::FAR_FUTURE, 10).await;
     assert_eq!(listed, Ok(vec![good]), "the readable row is listed");
 }

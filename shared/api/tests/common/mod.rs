@@ -161,8 +161,12 @@ impl SessionStore for FlakyStore {
     async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<SessionId>, StoreError> {
         self.inner.due(now, limit).await
     }
-    async fn pending_refunds(&self, limit: usize) -> Result<Vec<RefundRecord>, StoreError> {
-        self.inner.pending_refunds(limit).await
+    async fn pending_refunds(
+        &self,
+        due_by: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<RefundRecord>, StoreError> {
+        self.inner.pending_refunds(due_by, limit).await
     }
 }
 
