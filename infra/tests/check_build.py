@@ -7,7 +7,7 @@ what Lambda's provided.al2023 arm64 runtime can start and what we mean to ship:
 - an executable ELF64 little-endian file for AArch64 (e_machine 183), of type EXEC or DYN;
 - stripped: no .symtab section (the release profile strips symbols; a debug build would carry them);
 - needing no glibc symbol version newer than Amazon Linux 2023's glibc 2.34;
-- no larger than the size budget (--max-mib, default 16 MiB; issue 5 aimed at 5 MB, not met: the figures are
+- no larger than the size budget (--max-mib, default 16 MiB; the first goal, 5 MB, was not met: the figures are
   printed, so growth is seen long before the budget trips);
 - referenced by the built template (its CodeUri is the function's build directory).
 

@@ -118,7 +118,7 @@ def code_alerts(crates: dict[str, Path] | None) -> dict[str, set[str]]:
             found.setdefault(binary, set()).update(ALERT_IN_CODE.findall(source.read_text()))
     return found
 
-# The HTTP contract (design section 4): route key -> (function binary, API Gateway authorisation).
+# The HTTP contract (docs/contract.md): route key -> (function binary, API Gateway authorisation).
 ROUTES = {
     "POST /alipay/notify/{device_id}": ("alipay-notify", "NONE"),
     "GET /devices/{device_id}/session": ("device-api", "NONE"),

@@ -3,7 +3,7 @@
 //! refunds at Alipay and the queues read the same before and after every case).
 //!
 //! A genuine, verified payment that cannot be credited (wrong currency, machine busy) is not bad input:
-//! it is refunded in full (design §2) and tested elsewhere.
+//! it is refunded in full (see `docs/contract.md`, “Money rules”) and tested elsewhere.
 //!
 //! Run with `scripts/with-moto cargo test -p vendpay-e2e --test bad_input`.
 

@@ -1,4 +1,4 @@
-//! End-to-end tests of `vendpay serve` over HTTP (issue 6 item 3), each on its own temporary database
+//! End-to-end tests of `vendpay serve` over HTTP, each on its own temporary database
 //! and ephemeral port, with the in-process Alipay sandbox: racing purchases, duplicated and
 //! out-of-order notifications, replayed and badly signed device requests, the sandbox's refund fault
 //! switches, and forged notifications.
@@ -42,7 +42,8 @@ fn purchase(request_id: &str, price: u64) -> Value {
     json!({"request_id": request_id, "slot": "A1", "price": cny(price)})
 }
 
-/// A notification as the sandbox sends it (alipay-mapi.md), signed with `key` (RSA2).
+/// A notification as the sandbox sends it (see `docs/alipay.md`, “Notifications”), signed with
+/// `key` (RSA2).
 fn notification(
     key: &str,
     notify_id: &str,

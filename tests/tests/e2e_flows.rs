@@ -1,6 +1,6 @@
-//! Design §1's two flows end to end over HTTP, on the embedded store and on `--store aws` against moto
-//! (DynamoDB + SQS, the deadline and refund queues long-polled into the Lambda handlers), and a late
-//! payment on the embedded store.
+//! The two flows (see `docs/contract.md`, “Money rules”) end to end over HTTP, on the embedded
+//! store and on `--store aws` against moto (DynamoDB + SQS, the deadline and refund queues
+//! long-polled into the Lambda handlers), and a late payment on the embedded store.
 //!
 //! The AWS tests need moto's server: run them through `scripts/with-moto`, which exports
 //! `VENDPAY_MOTO_ENDPOINT` and `AWS_ENDPOINT_URL`. Without it they fail, never pass silently. Each test

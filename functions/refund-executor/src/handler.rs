@@ -32,7 +32,7 @@ async fn message(executor: &Executor, r: Record<'_>) -> Result<(), RecordError> 
         let retry_in = backoff(r.receive_count);
         match executor
             .ledger
-            .execute_refund(&m.refund_id, &*executor.alipay, retry_in)
+            .execute_refund(&m, &*executor.alipay, retry_in)
             .await
         {
             Ok(RefundAttempt::Settled(RefundStatus::Failed)) => {
@@ -48,6 +48,10 @@ async fn message(executor: &Executor, r: Record<'_>) -> Result<(), RecordError> 
             }
             Ok(RefundAttempt::InFlight) => {
                 tracing::info!("another send holds this refund; this copy of the message is dropped");
+                Ok(())
+            }
+            Ok(RefundAttempt::Superseded) => {
+                tracing::info!("a newer message (the sweep's re-send) carries this refund; this one is dropped");
                 Ok(())
             }
             Err(e) if e.is_retryable() => {

@@ -1,4 +1,4 @@
-//! A local Alipay mapi gateway for development and tests (alipay-mapi.md).
+//! A local Alipay mapi gateway for development and tests (see `docs/alipay.md`, “Sandbox”).
 //!
 //! - [`ledger`]: QR codes, trades and refunds under Alipay's rules (no I/O).
 //! - This module: [`Sandbox`] — `gateway.do` over HTTP with real signatures both ways (it verifies the
@@ -38,7 +38,8 @@ pub const TEST_MERCHANT_PRIVATE_KEY: &str =
 pub const TEST_MERCHANT_PUBLIC_KEY: &str =
     include_str!("../../alipay/tests/fixtures/test-merchant-public-key.pem");
 
-/// Alipay's resend schedule after a first attempt (alipay-mapi.md §3): 2m, 10m, 10m, 1h, 2h, 6h, 15h.
+/// Alipay's resend schedule after a first attempt: 2m, 10m, 10m, 1h, 2h, 6h, 15h (see
+/// `docs/alipay.md`, “Sandbox”).
 pub const RESEND_SCHEDULE_SECS: [u64; 7] = [120, 600, 600, 3600, 7200, 21_600, 54_000];
 
 /// A request a gateway fault switch turns into a failure (one switch per gateway call, in order).

@@ -20,7 +20,7 @@ use crate::response::{
 };
 use crate::sign::{SignType, Signer, Verifier};
 
-/// What Alipay's SDK uses (alipay-mapi.md §1).
+/// What Alipay's SDK uses (see `docs/alipay.md`, “Transport”).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -135,7 +135,8 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The merchant fields of `qrcode.create` that are the same for every machine (design §5).
+/// The merchant fields of `qrcode.create` that are the same for every machine (see
+/// `docs/contract.md`, “Configuration”).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MerchantProfile {
     pub secondary_merchant_id: String,

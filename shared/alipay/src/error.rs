@@ -1,5 +1,5 @@
 //! Every way a call to Alipay can fail, classified once so callers decide to retry without string
-//! matching (alipay-mapi.md §3, spot.refund).
+//! matching (see `docs/alipay.md`, “Answer verdicts”).
 
 use std::fmt;
 

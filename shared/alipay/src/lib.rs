@@ -1,4 +1,4 @@
-//! vendpay's Alipay "mapi" client (see `alipay-mapi.md`): everything vendpay says to and hears from
+//! vendpay's Alipay "mapi" client (see `docs/alipay.md`): everything vendpay says to and hears from
 //! Alipay's cross-border gateway.
 //!
 //! - [`presign`]: the pre-sign string; [`sign`]: MD5 / RSA / RSA2 signing and verification;

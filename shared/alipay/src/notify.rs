@@ -1,5 +1,5 @@
 //! Payment notifications: Alipay's form POST to our `notify_url`, parsed strictly, verified over every
-//! received field, and turned into a typed event (alipay-mapi.md §2–3).
+//! received field, and turned into a typed event (see `docs/alipay.md`, “Notifications”).
 //!
 //! The pre-sign string joins raw values, so a parser that accepted duplicated keys or values carrying
 //! `&name=` (for any name, received or not) would let two different field sets share one signature;

@@ -1,5 +1,5 @@
-//! The pre-sign string of alipay-mapi.md §2: every parameter but `sign`/`sign_type` and empty values,
-//! sorted byte-wise by key, joined raw as `key=value` with `&`.
+//! The pre-sign string (see `docs/alipay.md`, “Signing”): every parameter but `sign`/`sign_type`
+//! and empty values, sorted byte-wise by key, joined raw as `key=value` with `&`.
 
 /// Builds the pre-sign string of text parameters (requests, answers, UTF-8 notifications).
 pub fn presign_string<'a, I>(params: I) -> String

@@ -1,5 +1,5 @@
-//! Requests to the mapi gateway: the parameters of each service (alipay-mapi.md §3), signed over their
-//! raw values and sent URL-encoded.
+//! Requests to the mapi gateway: the parameters of each service (see `docs/alipay.md`,
+//! “Services we call”), signed over their raw values and sent URL-encoded.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -165,7 +165,7 @@ impl Params {
     }
 
     /// `application/x-www-form-urlencoded` of every parameter except `_input_charset`, which goes in
-    /// the URL (alipay-mapi.md §1: some gateways read the charset before the body).
+    /// the URL: some gateways read the charset before the body (see `docs/alipay.md`, “Transport”).
     pub fn form_body(&self) -> String {
         let mut ser = form_urlencoded::Serializer::new(String::new());
         for (k, v) in self.iter().filter(|(k, _)| *k != "_input_charset") {
@@ -198,7 +198,8 @@ pub struct QrBizData {
     pub country_code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
-    /// Flat key/value pairs Alipay returns with each payment (alipay-mapi.md §3).
+    /// Flat key/value pairs Alipay returns with each payment (see `docs/alipay.md`,
+    /// “Services we call”).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub passback_parameters: Option<BTreeMap<String, String>>,
 }

@@ -1,4 +1,4 @@
-//! Signing and verification for the three sign types of alipay-mapi.md §2.
+//! Signing and verification for the three sign types (see `docs/alipay.md`, “Signing”).
 //!
 //! RSA2 signing and every RSA verification go through aws-lc-rs (constant time). aws-lc-rs cannot sign
 //! with SHA-1, so the legacy `RSA` sign type signs with the `rsa` crate — signing only, and only for

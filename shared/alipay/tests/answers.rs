@@ -1,6 +1,6 @@
-//! Synchronous answers must belong to the request they answer (design §2, refund outcomes): only a
-//! verified, matching answer is a success; anything we cannot tie to the request is an unknown outcome
-//! (retryable), never a success and never a permanent failure.
+//! Synchronous answers must belong to the request they answer (see `docs/alipay.md`,
+//! “Answer verdicts”): only a verified, matching answer is a success; anything we cannot tie to
+//! the request is an unknown outcome (retryable), never a success and never a permanent failure.
 
 use std::collections::HashMap;
 

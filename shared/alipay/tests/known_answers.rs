@@ -1,5 +1,6 @@
-//! Known-answer tests: the MD5 vectors of alipay-mapi.md §2, and RSA / RSA2 vectors produced by the
-//! openssl command line from the committed test keys (fixtures/README.md).
+//! Known-answer tests (see `docs/alipay.md`, “Known-answer vectors”): the MD5 vectors, and RSA /
+//! RSA2 vectors produced by the openssl command line from the committed test keys
+//! (fixtures/README.md).
 
 use vendpay_alipay::{presign_string, KeyError, SignType, SignatureError, Signer, Verifier};
 

@@ -44,7 +44,7 @@ impl RefundGateway for Alipay {
     }
 }
 
-/// What a refund attempt's result lets the ledger record (design §2: only a verified answer decides).
+/// What a refund attempt's result lets the ledger record (only a verified answer decides).
 /// Success comes only from a verified, echoed answer (the client checks that). `Failed` only from a
 /// listed permanent code in a correctly signed answer that echoes this refund — the client reports
 /// those, and only those, as `AlipayError::Failed`. Everything else — an unsigned gateway refusal
@@ -53,29 +53,40 @@ impl RefundGateway for Alipay {
 pub fn refund_verdict(result: Result<(), AlipayError>) -> RefundVerdict {
     match result {
         Ok(()) => RefundVerdict::Succeeded,
-        Err(AlipayError::Failed(code)) if permanent_refund_refusal(&code) => {
-            RefundVerdict::Failed(code.as_str().to_owned())
-        }
+        Err(AlipayError::Failed(code)) => match refusal(&code) {
+            Refusal::OfThisRefund => RefundVerdict::Failed(code.as_str().to_owned()),
+            Refusal::AlsoIfPaid => RefundVerdict::FailedUnlessPaid(code.as_str().to_owned()),
+            Refusal::NotAVerdict => {
+                RefundVerdict::Retry(format!("Alipay answered {}", code.as_str()))
+            }
+        },
         Err(e) => RefundVerdict::Retry(e.to_string()),
     }
 }
 
-/// The codes alipay-mapi lists as permanent for `spot.refund`.
-fn permanent_refund_refusal(code: &ErrorCode) -> bool {
-    matches!(
-        code,
+enum Refusal {
+    /// Permanent, and about this refund whatever happened before.
+    OfThisRefund,
+    /// Permanent, but also what a retry of a refund Alipay already paid can meet (the trade closed by it,
+    /// its refundable amount used up by it): decides only a first send.
+    AlsoIfPaid,
+    /// About our request or configuration (signature, partner, privilege, arguments), not about the
+    /// refund: one bad key would otherwise record every refund failed. Retried, then `refund_stuck`.
+    NotAVerdict,
+}
+
+/// The codes the gateway lists for `spot.refund`, by what they tell about the refund.
+fn refusal(code: &ErrorCode) -> Refusal {
+    match code {
         ErrorCode::PurchaseTradeNotExist
-            | ErrorCode::ReturnAmountExceed
-            | ErrorCode::RequestAmountExceed
-            | ErrorCode::RefundAmtRestriction
-            | ErrorCode::CurrencyNotSame
-            | ErrorCode::RefundmentValidDateExceed
-            | ErrorCode::TradeHasClose
-            | ErrorCode::IllegalSign
-            | ErrorCode::IllegalArgument
-            | ErrorCode::IllegalPartner
-            | ErrorCode::HasNoPrivilege
-    )
+        | ErrorCode::RefundAmtRestriction
+        | ErrorCode::CurrencyNotSame
+        | ErrorCode::RefundmentValidDateExceed => Refusal::OfThisRefund,
+        ErrorCode::ReturnAmountExceed
+        | ErrorCode::RequestAmountExceed
+        | ErrorCode::TradeHasClose => Refusal::AlsoIfPaid,
+        _ => Refusal::NotAVerdict,
+    }
 }
 
 #[async_trait]
@@ -162,5 +173,42 @@ mod tests {
             );
         }
         assert_eq!(refund_verdict(Ok(())), RefundVerdict::Succeeded);
+    }
+
+    #[test]
+    fn refusals_a_paid_refund_can_also_meet_decide_only_a_first_send() {
+        for code in [
+            ErrorCode::TradeHasClose,
+            ErrorCode::ReturnAmountExceed,
+            ErrorCode::RequestAmountExceed,
+        ] {
+            let shown = format!("{code:?}");
+            assert!(
+                matches!(
+                    refund_verdict(Err(AlipayError::Failed(code))),
+                    RefundVerdict::FailedUnlessPaid(_)
+                ),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_of_our_request_or_keys_are_not_verdicts() {
+        for code in [
+            ErrorCode::IllegalSign,
+            ErrorCode::IllegalPartner,
+            ErrorCode::HasNoPrivilege,
+            ErrorCode::IllegalArgument,
+        ] {
+            let shown = format!("{code:?}");
+            assert!(
+                matches!(
+                    refund_verdict(Err(AlipayError::Failed(code))),
+                    RefundVerdict::Retry(_)
+                ),
+                "{shown}: one bad key must not record every refund failed"
+            );
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! Who may call: machines sign every request with their secret (HMAC-SHA256, design §4); operators
-//! present the admin token (or come through IAM on AWS).
+//! Who may call: machines sign every request with their secret (HMAC-SHA256; see
+//! `docs/contract.md`, “Machine authentication”); operators present the admin token (or come through
+//! IAM on AWS).
 //!
 //! A machine's secret is never stored. Registration draws a random salt; the secret is
 //! `HMAC-SHA256(device key, "vendpay/device/v1/" + device id + "/" + salt)`, shown to the operator once;

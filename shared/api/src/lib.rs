@@ -1,5 +1,5 @@
-//! vendpay's HTTP contract (design §4) as plain async functions from `http::Request<Bytes>` to
-//! `http::Response<Bytes>`, over the ports of `vendpay-app`.
+//! vendpay's HTTP contract (see `docs/contract.md`) as plain async functions from
+//! `http::Request<Bytes>` to `http::Response<Bytes>`, over the ports of `vendpay-app`.
 //!
 //! The Lambda functions (through `lambda_http`) and the local server (through axum) both convert their
 //! requests to these types and call [`Api`], so the very same code answers in both places.
@@ -102,7 +102,8 @@ pub struct NotifyRoute {
     pub settings: notify::NotifySettings,
 }
 
-/// Every route of design §4, as the local server serves them: each Lambda function serves one group.
+/// Every route of the contract (see `docs/contract.md`), as the local server serves them: each
+/// Lambda function serves one group.
 #[derive(Clone)]
 pub struct Api {
     pub device: DeviceRoutes,
@@ -169,7 +170,7 @@ impl Api {
         &self.device.ledger
     }
 
-    /// Answers any route of design §4.
+    /// Answers any route of the contract (see `docs/contract.md`).
     pub async fn handle(&self, req: Request<Bytes>) -> Response<Bytes> {
         match segments(req.uri().path()).first() {
             Some(&"alipay") => self.notify.handle(&req).await,

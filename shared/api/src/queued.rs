@@ -28,7 +28,8 @@ use vendpay_domain::Timestamp;
 
 use crate::error::ApiError;
 
-/// How long after the queue received it a queued command may still act (design §2).
+/// How long after the queue received it a queued command may still act (see `docs/contract.md`,
+/// “Queued machine requests”).
 pub const MAX_QUEUED_AGE_SECS: i64 = 60;
 
 /// Refuses (`too_late`) a queued command processed more than [`MAX_QUEUED_AGE_SECS`] after `sent_at`,

@@ -1,5 +1,6 @@
-//! Settings shared by the local server and the Lambda functions (design §5), parsed from a lookup so
-//! tests pass a map and production passes the environment. Every error names its setting.
+//! Settings shared by the local server and the Lambda functions (see `docs/contract.md`,
+//! “Configuration”), parsed from a lookup so tests pass a map and production passes the
+//! environment. Every error names its setting.
 
 use std::time::Duration;
 
@@ -33,7 +34,7 @@ pub fn present(get: &impl Fn(&str) -> Option<String>, name: &str) -> Option<Stri
 }
 
 /// `PAY_FIRST_WINDOW_SECS`, `PURCHASE_FIRST_WINDOW_SECS`, `ORDER_PAYMENT_WINDOW_SECS`: whole seconds,
-/// 1 to a week; the design's defaults when absent.
+/// 1 to a week; the documented defaults (300, 25 and 120 s) when absent.
 pub fn windows(get: &impl Fn(&str) -> Option<String>) -> Result<Windows, SettingError> {
     let window = |setting: &'static str, default: Duration| -> Result<Duration, SettingError> {
         let Some(raw) = present(get, setting) else {

@@ -1,5 +1,5 @@
-//! The JSON shapes of design §4: what machines and operators see. Times are RFC 3339, amounts are
-//! `{"minor", "currency"}` objects.
+//! The JSON shapes of the contract (see `docs/contract.md`): what machines and operators see. Times
+//! are RFC 3339, amounts are `{"minor", "currency"}` objects.
 
 use serde_json::{json, Map, Value};
 use vendpay_app::DeviceRecord;
@@ -141,7 +141,7 @@ fn purchase(p: &Purchase) -> Value {
 }
 
 /// `stuck`: pending for an hour without a verified answer (reconcile it with Alipay).
-fn refund(r: &Refund, stuck: bool) -> Value {
+fn refund(r: &Refund) -> Value {
     let reason = match r.reason {
         RefundReason::Settlement => "settlement".to_owned(),
         RefundReason::Overpayment => "overpayment".to_owned(),
@@ -161,7 +161,7 @@ fn refund(r: &Refund, stuck: bool) -> Value {
         "amount": money(r.amount),
         "reason": reason,
         "status": status,
-        "stuck": stuck && r.status == RefundStatus::Pending,
+        "stuck": r.stuck && r.status == RefundStatus::Pending,
         "issued_at": time(r.issued_at),
     })
 }
@@ -197,6 +197,7 @@ fn anomaly(a: &Anomaly) -> Value {
         AnomalyKind::RefundStuck { refund_id } => {
             ("refund_stuck", json!({"refund_id": refund_id.as_str()}))
         }
+        AnomalyKind::Unrecognised => ("unrecognised", json!({})),
     };
     json!({"kind": kind, "at": time(a.at), "detail": detail})
 }
@@ -222,13 +223,7 @@ pub fn session_detail(s: &Session) -> Value {
             "purchases".into(),
             s.purchases.iter().map(purchase).collect(),
         );
-        obj.insert(
-            "refunds".into(),
-            s.refunds
-                .iter()
-                .map(|r| refund(r, s.refund_is_stuck(&r.id)))
-                .collect(),
-        );
+        obj.insert("refunds".into(), s.refunds.iter().map(refund).collect());
         obj.insert(
             "anomalies".into(),
             s.anomalies.iter().map(anomaly).collect(),

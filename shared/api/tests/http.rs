@@ -1,4 +1,5 @@
-//! Black-box tests of the HTTP contract (design §4) through `Api::handle`, on the embedded SQLite store.
+//! Black-box tests of the HTTP contract (see `docs/contract.md`) through `Api::handle`, on the
+//! embedded SQLite store.
 
 mod common;
 

@@ -41,6 +41,7 @@ where
     ledger_the_sweep_goes_on_past_a_session_that_fails(make().await).await;
     ledger_order_ids_and_purchase_ids_share_one_namespace(make().await).await;
     ledger_one_send_of_a_refund_at_a_time_and_no_resend_storm(make().await).await;
+    ledger_a_first_send_refused_in_a_verified_answer_fails(make().await).await;
 }
 
 pub const T0: i64 = 1_700_000_000_000;
@@ -256,6 +257,9 @@ async fn a_commit_writes_every_row_and_reads_back<S: Store>(store: Arc<S>) {
         amount: refund.amount,
         status: RefundStatus::Pending,
         issued_at: refund.issued_at,
+        attempts: 0,
+        generation: 0,
+        in_flight_until: None,
     };
     let commit = Commit {
         device: Some(DeviceGuard {
@@ -502,6 +506,9 @@ async fn pending_refunds_are_listed_until_final<S: Store>(store: Arc<S>) {
         amount: r.amount,
         status,
         issued_at: r.issued_at,
+        attempts: 0,
+        generation: 0,
+        in_flight_until: None,
     };
     store
         .commit(&Commit {
@@ -552,10 +559,19 @@ fn send(refund_id: &RefundId, when: SendCondition, until: Option<i64>, next: i64
     }
 }
 
-fn free(now: i64, due_by: Option<i64>) -> SendCondition {
-    SendCondition::Free {
+fn claim(now: i64, generation: u32, attempts: u32) -> SendCondition {
+    SendCondition::Claim {
         now: Timestamp::from_millis(now),
-        due_by: due_by.map(Timestamp::from_millis),
+        generation,
+        attempts,
+    }
+}
+
+fn resend(now: i64, due_by: i64, generation: u32) -> SendCondition {
+    SendCondition::Resend {
+        now: Timestamp::from_millis(now),
+        due_by: Timestamp::from_millis(due_by),
+        generation,
     }
 }
 
@@ -582,6 +598,9 @@ async fn a_refund_is_sent_by_one_sender_at_a_time<S: Store>(store: Arc<S>) {
         amount: r.amount,
         status,
         issued_at: r.issued_at,
+        attempts: 0,
+        generation: 0,
+        in_flight_until: None,
     };
     store
         .commit(&Commit {
@@ -601,17 +620,24 @@ async fn a_refund_is_sent_by_one_sender_at_a_time<S: Store>(store: Arc<S>) {
                 .len()
         }
     };
-    // A new refund's next attempt is its issue.
+    let read = || {
+        let store = store.clone();
+        let id = r.id.clone();
+        async move { store.refund(&id).await.expect("read").expect("row") }
+    };
+    let conflict = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Conflict(_)));
+    // A new refund's next attempt is its issue; nothing sent, generation 0.
     assert_eq!(pending(issued - 1).await, 0);
     assert_eq!(pending(issued).await, 1);
+    assert_eq!(read().await, row(RefundStatus::Pending));
 
-    // Ten senders race for it: exactly one holds it.
+    // Ten senders race for it: exactly one holds it, and one attempt is counted.
     let now = issued + 10;
     let lease = now + 60_000;
     let racers = (0..10).map(|_| {
         let store = store.clone();
-        let claim = send(&r.id, free(now, None), Some(lease), lease);
-        async move { store.commit(&claim).await }
+        let c = send(&r.id, claim(now, 0, 0), Some(lease), lease);
+        async move { store.commit(&c).await }
     });
     let results = join_all(racers.collect()).await;
     assert_eq!(
@@ -619,24 +645,33 @@ async fn a_refund_is_sent_by_one_sender_at_a_time<S: Store>(store: Arc<S>) {
         1,
         "one send at a time: {results:?}"
     );
-    assert!(results
-        .iter()
-        .all(|r| r.is_ok() || matches!(r, Err(StoreError::Conflict(_)))));
+    assert!(results.iter().all(|r| r.is_ok() || conflict(r.clone())));
+    let held = read().await;
+    assert_eq!(
+        (held.attempts, held.in_flight_until),
+        (1, Some(Timestamp::from_millis(lease)))
+    );
     // While held it is not due for the sweep, and the sweep cannot take it.
     assert_eq!(pending(lease - 1).await, 0);
-    assert!(matches!(
+    assert!(conflict(
         store
-            .commit(&send(&r.id, free(now + 1, Some(now + 1)), None, now + 1))
-            .await,
-        Err(StoreError::Conflict(_))
+            .commit(&send(&r.id, resend(now + 1, now + 1, 0), None, now + 1))
+            .await
     ));
-    // A lease that ran out (its sender crashed) can be taken over; the old holder then releases nothing.
+    // A lease that ran out (its sender crashed) can be taken over, by a claim that knows the count;
+    // the old holder then releases nothing.
     let lease2 = lease + 60_000;
+    assert!(conflict(
+        store
+            .commit(&send(&r.id, claim(lease, 0, 0), Some(lease2), lease2))
+            .await
+    ));
     store
-        .commit(&send(&r.id, free(lease, None), Some(lease2), lease2))
+        .commit(&send(&r.id, claim(lease, 0, 1), Some(lease2), lease2))
         .await
         .expect("expired lease taken over");
-    assert!(matches!(
+    assert_eq!(read().await.attempts, 2);
+    assert!(conflict(
         store
             .commit(&send(
                 &r.id,
@@ -644,8 +679,7 @@ async fn a_refund_is_sent_by_one_sender_at_a_time<S: Store>(store: Arc<S>) {
                 None,
                 lease + 5
             ))
-            .await,
-        Err(StoreError::Conflict(_))
+            .await
     ));
     // The holder releases it with its next attempt; then it is free and due at that time.
     let next = lease + 5_000;
@@ -658,17 +692,37 @@ async fn a_refund_is_sent_by_one_sender_at_a_time<S: Store>(store: Arc<S>) {
         ))
         .await
         .expect("release");
+    assert_eq!(read().await.in_flight_until, None);
     assert_eq!(pending(next - 1).await, 0);
     assert_eq!(pending(next).await, 1);
-    // The sweep takes it only while still overdue: two sweeps, one re-send.
+    // The sweep takes it only while still overdue and of the generation it read: two sweeps, one
+    // re-send, and the messages of the old generation can no longer claim it.
     let sweep_at = next + 70_000;
-    let take = send(&r.id, free(sweep_at, Some(next)), None, sweep_at);
+    let take = send(&r.id, resend(sweep_at, next, 0), None, sweep_at);
     store.commit(&take).await.expect("sweep takes it");
-    assert!(matches!(
-        store.commit(&take).await,
-        Err(StoreError::Conflict(_))
+    assert!(conflict(store.commit(&take).await));
+    assert_eq!(read().await.generation, 1);
+    let lease3 = sweep_at + 60_000;
+    assert!(conflict(
+        store
+            .commit(&send(
+                &r.id,
+                claim(sweep_at + 1, 0, 2),
+                Some(lease3),
+                lease3
+            ))
+            .await
     ));
-    // A final refund is never claimed again.
+    store
+        .commit(&send(
+            &r.id,
+            claim(sweep_at + 1, 1, 2),
+            Some(lease3),
+            lease3,
+        ))
+        .await
+        .expect("the new generation's message claims it");
+    // A final refund is never claimed again; its row is rewritten, schedule reset.
     let t = settle_refund(
         &ended,
         &r.id,
@@ -684,22 +738,18 @@ async fn a_refund_is_sent_by_one_sender_at_a_time<S: Store>(store: Arc<S>) {
         })
         .await
         .expect("settle commit");
-    assert!(matches!(
+    assert!(conflict(
         store
             .commit(&send(
                 &r.id,
-                free(sweep_at + 1, None),
-                Some(lease2 * 2),
-                lease2 * 2
+                claim(lease3 + 1, 0, 0),
+                Some(lease3 * 2),
+                lease3 * 2
             ))
-            .await,
-        Err(StoreError::Conflict(_))
+            .await
     ));
     assert_eq!(pending(i64::MAX).await, 0);
-    assert_eq!(
-        store.refund(&r.id).await.expect("refund"),
-        Some(row(RefundStatus::Succeeded))
-    );
+    assert_eq!(read().await, row(RefundStatus::Succeeded));
 }
 
 async fn racing_commits_on_one_version_let_exactly_one_win<S: Store>(store: Arc<S>) {
@@ -1234,7 +1284,7 @@ async fn ledger_order_ids_and_purchase_ids_share_one_namespace<S: Store>(store: 
 /// A gateway that, during its first call, delivers a copy of the same refund message (the sweep's, or
 /// a duplicate SQS delivery) and records what that copy came to; every call answers `verdict`.
 struct Racing {
-    ledger: Mutex<Option<Ledger>>,
+    ledger: Mutex<Option<(Ledger, RefundMessage)>>,
     copy: Mutex<Option<Result<RefundAttempt, AppError>>>,
     calls: std::sync::atomic::AtomicUsize,
     verdict: RefundVerdict,
@@ -1242,18 +1292,27 @@ struct Racing {
 
 #[async_trait]
 impl RefundGateway for Racing {
-    async fn refund(&self, order: &RefundOrder) -> RefundVerdict {
+    async fn refund(&self, _order: &RefundOrder) -> RefundVerdict {
         let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let ledger = self.ledger.lock().ok().and_then(|mut l| l.take());
-        if let (0, Some(ledger)) = (n, ledger) {
+        if let (0, Some((ledger, message))) = (n, ledger) {
             let copy = ledger
-                .execute_refund(&order.refund_id, self, Duration::from_secs(5))
+                .execute_refund(&message, self, Duration::from_secs(5))
                 .await;
             if let Ok(mut c) = self.copy.lock() {
                 *c = Some(copy);
             }
         }
         self.verdict.clone()
+    }
+}
+
+fn answering(verdict: RefundVerdict) -> Racing {
+    Racing {
+        ledger: Mutex::new(None),
+        copy: Mutex::new(None),
+        calls: Default::default(),
+        verdict,
     }
 }
 
@@ -1269,22 +1328,22 @@ async fn ledger_one_send_of_a_refund_at_a_time_and_no_resend_storm<S: Store>(sto
         .await
         .expect("pay");
     ledger.end(&dev).await.expect("end");
-    let refund_id = rec
+    let issued = rec
         .refunds
         .lock()
-        .map(|r| r[0].refund_id.clone())
+        .map(|r| r[0].clone())
         .expect("one refund issued");
-    let unknown = |with_copy: Option<Ledger>| Racing {
-        ledger: Mutex::new(with_copy),
-        copy: Mutex::new(None),
-        calls: Default::default(),
-        verdict: RefundVerdict::Retry("an answer we cannot verify".into()),
-    };
+    assert_eq!(issued.generation, 0);
+    let refund_id = issued.refund_id.clone();
+    let unknown = || answering(RefundVerdict::Retry("an answer we cannot verify".into()));
     let retry_in = Duration::from_secs(5);
 
     // A copy delivered while the first send is in flight never reaches Alipay.
-    let gw = unknown(Some(ledger.clone()));
-    let first = ledger.execute_refund(&refund_id, &gw, retry_in).await;
+    let gw = unknown();
+    if let Ok(mut l) = gw.ledger.lock() {
+        *l = Some((ledger.clone(), issued.clone()));
+    }
+    let first = ledger.execute_refund(&issued, &gw, retry_in).await;
     assert!(
         matches!(first, Err(AppError::RefundPending(..))),
         "{first:?}"
@@ -1312,13 +1371,29 @@ async fn ledger_one_send_of_a_refund_at_a_time_and_no_resend_storm<S: Store>(sto
     assert_eq!(resent(ledger.clone()).await, 0, "re-sent a moment ago");
     clock.advance(Duration::from_secs(60));
     assert_eq!(resent(ledger.clone()).await, 1, "that message was lost too");
+    let messages = rec.refunds.lock().map(|r| r.clone()).expect("messages");
+    let generations: Vec<u32> = messages.iter().map(|m| m.generation).collect();
+    assert_eq!(generations, vec![0, 1, 2]);
+
+    // The first message, arriving late from a backlog, is dropped: the sweep's newest carries it.
+    assert_eq!(
+        ledger
+            .execute_refund(&issued, &answering(RefundVerdict::Succeeded), retry_in)
+            .await,
+        Ok(RefundAttempt::Superseded)
+    );
+    let newest = messages[2].clone();
+
+    // After sends whose answers were lost, a refusal a paid refund also meets decides nothing.
+    let closed = answering(RefundVerdict::FailedUnlessPaid("TRADE_HAS_CLOSE".into()));
+    let r = ledger.execute_refund(&newest, &closed, retry_in).await;
+    assert!(matches!(r, Err(AppError::RefundPending(..))), "{r:?}");
+    assert_eq!(closed.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     // An hour without a verified verdict: raised stuck, once, and still pending.
     clock.advance(Duration::from_secs(3600));
     for _ in 0..2 {
-        let r = ledger
-            .execute_refund(&refund_id, &unknown(None), retry_in)
-            .await;
+        let r = ledger.execute_refund(&newest, &unknown(), retry_in).await;
         assert!(matches!(r, Err(AppError::RefundPending(..))), "{r:?}");
         clock.advance(Duration::from_secs(10));
     }
@@ -1341,12 +1416,10 @@ async fn ledger_one_send_of_a_refund_at_a_time_and_no_resend_storm<S: Store>(sto
     assert_eq!(s.phase, Phase::Settling);
 
     // A late verified success settles it.
-    let ok = Racing {
-        verdict: RefundVerdict::Succeeded,
-        ..unknown(None)
-    };
     assert_eq!(
-        ledger.execute_refund(&refund_id, &ok, retry_in).await,
+        ledger
+            .execute_refund(&newest, &answering(RefundVerdict::Succeeded), retry_in)
+            .await,
         Ok(RefundAttempt::Settled(RefundStatus::Succeeded))
     );
     let s = store
@@ -1361,5 +1434,39 @@ async fn ledger_one_send_of_a_refund_at_a_time_and_no_resend_storm<S: Store>(sto
             .await
             .expect("pending"),
         vec![]
+    );
+}
+
+async fn ledger_a_first_send_refused_in_a_verified_answer_fails<S: Store>(store: Arc<S>) {
+    store
+        .register(&device_record("vm-1", Mode::PayFirst))
+        .await
+        .expect("register");
+    let (ledger, rec, _) = ledger(store.clone());
+    let dev: DeviceId = id("vm-1");
+    ledger
+        .payment(&dev, &payment("T1", 500))
+        .await
+        .expect("pay");
+    ledger.end(&dev).await.expect("end");
+    let issued = rec
+        .refunds
+        .lock()
+        .map(|r| r[0].clone())
+        .expect("one refund issued");
+    // Nothing was sent before, so Alipay's refusal is about this refund.
+    let closed = answering(RefundVerdict::FailedUnlessPaid("TRADE_HAS_CLOSE".into()));
+    assert_eq!(
+        ledger
+            .execute_refund(&issued, &closed, Duration::from_secs(5))
+            .await,
+        Ok(RefundAttempt::Settled(RefundStatus::Failed))
+    );
+    // A verified success that arrives later still wins.
+    assert_eq!(
+        ledger
+            .refund_result(&issued.refund_id, RefundOutcome::Succeeded)
+            .await,
+        Ok(RefundStatus::Succeeded)
     );
 }

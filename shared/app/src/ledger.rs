@@ -25,7 +25,8 @@ use crate::ports::{
     RefundRecord, RefundSend, RequestRecord, SendCondition, SessionStore, StoreError,
 };
 
-/// How long a machine request's answer is kept for retries (design §3: at least 48 h).
+/// How long a machine request's answer is kept for retries: at least 48 h (see
+/// `docs/architecture.md`, “Storage”).
 pub const REQUEST_TTL: Duration = Duration::from_secs(72 * 3600);
 
 /// How often a command is re-decided after losing a write race before giving up (retryable).
@@ -74,6 +75,8 @@ pub enum RefundAttempt {
     Settled(RefundStatus),
     /// Another send holds the refund; this message is a copy and is dropped.
     InFlight,
+    /// A newer message (a sweep's re-send) carries the refund; this older one is dropped.
+    Superseded,
 }
 
 /// What a refund attempt is sent with. Every retry sends the same id and amount.
@@ -89,8 +92,13 @@ pub struct RefundOrder {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RefundVerdict {
     Succeeded,
-    /// A permanent refusal (`RETURN_AMOUNT_EXCEED`, `TRADE_HAS_CLOSE`, ...): an operator must act.
+    /// A verified permanent refusal of this very request (`PURCHASE_TRADE_NOT_EXIST`,
+    /// `CURRENCY_NOT_SAME`, ...).
     Failed(String),
+    /// A verified refusal that this refund's own success would also cause (`TRADE_HAS_CLOSE`: the trade
+    /// closed by this refund; `RETURN_AMOUNT_EXCEED`: its refundable amount used up by it): final only
+    /// for a refund's first send. After a send whose answer was lost it decides nothing.
+    FailedUnlessPaid(String),
     /// Timeout, `UNKNOW`, a system error, an HTML page: try again with the same id and amount.
     Retry(String),
 }
@@ -487,15 +495,27 @@ impl Ledger {
         }
         // Only refunds whose next attempt is overdue by the grace: no message is expected to carry
         // them any more (lost, dead-lettered, or its sender crashed). Taking one moves its next attempt
-        // to now, so a concurrent or the next sweep leaves it alone while this message is on its way.
+        // to now and bumps its generation, so a concurrent or the next sweep leaves it alone while this
+        // message is on its way, and an older message still in the queue (a backlog) is dropped when it
+        // arrives: one chain of retries per refund, not one per sweep.
         let overdue = now.minus(refund_grace);
         for r in self.store.pending_refunds(overdue, limit).await? {
+            // The listing may not carry the schedule (a DynamoDB index projects the JSON only).
+            let record = match self.store.refund(&r.refund_id).await {
+                Ok(Some(record)) if record.status == RefundStatus::Pending => record,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(refund_id = %r.refund_id, error = %e, "sweep could not read the refund to re-send it");
+                    continue;
+                }
+            };
             let take = Commit {
                 send: Some(RefundSend {
                     refund_id: r.refund_id.clone(),
-                    when: SendCondition::Free {
+                    when: SendCondition::Resend {
                         now,
-                        due_by: Some(overdue),
+                        due_by: overdue,
+                        generation: record.generation,
                     },
                     in_flight_until: None,
                     next_attempt_at: now,
@@ -513,6 +533,7 @@ impl Ledger {
             let message = RefundMessage {
                 refund_id: r.refund_id.clone(),
                 session: r.session.clone(),
+                generation: record.generation.saturating_add(1),
             };
             if let Err(e) = self.refunds.enqueue(&message).await {
                 tracing::warn!(refund_id = %r.refund_id, error = %e, "sweep could not re-send refund; the next sweep will");
@@ -554,17 +575,18 @@ impl Ledger {
 
     /// The refund executor: sends a pending refund to Alipay (same id, same amount, every time) and
     /// records the verdict. Only a verified verdict is recorded; an unknown one (see [`RefundVerdict`])
-    /// leaves the refund pending, raises it as stuck once it has waited [`vendpay_domain::REFUND_STUCK_AFTER`], and is
-    /// returned as a retryable error so the caller tries again after `retry_in` (the next attempt the
-    /// sweep then expects). At most one send of a refund is in flight: a copy of the message that finds
-    /// another send holding the refund answers [`RefundAttempt::InFlight`] and may be dropped, because
-    /// the holder's own message carries the retry.
+    /// leaves the refund pending, raises it as stuck once it has waited
+    /// [`vendpay_domain::REFUND_STUCK_AFTER`], and is returned as a retryable error so the caller tries
+    /// again after `retry_in` (the next attempt the sweep then expects). At most one send of a refund is
+    /// in flight: a message that finds another send holding the refund, or a newer message carrying it,
+    /// answers [`RefundAttempt::InFlight`] / [`RefundAttempt::Superseded`] and may be dropped.
     pub async fn execute_refund(
         &self,
-        refund_id: &RefundId,
+        message: &RefundMessage,
         gateway: &dyn RefundGateway,
         retry_in: Duration,
     ) -> Result<RefundAttempt, AppError> {
+        let refund_id = &message.refund_id;
         let record = self
             .store
             .refund(refund_id)
@@ -577,6 +599,9 @@ impl Ledger {
         if refund.status.is_final() {
             return Ok(RefundAttempt::Settled(refund.status));
         }
+        if message.generation < record.generation {
+            return Ok(RefundAttempt::Superseded);
+        }
         let order = RefundOrder {
             refund_id: refund.id.clone(),
             trade_no: refund.trade_no.clone(),
@@ -588,7 +613,11 @@ impl Ledger {
         let claim = Commit {
             send: Some(RefundSend {
                 refund_id: refund_id.clone(),
-                when: SendCondition::Free { now, due_by: None },
+                when: SendCondition::Claim {
+                    now,
+                    generation: message.generation,
+                    attempts: record.attempts,
+                },
                 in_flight_until: Some(lease),
                 next_attempt_at: lease,
             }),
@@ -596,20 +625,48 @@ impl Ledger {
         };
         match self.store.commit(&claim).await {
             Ok(()) => {}
-            Err(StoreError::Conflict(_)) => return Ok(RefundAttempt::InFlight),
+            Err(StoreError::Conflict(_)) => {
+                // Perhaps our own claim, applied by a request whose answer was lost and retried.
+                let now_row = self.store.refund(refund_id).await?;
+                let ours = now_row.as_ref().is_some_and(|r| {
+                    r.in_flight_until == Some(lease)
+                        && r.attempts == record.attempts.saturating_add(1)
+                        && r.status == RefundStatus::Pending
+                });
+                if !ours {
+                    return Ok(match now_row {
+                        Some(r) if r.generation > message.generation => RefundAttempt::Superseded,
+                        Some(r) if r.status.is_final() => RefundAttempt::Settled(r.status),
+                        _ => RefundAttempt::InFlight,
+                    });
+                }
+            }
             Err(e) => return Err(e.into()),
         }
+        // An earlier send may have reached Alipay and been paid, its answer lost.
+        let sent_before = record.attempts > 0;
         let outcome = match gateway.refund(&order).await {
             RefundVerdict::Succeeded => RefundOutcome::Succeeded,
             RefundVerdict::Failed(code) => {
                 tracing::error!(refund_id = %refund_id, code = %code, "Alipay refused the refund in a verified answer");
                 RefundOutcome::FailedPermanently
             }
+            RefundVerdict::FailedUnlessPaid(code) if !sent_before => {
+                tracing::error!(refund_id = %refund_id, code = %code, "Alipay refused the first send of the refund in a verified answer");
+                RefundOutcome::FailedPermanently
+            }
+            RefundVerdict::FailedUnlessPaid(code) => {
+                let reason = format!(
+                    "Alipay answered {code} after an earlier send that may have been paid (its answer was lost): not a verdict"
+                );
+                return self
+                    .unresolved(refund_id, &record.session, lease, retry_in, reason)
+                    .await;
+            }
             RefundVerdict::Retry(reason) => {
-                let stuck = self.refund_unresolved(refund_id, &record.session).await;
-                self.release_send(refund_id, lease, retry_in).await;
-                stuck?;
-                return Err(AppError::RefundPending(refund_id.clone(), reason));
+                return self
+                    .unresolved(refund_id, &record.session, lease, retry_in, reason)
+                    .await;
             }
         };
         match self.refund_result(refund_id, outcome).await {
@@ -621,6 +678,22 @@ impl Ledger {
                 Err(e)
             }
         }
+    }
+
+    /// A send without a verified verdict: raise the refund as stuck if it is due, release the send, and
+    /// answer the retryable error that brings the message back.
+    async fn unresolved(
+        &self,
+        refund_id: &RefundId,
+        session: &SessionId,
+        lease: Timestamp,
+        retry_in: Duration,
+        reason: String,
+    ) -> Result<RefundAttempt, AppError> {
+        let stuck = self.refund_unresolved(refund_id, session).await;
+        self.release_send(refund_id, lease, retry_in).await;
+        stuck?;
+        Err(AppError::RefundPending(refund_id.clone(), reason))
     }
 
     /// Ends a send that recorded no verdict. If this fails the lease simply runs out.
@@ -710,6 +783,9 @@ impl Ledger {
                         amount: r.amount,
                         status: r.status,
                         issued_at: r.issued_at,
+                        attempts: 0,
+                        generation: 0,
+                        in_flight_until: None,
                     });
                 }
             }
@@ -768,6 +844,7 @@ impl Ledger {
                     let message = RefundMessage {
                         refund_id: refund_id.clone(),
                         session: session.clone(),
+                        generation: 0,
                     };
                     if let Err(err) = self.refunds.enqueue(&message).await {
                         tracing::warn!(refund_id = %refund_id, error = %err, "refund not queued; the sweep will re-send it");

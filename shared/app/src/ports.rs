@@ -45,8 +45,8 @@ pub struct DeviceRecord {
     pub name: String,
     pub district: String,
     pub location: Option<String>,
-    /// What verifies the machine's request signatures (never the secret in clear; issue 5 decides the
-    /// form). Opaque to storage.
+    /// What verifies the machine's request signatures: never the secret in clear, but `v1:<salt>`,
+    /// from which `vendpay_api::auth` re-derives it. Opaque to storage.
     pub credential: String,
     pub qrcode: Option<QrCode>,
     pub created_at: Timestamp,
@@ -78,7 +78,7 @@ pub struct RequestRecord {
     pub device: DeviceId,
     pub request_id: RequestId,
     pub reply: Reply,
-    /// Kept at least 48 h (design §3); storage may drop it after.
+    /// Kept at least 48 h (see `docs/architecture.md`, “Storage”); storage may drop it after.
     pub expires_at: Timestamp,
 }
 
@@ -91,6 +91,15 @@ pub struct RefundRecord {
     pub amount: Money,
     pub status: RefundStatus,
     pub issued_at: Timestamp,
+    /// The send schedule as read (see [`RefundSend`]): kept beside the row's JSON, which is written only
+    /// when the refund is issued or its status changes (both reset the schedule). A listing may leave
+    /// these at their defaults; [`SessionStore::refund`] reads them exactly.
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub generation: u32,
+    #[serde(default)]
+    pub in_flight_until: Option<Timestamp>,
 }
 
 /// Everything one command writes, atomically: all conditions hold and all rows are written, or nothing
@@ -111,11 +120,12 @@ pub struct Commit {
     pub send: Option<RefundSend>,
 }
 
-/// Who may send a pending refund to Alipay, and when. Every refund row carries two times beside its
-/// money: `in_flight_until` (a send holds it until then) and `next_attempt_at` (when a send is next
-/// expected; the sweep re-sends a refund whose next attempt is overdue by its grace). Together they keep
-/// at most one send of a refund in flight, wherever it runs, and stop the sweep from multiplying
-/// messages: it re-sends only what no message is expected to carry.
+/// Who may send a pending refund to Alipay, and when. Beside its money, every refund row carries its send
+/// schedule: `in_flight_until` (a send holds it until then), `next_attempt_at` (when a send is next
+/// expected; the sweep re-sends a refund whose next attempt is overdue by its grace), `attempts` (sends
+/// claimed so far) and `generation` (bumped by each sweep re-send; a message of an older generation is
+/// dropped). Together they keep at most one send of a refund in flight wherever it runs, one chain of
+/// retries per refund, and tell the executor whether an earlier send may have reached Alipay.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RefundSend {
     pub refund_id: RefundId,
@@ -128,25 +138,22 @@ pub struct RefundSend {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendCondition {
-    /// Pending, and no send in flight at `now` (none, or its lease has run out); with `due_by`, also
-    /// its next attempt at or before `due_by`.
-    Free {
+    /// A send by a message of `generation`: pending, still that generation, `attempts` sends claimed
+    /// before, none in flight at `now` (none, or its lease has run out). Counts one more attempt.
+    Claim {
         now: Timestamp,
-        due_by: Option<Timestamp>,
+        generation: u32,
+        attempts: u32,
     },
-    /// The send that claimed it until `until` still holds it.
+    /// The sweep's re-send: pending, still `generation`, none in flight at `now`, next attempt at or
+    /// before `due_by`. Bumps the generation (the new message carries it; older ones are dropped).
+    Resend {
+        now: Timestamp,
+        due_by: Timestamp,
+        generation: u32,
+    },
+    /// The send that claimed it until this time still holds it (its release).
     HeldUntil(Timestamp),
-}
-
-impl Commit {
-    pub fn is_empty(&self) -> bool {
-        self.device.as_ref().is_none_or(|d| d.new_current.is_none())
-            && self.sessions.is_empty()
-            && self.trade.is_none()
-            && self.request.is_none()
-            && self.refunds.is_empty()
-            && self.send.is_none()
-    }
 }
 
 /// Devices: registration and QR codes.
@@ -211,6 +218,9 @@ pub trait DeadlineScheduler: Send + Sync {
 pub struct RefundMessage {
     pub refund_id: RefundId,
     pub session: SessionId,
+    /// The refund's generation when this message was sent (0 when issued; each sweep re-send bumps it).
+    #[serde(default)]
+    pub generation: u32,
 }
 
 /// Hands a refund to the refund executor (SQS on AWS, a tokio task locally).

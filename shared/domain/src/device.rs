@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::ids::DeviceId;
 use crate::money::Currency;
 
-/// Which flows a machine runs (design §2). In `mixed` a payment goes to an awaiting order if there is
-/// one, and otherwise opens or tops up a session.
+/// Which flows a machine runs (see `docs/contract.md`, “Money rules”). In `mixed` a payment goes
+/// to an awaiting order if there is one, and otherwise opens or tops up a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {

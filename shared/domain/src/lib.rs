@@ -3,8 +3,9 @@
 //! - [`money`]: `Money` (integer minor units + ISO 4217 currency) and Alipay's decimal strings.
 //! - [`ids`]: identifiers parsed at the edge (`DeviceId`, `TradeNo`, `RefundId`, ...).
 //! - [`device`]: a machine's mode and currency.
-//! - [`session`]: the pay-first session and purchase-first order state machine (design §1–2) as pure
-//!   functions from (state, command, now) to (new state, effects, reply).
+//! - [`session`]: the pay-first session and purchase-first order state machine (see
+//!   `docs/contract.md`, “Money rules”) as pure functions from (state, command, now) to (new
+//!   state, effects, reply).
 //! - [`time`]: timestamps, the `Clock` port and the configurable windows.
 //!
 //! Every later layer (the Alipay client, DynamoDB/SQLite storage, the Lambda handlers, the local server)

@@ -9,7 +9,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// The currencies Alipay's merchant QR code accepts (alipay-mapi.md §4), with their ISO 4217 exponent.
+/// The currencies Alipay's merchant QR code accepts, with their ISO 4217 exponent (see
+/// `docs/contract.md`, “Money JSON”).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Currency {

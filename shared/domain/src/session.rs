@@ -1,4 +1,5 @@
-//! The session (pay first) and order (purchase first) state machine of design §1–2.
+//! The session (pay first) and order (purchase first) state machine (see `docs/contract.md`,
+//! “Money rules”).
 //!
 //! Both flows share one aggregate, [`Session`]: an order is a session of kind [`SessionKind::Order`]
 //! whose single purchase is the order itself, and a payment that is refused (machine busy, wrong
@@ -240,6 +241,9 @@ pub struct Refund {
     pub reason: RefundReason,
     pub issued_at: Timestamp,
     pub status: RefundStatus,
+    /// Raised as stuck: no verified verdict [`REFUND_STUCK_AFTER`] after it was issued (once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stuck: bool,
 }
 
 /// Alipay's verdict on one attempt of a refund.
@@ -277,6 +281,10 @@ pub enum AnomalyKind {
     /// still retried; a person settles it through reconciliation with Alipay, never by paying by hand
     /// while Alipay may have paid.
     RefundStuck { refund_id: RefundId },
+    /// A kind a newer build wrote: kept readable, so a rolling deploy or a rollback never makes a
+    /// session unreadable (its details are dropped on the next write).
+    #[serde(other)]
+    Unrecognised,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -553,9 +561,7 @@ impl Session {
 
     /// Whether the refund was raised as stuck (no verified verdict within [`REFUND_STUCK_AFTER`]).
     pub fn refund_is_stuck(&self, refund_id: &RefundId) -> bool {
-        self.anomalies
-            .iter()
-            .any(|a| matches!(&a.kind, AnomalyKind::RefundStuck { refund_id: r } if r == refund_id))
+        self.refund(refund_id).is_some_and(|r| r.stuck)
     }
 
     pub fn total_paid(&self) -> Result<Money, MoneyError> {
@@ -687,6 +693,7 @@ impl Session {
                 reason,
                 issued_at: now,
                 status: RefundStatus::Pending,
+                stuck: false,
             });
         }
         Ok(())
@@ -1127,8 +1134,9 @@ pub struct PurchaseRequest {
     pub request_id: RequestId,
     pub slot: Slot,
     pub price: Money,
-    /// The session the machine means (design §4). When it is not the open session the purchase is
-    /// declined `session_closed`: a late retry never holds the next customer's money.
+    /// The session the machine means (see `docs/contract.md`, “Machine routes”). When it is not the
+    /// open session the purchase is declined `session_closed`: a late retry never holds the next
+    /// customer's money.
     pub session: Option<SessionId>,
 }
 
@@ -1584,6 +1592,9 @@ pub fn refund_unresolved(session: &Session, refund_id: &RefundId, now: Timestamp
         && refund.issued_at.plus(REFUND_STUCK_AFTER) <= now
         && !s.refund_is_stuck(refund_id);
     if raise {
+        if let Some(r) = s.refunds.iter_mut().find(|r| &r.id == refund_id) {
+            r.stuck = true;
+        }
         s.flag(
             AnomalyKind::RefundStuck {
                 refund_id: refund_id.clone(),

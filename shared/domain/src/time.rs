@@ -161,7 +161,8 @@ impl Clock for SystemClock {
     }
 }
 
-/// The windows of design §1, configuration with the design's defaults.
+/// The windows of the two flows: configuration, with the documented defaults (see
+/// `docs/contract.md`, “Money rules”).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Windows {
     /// Pay first: how long after the latest payment the balance stays spendable (300 s).

@@ -1,4 +1,5 @@
-//! One example per money rule of design §2, readable as a specification.
+//! One example per money rule (see `docs/contract.md`, “Money rules”), readable as a
+//! specification.
 
 mod common;
 
@@ -568,6 +569,26 @@ fn refund_ids_are_the_same_when_a_decision_is_recomputed() {
             .collect()
     };
     assert_eq!(ids(&first), ids(&second));
+}
+
+#[test]
+fn a_session_written_by_a_newer_build_stays_readable() {
+    // A rolling deploy or a rollback: an anomaly kind this build does not know must not make the
+    // session (and every command on its machine) unreadable.
+    let mut m = Machine::new(Mode::PayFirst);
+    let s = outcome(&m.pay(&payment("T1", cny(500), None, 0), 0)).session;
+    let mut json = serde_json::to_value(m.session(&s)).expect("json");
+    json["anomalies"] = serde_json::json!([
+        {"at": 1_700_000_000_000i64, "kind": "something_new", "refund_id": "T1-r1", "extra": [1, 2]}
+    ]);
+    let read: Session = serde_json::from_value(json).expect("readable");
+    assert_eq!(
+        read.anomalies
+            .iter()
+            .map(|a| a.kind.clone())
+            .collect::<Vec<_>>(),
+        vec![AnomalyKind::Unrecognised]
+    );
 }
 
 #[test]

@@ -1001,7 +1001,7 @@ impl Sim {
                 current: None,
             })
             .collect();
-        // Mostly the design's windows; sometimes short ones, to stress overlaps.
+        // Mostly the default windows; sometimes short ones, to stress overlaps.
         let windows = if rng.pct(70) {
             Windows::default()
         } else {

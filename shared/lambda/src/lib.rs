@@ -1,7 +1,8 @@
 //! What vendpay's five Lambda functions (`functions/*`) share, so each `main.rs` stays a few lines:
 //!
-//! - [`env`]: the settings of design §5 read once from the environment, with Secrets Manager / SSM
-//!   references (`secretsmanager:<id>#<field>`, `ssm:<name>`) resolved at start-up.
+//! - [`env`]: the settings (see `docs/contract.md`, “Configuration”) read once from the
+//!   environment, with Secrets Manager / SSM references (`secretsmanager:<id>#<field>`, `ssm:<name>`)
+//!   resolved at start-up.
 //! - [`wiring`]: one AWS `SdkConfig` and the adapters built from it (DynamoDB store, SQS deadline and
 //!   refund queues, EventBridge Scheduler for long deadlines), the ledger, the Alipay client.
 //! - [`http`]: API Gateway HTTP API (v2) requests to and from the `http` types the routes of

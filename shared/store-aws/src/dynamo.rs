@@ -12,7 +12,7 @@
 //! | session / order | `ses#{session_id}` | `session` | `body` (JSON `Session`), `version` (N), `device` (S); while due-able: `gsi1pk` = `due#{shard}`, `gsi1sk` = deadline (epoch ms) |
 //! | trade dedupe | `trade#{trade_no}` | `trade` | `body` (JSON `PaymentOutcome`); permanent |
 //! | request idempotency | `req#{device_id}#{request_id}` | `request` | `body` (JSON `RequestRecord`), `expires_at` (N, epoch s: the TTL attribute) |
-//! | refund | `ref#{refund_id}` | `refund` | `refund` (JSON `RefundRecord`); while pending: `gsi1pk` = `refund#pending`, `gsi1sk` = its next attempt (epoch ms; the issue time when written), `in_flight_until` (N, epoch ms, while a send holds it) |
+//! | refund | `ref#{refund_id}` | `refund` | `refund` (JSON `RefundRecord`); while pending: `gsi1pk` = `refund#pending`, `gsi1sk` = its next attempt (epoch ms; the issue time when written), `in_flight_until` (N, epoch ms, while a send holds it), `attempts` and `generation` (N; absent = 0) — the send schedule, read by `refund` only (the index projects the JSON) |
 //!
 //! `gsi1` (`gsi1pk` HASH, `gsi1sk` N RANGE, projecting the keys and `refund`) is sparse and overloaded:
 //! a session is in it only while it is not closed and has a deadline; a refund only while pending.
@@ -80,6 +80,10 @@ pub const ATTR_EXPIRES: &str = "expires_at";
 pub const ATTR_REFUND: &str = "refund";
 /// A pending refund's send lease (epoch ms): a send holds it until then.
 pub const ATTR_IN_FLIGHT: &str = "in_flight_until";
+/// A pending refund's count of claimed sends (absent: none).
+pub const ATTR_ATTEMPTS: &str = "attempts";
+/// A pending refund's generation, bumped by each sweep re-send (absent: 0).
+pub const ATTR_GENERATION: &str = "generation";
 pub const GSI1: &str = "gsi1";
 const ATTR_BODY: &str = "body";
 const ATTR_VERSION: &str = "version";
@@ -392,7 +396,7 @@ impl SessionStore for DynamoStore {
 
     async fn refund(&self, refund_id: &RefundId) -> Result<Option<RefundRecord>, StoreError> {
         match self.get(refund_pk(refund_id), SK_REFUND).await? {
-            Some(item) => decode_json(&item, ATTR_REFUND).map(Some),
+            Some(item) => decode_refund(&item).map(Some),
             None => Ok(None),
         }
     }
@@ -624,43 +628,81 @@ fn actions(commit: &Commit) -> Result<Vec<Action>, StoreError> {
 }
 
 /// A pending refund's send schedule: `gsi1sk` is its next attempt, `in_flight_until` the lease of the
-/// send holding it. "Pending" is `attribute_exists(gsi1pk)` (a final refund leaves the index).
+/// send holding it, `attempts` and `generation` counters (absent = 0: items written before them, and
+/// every new item, carry none). "Pending" is `attribute_exists(gsi1pk)` (a final refund leaves the
+/// index); a status change `Put`s the whole item and so resets the schedule.
 fn send_action(send: &RefundSend) -> Action {
     let names = names(&[
         ("#gpk", ATTR_GSI1_PK),
         ("#gsk", ATTR_GSI1_SK),
         ("#fly", ATTR_IN_FLIGHT),
+        ("#att", ATTR_ATTEMPTS),
+        ("#gen", ATTR_GENERATION),
     ]);
-    let mut values = HashMap::from([(
-        ":next".to_owned(),
-        AttributeValue::N(send.next_attempt_at.millis().to_string()),
-    )]);
-    let expression = match send.in_flight_until {
-        Some(until) => {
-            values.insert(
-                ":until".into(),
-                AttributeValue::N(until.millis().to_string()),
-            );
-            "SET #gsk = :next, #fly = :until".to_owned()
+    let num = |v: i64| AttributeValue::N(v.to_string());
+    let mut values = HashMap::from([(":next".to_owned(), num(send.next_attempt_at.millis()))]);
+    let mut set = vec!["#gsk = :next"];
+    if let Some(until) = send.in_flight_until {
+        values.insert(":until".into(), num(until.millis()));
+        set.push("#fly = :until");
+    }
+    // `counter = n` where an absent counter reads as 0.
+    let is = |attr: &str, placeholder: &str, n: u32| {
+        if n == 0 {
+            format!("(attribute_not_exists({attr}) OR {attr} = {placeholder})")
+        } else {
+            format!("{attr} = {placeholder}")
         }
-        None => "SET #gsk = :next REMOVE #fly".to_owned(),
     };
+    let free = "attribute_exists(#gpk) AND (attribute_not_exists(#fly) OR #fly <= :now)";
     let condition = match send.when {
-        SendCondition::Free { now, due_by } => {
-            values.insert(":now".into(), AttributeValue::N(now.millis().to_string()));
-            let mut c = "attribute_exists(#gpk) AND (attribute_not_exists(#fly) OR #fly <= :now)"
-                .to_owned();
-            if let Some(due) = due_by {
-                values.insert(":due".into(), AttributeValue::N(due.millis().to_string()));
-                c.push_str(" AND #gsk <= :due");
-            }
-            c
+        SendCondition::Claim {
+            now,
+            generation,
+            attempts,
+        } => {
+            values.insert(":now".into(), num(now.millis()));
+            values.insert(":g".into(), num(i64::from(generation)));
+            values.insert(":n".into(), num(i64::from(attempts)));
+            values.insert(":n1".into(), num(i64::from(attempts) + 1));
+            set.push("#att = :n1");
+            format!(
+                "{free} AND {} AND {}",
+                is("#gen", ":g", generation),
+                is("#att", ":n", attempts)
+            )
+        }
+        SendCondition::Resend {
+            now,
+            due_by,
+            generation,
+        } => {
+            values.insert(":now".into(), num(now.millis()));
+            values.insert(":due".into(), num(due_by.millis()));
+            values.insert(":g".into(), num(i64::from(generation)));
+            values.insert(":g1".into(), num(i64::from(generation) + 1));
+            set.push("#gen = :g1");
+            format!(
+                "{free} AND #gsk <= :due AND {}",
+                is("#gen", ":g", generation)
+            )
         }
         SendCondition::HeldUntil(held) => {
-            values.insert(":held".into(), AttributeValue::N(held.millis().to_string()));
+            values.insert(":held".into(), num(held.millis()));
             "attribute_exists(#gpk) AND #fly = :held".to_owned()
         }
     };
+    let mut expression = format!("SET {}", set.join(", "));
+    if send.in_flight_until.is_none() {
+        expression.push_str(" REMOVE #fly");
+    }
+    // Every name must be used: drop the counters an expression does not mention.
+    let mut names = names;
+    for (placeholder, _) in [("#att", ()), ("#gen", ())] {
+        if !expression.contains(placeholder) && !condition.contains(placeholder) {
+            names.remove(placeholder);
+        }
+    }
     Action::Update(UpdateAction {
         pk: refund_pk(&send.refund_id),
         sk: SK_REFUND,
@@ -826,6 +868,30 @@ fn decode_json<T: DeserializeOwned>(item: &Item, attr: &str) -> Result<T, StoreE
     })
 }
 
+/// A refund item: its JSON, with the send schedule from the attributes beside it (absent: none yet).
+fn decode_refund(item: &Item) -> Result<RefundRecord, StoreError> {
+    let mut record: RefundRecord = decode_json(item, ATTR_REFUND)?;
+    let count = |attr: &str| -> Result<u32, StoreError> {
+        if !item.contains_key(attr) {
+            return Ok(0);
+        }
+        let v = number(item, attr)?;
+        u32::try_from(v).map_err(|_| {
+            StoreError::Permanent(format!(
+                "{}: attribute {attr} = {v} is too large",
+                item_name(item)
+            ))
+        })
+    };
+    record.attempts = count(ATTR_ATTEMPTS)?;
+    record.generation = count(ATTR_GENERATION)?;
+    record.in_flight_until = match item.get(ATTR_IN_FLIGHT) {
+        None => None,
+        Some(_) => Some(Timestamp::from_millis(signed(item, ATTR_IN_FLIGHT)?)),
+    };
+    Ok(record)
+}
+
 fn decode_device(item: &Item) -> Result<DeviceRecord, StoreError> {
     let mut record: DeviceRecord = decode_json(item, ATTR_BODY)?;
     // The attributes are what conditions test and updates change; the body is as registered.
@@ -926,6 +992,9 @@ mod tests {
                     amount: *amount,
                     status: RefundStatus::Pending,
                     issued_at: Timestamp::from_millis(0),
+                    attempts: 0,
+                    generation: 0,
+                    in_flight_until: None,
                 });
             }
         }

@@ -2,8 +2,9 @@
 //! of the `AWS::DynamoDB::Table` (key schema, attribute definitions, the GSI, TTL, billing mode, PITR).
 //!
 //! The file is compiled in (`include_str!`), so the adapter, the tests' [`create_table`] and the SAM
-//! template's check (issue 7) all see the same bytes. The attribute names the adapter writes are
-//! constants in [`crate::dynamo`]; a unit test below checks they agree with the file.
+//! template's check (`infra/tests/check_template.py`) all see the same bytes. The attribute names the
+//! adapter writes are constants in [`crate::dynamo`]; a unit test below checks they agree with the
+//! file.
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,

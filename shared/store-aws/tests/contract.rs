@@ -1,5 +1,5 @@
-//! The storage contract suite on `DynamoStore` against moto (each check on a fresh table), and the
-//! concurrency checks of issue 4 on top of it.
+//! The storage contract suite on `DynamoStore` against moto (each check on a fresh table), its
+//! concurrency checks (racing commits and purchases) included.
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The service on `DynamoStore` against moto (serialised by our launcher, as DynamoDB is): the
-//! concurrency checks of issue 4 and the DynamoDB requests each domain event costs on the hot paths.
+//! concurrency checks (racing purchases, duplicated notifications and deadlines) and the DynamoDB
+//! requests each domain event costs on the hot paths.
 
 mod common;
 

@@ -231,6 +231,7 @@ async fn refunds_are_queued_as_json() {
     let message = RefundMessage {
         refund_id: "R1".parse().expect("id"),
         session: "s:T1".parse().expect("id"),
+        generation: 0,
     };
     refunds.enqueue(&message).await.expect("enqueued");
     let bodies = receive_now(&sqs, &q.url).await;

@@ -131,6 +131,7 @@ pub async fn rearm(
         let message = RefundMessage {
             refund_id: r.refund_id.clone(),
             session: r.session.clone(),
+            generation: r.generation,
         };
         match refunds.enqueue(&message).await {
             Ok(()) => report.refunds += 1,

@@ -39,7 +39,7 @@
 //! | `sessions` | `id` | `device`, `phase`, `version`, `opened_at`, `deadline_at`, `body` (JSON `Session`) | `deadline_at` is NULL once the session is closed or nothing is due |
 //! | `trades` | `trade_no` | `outcome` (JSON `PaymentOutcome`) | permanent dedupe |
 //! | `requests` | `(device, request_id)` | `expires_at`, `body` (JSON `RequestRecord`) | expired rows are never returned and are pruned |
-//! | `refunds` | `refund_id` | `session`, `status`, `issued_at`, `body` (JSON `RefundRecord`), `next_attempt_at`, `in_flight_until` | the last two are the send schedule (`RefundSend`), kept beside the JSON |
+//! | `refunds` | `refund_id` | `session`, `status`, `issued_at`, `body` (JSON `RefundRecord`), `next_attempt_at`, `in_flight_until`, `attempts`, `generation` | the last four are the send schedule (`RefundSend`), kept beside the JSON |
 //!
 //! Indexes: `sessions_by_device (device, opened_at, id)`; the partial `sessions_by_deadline (deadline_at, id)
 //! WHERE deadline_at IS NOT NULL` (the sweep and the re-arm list); `requests_by_expiry (expires_at)`;
@@ -145,6 +145,8 @@ CREATE INDEX refunds_pending ON refunds (issued_at, refund_id) WHERE status = 'p
 const SCHEMA_2: &str = "
 ALTER TABLE refunds ADD COLUMN next_attempt_at INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE refunds ADD COLUMN in_flight_until INTEGER;
+ALTER TABLE refunds ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE refunds ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
 UPDATE refunds SET next_attempt_at = issued_at;
 DROP INDEX refunds_pending;
 CREATE INDEX refunds_pending ON refunds (next_attempt_at, refund_id) WHERE status = 'pending';
@@ -644,12 +646,22 @@ impl SessionStore for SqliteStore {
         let refund_id = refund_id.clone();
         self.read(move |conn, _| {
             let what = format!("refund row {refund_id}");
-            let row: Option<String> = conn
-                .prepare_cached("SELECT body FROM refunds WHERE refund_id = ?1")
-                .and_then(|mut s| s.query_row([refund_id.as_str()], |r| r.get(0)).optional())
+            let row: Option<(String, Schedule)> = conn
+                .prepare_cached(
+                    "SELECT body, attempts, generation, in_flight_until FROM refunds \
+                     WHERE refund_id = ?1",
+                )
+                .and_then(|mut s| {
+                    s.query_row([refund_id.as_str()], |r| {
+                        Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?)))
+                    })
+                    .optional()
+                })
                 .ctx(&what)?;
-            let Some(body) = row else { return Ok(None) };
-            let record: RefundRecord = decode(&body, &what)?;
+            let Some((body, schedule)) = row else {
+                return Ok(None);
+            };
+            let record = with_schedule(decode(&body, &what)?, schedule, &what)?;
             if record.refund_id != refund_id {
                 return Err(StoreError::Permanent(format!(
                     "{what} holds another refund"
@@ -717,23 +729,29 @@ impl SessionStore for SqliteStore {
             let what = "listing pending refunds";
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT refund_id, body FROM refunds \
+                    "SELECT refund_id, body, attempts, generation, in_flight_until FROM refunds \
                      WHERE status = 'pending' AND next_attempt_at <= ?2 \
                      ORDER BY next_attempt_at, refund_id LIMIT ?1",
                 )
                 .ctx(what)?;
             let rows = stmt
                 .query_map(params![sql_limit(limit), due_by.millis()], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        (r.get(2)?, r.get(3)?, r.get(4)?),
+                    ))
                 })
                 .ctx(what)?;
             let mut out = Vec::new();
             for row in rows {
-                let (id, body) = row.ctx(what)?;
+                let (id, body, schedule) = row.ctx(what)?;
                 // One unreadable row is skipped with an alert, never allowed to hide the others from
                 // the sweep and the start-up re-arming (its session still holds the refund).
-                let record =
-                    decode::<RefundRecord>(&body, &format!("refund row {id}")).and_then(|r| {
+                let what = format!("refund row {id}");
+                let record = decode::<RefundRecord>(&body, &what)
+                    .and_then(|r| with_schedule(r, schedule, &what))
+                    .and_then(|r| {
                         if r.refund_id.as_str() == id {
                             Ok(r)
                         } else {
@@ -985,13 +1003,15 @@ fn apply_commit(conn: &Connection, commit: &Commit, now: Timestamp) -> Result<()
     for r in &commit.refunds {
         let what = format!("refund row {}", r.refund_id);
         let body = encode(r, &what)?;
-        // A new row's next attempt is its issue (the message goes out at once); a status change keeps
-        // the send schedule, which only matters while the refund is pending.
+        // A new row's next attempt is its issue (the message goes out at once). A status change
+        // rewrites the row and resets its send schedule, as a DynamoDB `Put` of the item does.
         conn.prepare_cached(
             "INSERT INTO refunds (refund_id, session, status, issued_at, body, next_attempt_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?4) ON CONFLICT (refund_id) DO UPDATE SET \
              session = excluded.session, status = excluded.status, \
-             issued_at = excluded.issued_at, body = excluded.body",
+             issued_at = excluded.issued_at, body = excluded.body, \
+             next_attempt_at = excluded.next_attempt_at, in_flight_until = NULL, \
+             attempts = 0, generation = 0",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -1014,12 +1034,32 @@ fn write_send(conn: &Connection, send: &RefundSend) -> Result<(), StoreError> {
     let until = send.in_flight_until.map(Timestamp::millis);
     let next = send.next_attempt_at.millis();
     let n = match send.when {
-        SendCondition::Free { now, due_by } => conn
+        SendCondition::Claim {
+            now,
+            generation,
+            attempts,
+        } => conn
             .prepare_cached(
-                "UPDATE refunds SET in_flight_until = ?2, next_attempt_at = ?3 \
-                 WHERE refund_id = ?1 AND status = 'pending' \
-                 AND (in_flight_until IS NULL OR in_flight_until <= ?4) \
-                 AND (?5 IS NULL OR next_attempt_at <= ?5)",
+                "UPDATE refunds SET in_flight_until = ?2, next_attempt_at = ?3, \
+                 attempts = attempts + 1 \
+                 WHERE refund_id = ?1 AND status = 'pending' AND generation = ?5 \
+                 AND attempts = ?6 AND (in_flight_until IS NULL OR in_flight_until <= ?4)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![id, until, next, now.millis(), generation, attempts])
+            })
+            .ctx(&what)?,
+        SendCondition::Resend {
+            now,
+            due_by,
+            generation,
+        } => conn
+            .prepare_cached(
+                "UPDATE refunds SET in_flight_until = ?2, next_attempt_at = ?3, \
+                 generation = generation + 1 \
+                 WHERE refund_id = ?1 AND status = 'pending' AND generation = ?6 \
+                 AND next_attempt_at <= ?5 \
+                 AND (in_flight_until IS NULL OR in_flight_until <= ?4)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -1027,7 +1067,8 @@ fn write_send(conn: &Connection, send: &RefundSend) -> Result<(), StoreError> {
                     until,
                     next,
                     now.millis(),
-                    due_by.map(Timestamp::millis)
+                    due_by.millis(),
+                    generation
                 ])
             })
             .ctx(&what)?,
@@ -1041,10 +1082,28 @@ fn write_send(conn: &Connection, send: &RefundSend) -> Result<(), StoreError> {
     };
     if n != 1 {
         return Err(StoreError::Conflict(format!(
-            "refund {id} is not pending or its send is held otherwise"
+            "refund {id} is not pending, or its send schedule has moved on"
         )));
     }
     Ok(())
+}
+
+/// A refund row's send schedule columns: attempts, generation, in flight until (ms).
+type Schedule = (i64, i64, Option<i64>);
+
+fn with_schedule(
+    mut record: RefundRecord,
+    (attempts, generation, in_flight): Schedule,
+    what: &str,
+) -> Result<RefundRecord, StoreError> {
+    let count = |n: i64, name: &str| {
+        u32::try_from(n)
+            .map_err(|_| StoreError::Permanent(format!("{what}: {name} {n} is not a count")))
+    };
+    record.attempts = count(attempts, "attempts")?;
+    record.generation = count(generation, "generation")?;
+    record.in_flight_until = in_flight.map(Timestamp::from_millis);
+    Ok(record)
 }
 
 fn migrate(conn: &mut Connection, location: &Location) -> Result<(), StoreError> {

@@ -156,9 +156,7 @@ impl Worker {
                 let result = {
                     // Only a closed semaphore errs, and this one is never closed; go on without.
                     let _slot = this.gateway_slots.acquire().await.ok();
-                    this.ledger
-                        .execute_refund(&m.refund_id, &*this.gateway, wait)
-                        .await
+                    this.ledger.execute_refund(&m, &*this.gateway, wait).await
                 };
                 match result {
                     Ok(RefundAttempt::Settled(status)) => {
@@ -167,6 +165,10 @@ impl Worker {
                     }
                     Ok(RefundAttempt::InFlight) => {
                         tracing::info!(refund_id = %m.refund_id, "another send holds the refund; this copy is dropped");
+                        return;
+                    }
+                    Ok(RefundAttempt::Superseded) => {
+                        tracing::info!(refund_id = %m.refund_id, "a newer message carries the refund; this one is dropped");
                         return;
                     }
                     Err(e) if e.is_retryable() => {

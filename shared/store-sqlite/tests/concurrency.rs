@@ -111,7 +111,7 @@ async fn racing_writes_through_one_shared_store_let_exactly_one_win() {
     assert_eq!(race(&handles, &s).await, 1);
 }
 
-/// Issue 4: 50 concurrent purchases against a balance that covers 10 → exactly 10 approved. The racers
+/// 50 concurrent purchases against a balance that covers 10 → exactly 10 approved. The racers
 /// use 5 connections to one file; a machine retries a `Contention` answer with the same request id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_purchases_approve_exactly_what_the_balance_covers() {

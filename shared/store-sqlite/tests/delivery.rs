@@ -80,6 +80,7 @@ async fn a_stopped_worker_makes_dispatch_fail_loudly() {
     let r = RefundMessage {
         refund_id: id("R1"),
         session: id("S1"),
+        generation: 0,
     };
     let mut rx = rx;
     queue.enqueue(&r).await.expect("enqueued");
@@ -226,6 +227,7 @@ async fn a_duplicate_refund_message_does_not_race_the_one_in_flight() {
             .enqueue(&RefundMessage {
                 refund_id: refund.id.clone(),
                 session: ended.id.clone(),
+                generation: 0,
             })
             .await
             .expect("duplicate");

@@ -151,6 +151,9 @@ async fn a_version_1_database_gains_the_refund_send_schedule() {
         amount: vendpay_domain::Money::new(300, vendpay_domain::Currency::Cny).expect("money"),
         status: vendpay_domain::RefundStatus::Pending,
         issued_at: Timestamp::from_millis(T0 + 1000),
+        attempts: 0,
+        generation: 0,
+        in_flight_until: None,
     };
     {
         let store = SqliteStore::open(&path).await.expect("open");
@@ -167,6 +170,8 @@ async fn a_version_1_database_gains_the_refund_send_schedule() {
             c.execute_batch(
                 "DROP INDEX refunds_pending;
                  ALTER TABLE refunds DROP COLUMN in_flight_until;
+                 ALTER TABLE refunds DROP COLUMN attempts;
+                 ALTER TABLE refunds DROP COLUMN generation;
                  ALTER TABLE refunds DROP COLUMN next_attempt_at;
                  CREATE INDEX refunds_pending ON refunds (issued_at, refund_id) WHERE status = 'pending';
                  PRAGMA user_version = 1;",
@@ -180,9 +185,10 @@ async fn a_version_1_database_gains_the_refund_send_schedule() {
     let claim = Commit {
         send: Some(vendpay_app::RefundSend {
             refund_id: row.refund_id.clone(),
-            when: vendpay_app::SendCondition::Free {
+            when: vendpay_app::SendCondition::Claim {
                 now: Timestamp::from_millis(T0 + 2000),
-                due_by: None,
+                generation: 0,
+                attempts: 0,
             },
             in_flight_until: Some(Timestamp::from_millis(T0 + 62_000)),
             next_attempt_at: Timestamp::from_millis(T0 + 62_000),
@@ -215,6 +221,9 @@ async fn one_unreadable_refund_row_does_not_hide_the_others() {
         amount: vendpay_domain::Money::new(300, vendpay_domain::Currency::Cny).expect("money"),
         status: vendpay_domain::RefundStatus::Pending,
         issued_at: Timestamp::from_millis(T0 + 1000),
+        attempts: 0,
+        generation: 0,
+        in_flight_until: None,
     };
     store
         .commit(&Commit {

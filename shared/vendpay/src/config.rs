@@ -1,4 +1,5 @@
-//! `vendpay serve`'s configuration (design §5), read once at start-up.
+//! `vendpay serve`'s configuration (see `docs/contract.md`, “Configuration”), read once at
+//! start-up.
 //!
 //! [`Config::from_env`] snapshots the environment and [`Config::from_lookup`] parses it; tests and the
 //! demo call `from_lookup` with a map, so they go through exactly the checks `serve` does. Every missing

@@ -20,7 +20,7 @@ use vendpay_domain::{Clock, Currency, Money, SystemClock, Windows};
 use crate::config::{Config, ConfigError};
 use crate::server::{Server, StartError};
 
-/// Short windows by default so the demo takes seconds; `--real-time` uses the design's.
+/// Short windows by default so the demo takes seconds; `--real-time` uses the default windows.
 pub struct Options {
     pub real_time: bool,
 }
@@ -319,7 +319,7 @@ impl Demo {
         .await
     }
 
-    /// A machine's request, signed as design §4 says.
+    /// A machine's request, signed as `docs/contract.md` (“Machine authentication”) says.
     async fn device(
         &self,
         m: &Machine,

@@ -1,6 +1,7 @@
-//! `vendpay`: the whole system on one machine (design §6).
+//! `vendpay`: the whole system on one machine (see `docs/architecture.md`, “Running locally”).
 //!
-//! - [`config`]: the settings of design §5, read once, each error naming its setting.
+//! - [`config`]: the settings (see `docs/contract.md`, “Configuration”), read once, each error
+//!   naming its setting.
 //! - [`keyfile`]: the device key kept beside the database when `DEVICE_KEY` is not set.
 //! - [`server`]: `vendpay serve` — SQLite store, tokio timers, the refund worker, the HTTP listener in
 //!   front of `vendpay_api::Api`, and the in-process Alipay sandbox when no gateway is configured.

@@ -26,7 +26,7 @@ usage:
                                    reports events/s and latency, checks the money of every session
   vendpay help
 
-Configuration is read from the environment (design §5): VENDPAY_LISTEN, VENDPAY_DB, ADMIN_TOKEN,
+Settings come from the environment (docs/contract.md): VENDPAY_LISTEN, VENDPAY_DB, ADMIN_TOKEN,
 PUBLIC_BASE_URL, DEVICE_KEY, PAY_FIRST_WINDOW_SECS, PURCHASE_FIRST_WINDOW_SECS, ORDER_PAYMENT_WINDOW_SECS,
 ALIPAY_* (no ALIPAY_GATEWAY_URL on SQLite: an in-process Alipay sandbox); VENDPAY_SANDBOX (true|false,
 as --sandbox); VENDPAY_STORE (sqlite|aws, as --store),

@@ -15,7 +15,8 @@
 //! code is created again with `POST /admin/devices/{id}/qrcode`).
 //!
 //! The sandbox's own `/sandbox/pay` takes Alipay's decimal strings and a QR code; this one takes the
-//! money objects of design §4 and a device id, which is what a person testing a machine has at hand.
+//! money objects of the contract (see `docs/contract.md`, “Money JSON”) and a device id, which is
+//! what a person testing a machine has at hand.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, Write};
@@ -153,7 +154,8 @@ pub struct SandboxRefund {
     pub trade_no: String,
     pub out_trade_no: String,
     pub amount: Value,
-    /// `succeeded`, `failed` or `retry`.
+    /// `succeeded`, `failed`, `failed_unless_paid` (a refusal a paid refund can also meet: final only
+    /// for its first send) or `retry`.
     pub verdict: &'static str,
     pub detail: Option<String>,
     pub at: String,
@@ -193,6 +195,7 @@ impl RefundGateway for Recording {
         let (name, detail) = match &verdict {
             RefundVerdict::Succeeded => ("succeeded", None),
             RefundVerdict::Failed(code) => ("failed", Some(code.clone())),
+            RefundVerdict::FailedUnlessPaid(code) => ("failed_unless_paid", Some(code.clone())),
             RefundVerdict::Retry(reason) => ("retry", Some(reason.clone())),
         };
         self.log.push(SandboxRefund {
@@ -208,7 +211,8 @@ impl RefundGateway for Recording {
     }
 }
 
-/// A refused sandbox request: status, error code, message (design §4's error shape).
+/// A refused sandbox request: status, error code, message (the error shape of `docs/contract.md`,
+/// “Errors”).
 #[derive(Debug)]
 struct Refusal {
     status: StatusCode,

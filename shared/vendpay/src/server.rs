@@ -39,8 +39,8 @@ use crate::config::{default_base_url, AlipayMode, Config, StoreConfig};
 use crate::keyfile;
 use crate::sandbox::{self, RefundLog, SandboxState, TradeJournal};
 
-/// The largest request body accepted; larger ones are answered 413. Every route of design §4 takes a
-/// small JSON object or an Alipay form, far below this.
+/// The largest request body accepted; larger ones are answered 413. Every route of the contract (see
+/// `docs/contract.md`) takes a small JSON object or an Alipay form, far below this.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The partner id the in-process sandbox and its client share.
@@ -412,7 +412,8 @@ impl Drop for Server {
     }
 }
 
-/// Every route of design §4: the request becomes an `http::Request<Bytes>` for [`Api::handle`].
+/// Every route of the contract (see `docs/contract.md`): the request becomes an
+/// `http::Request<Bytes>` for [`Api::handle`].
 async fn api_route(State(state): State<AppState>, req: Request) -> Response {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
@@ -488,7 +489,7 @@ pub(crate) fn too_large() -> Response {
     res
 }
 
-/// The error shape of design §4.
+/// The error shape of the contract (see `docs/contract.md`, “Errors”).
 pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({"error": {"code": code, "message": message}});
     json_response(status, &body)

@@ -190,15 +190,25 @@ async fn wait_open(http: &reqwest::Client, url: &str, id: &str, secret: &str) ->
 
 async fn wait_refunded(http: &reqwest::Client, url: &str, session: &str, limit: Duration) -> Value {
     let path = format!("/admin/sessions/{session}");
-    wait_for("the refund", limit, async || {
-        let (status, s) = admin(http, url, "GET", &path, Value::Null).await;
-        assert_eq!(status, 200, "{s}");
-        let done = s["refunds"]
-            .as_array()
-            .is_some_and(|r| !r.is_empty() && r.iter().all(|r| r["status"] == "succeeded"));
-        (s["phase"] == "closed" && done).then_some(s)
-    })
-    .await
+    let last = std::cell::RefCell::new(Value::Null);
+    let what = format!("the refund of {session}");
+    let found = tokio::time::timeout(
+        limit,
+        wait_for(&what, limit + Duration::from_secs(1), async || {
+            let (status, s) = admin(http, url, "GET", &path, Value::Null).await;
+            last.replace(s.clone());
+            assert_eq!(status, 200, "{s}");
+            let done = s["refunds"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty() && r.iter().all(|r| r["status"] == "succeeded"));
+            (s["phase"] == "closed" && done).then_some(s)
+        }),
+    )
+    .await;
+    match found {
+        Ok(s) => s,
+        Err(_) => panic!("timed out waiting for {what}; last seen: {}", last.borrow()),
+    }
 }
 
 fn sigterm_and_wait(server: &mut Serve) -> std::process::ExitStatus {

@@ -49,7 +49,8 @@ fn split_once(data: &[u8], sep: u8) -> (&[u8], Option<&[u8]>) {
 // 1. Alipay notification forms (`notify_form`)
 // ---------------------------------------------------------------------------------------------------
 
-/// The MD5 key of the known-answer vectors (alipay-mapi.md §2); a test key.
+/// The MD5 key of the known-answer vectors (see `docs/alipay.md`, “Known-answer vectors”); a test
+/// key.
 const MD5_KEY: &str = "10000000000000000000000000000000";
 
 /// Input: two form bodies separated by the first `\n` (a real notification has none: Alipay
@@ -483,7 +484,8 @@ const SECRET: &str = "s3cret";
 /// integer is 2023-11-14T22:13:20Z; an `X-Signature` of `*` is the right signature for the request.
 ///
 /// - Nothing panics, whatever the timestamp or the clock (finding 8: `-9223372036854775808`).
-/// - `verify` answers what the design says, in its order: 403 for another device id, then missing
+/// - `verify` answers what `docs/contract.md` (“Machine authentication”) says, in its order: 403
+///   for another device id, then missing
 ///   headers, a timestamp that is not an integer, one more than 300 s away from the server's clock
 ///   (computed here without overflow), a signature that is not 32 bytes of hex, and a wrong signature;
 ///   a right signature on a fresh request is accepted.
@@ -533,7 +535,7 @@ pub fn check_device_auth(data: &[u8]) {
         Err(e) => assert_eq!(envelope.as_ref().err(), Some(&e)),
     }
 
-    // The design's answer, computed independently.
+    // The documented answer (docs/contract.md#machine-authentication), computed independently.
     let want: Result<(), &str> = (|| {
         let header = device_header.ok_or("missing X-Device-Id")?;
         if header != path_device {
