@@ -478,30 +478,29 @@ async fn the_deadline_index_finds_overdue_sessions_only<S: Store>(store: Arc<S>)
     );
 }
 
-async fn pending_refunds_are_listed_until_final<S: Store>(store: Arc<S>) {
+/// A session of 700 ended at `T0 + 1000`, its one refund pending and written: the ended session and
+/// the refund's row in a given status (schedule reset, as a status change writes it).
+async fn one_pending_refund<S: Store>(
+    store: &S,
+) -> (Session, impl Fn(RefundStatus) -> RefundRecord) {
     store
         .register(&device_record("vm-1", Mode::PayFirst))
         .await
         .expect("register");
-    let s = open_session(&*store, "vm-1", "T1", 700, 0).await;
-    let now = Timestamp::from_millis(T0 + 1000);
-    let t = end_session(
-        &store
-            .device(&id("vm-1"))
-            .await
-            .expect("read")
-            .expect("exists")
-            .device,
-        Some(&s),
-        None,
-        now,
-    )
-    .expect("end");
+    let s = open_session(store, "vm-1", "T1", 700, 0).await;
+    let device = store
+        .device(&id("vm-1"))
+        .await
+        .expect("read")
+        .expect("exists")
+        .device;
+    let t = end_session(&device, Some(&s), None, Timestamp::from_millis(T0 + 1000)).expect("end");
     let ended = t.session(&s.id).expect("written").clone();
     let r = ended.refunds[0].clone();
-    let row = |status| RefundRecord {
+    let session = s.id.clone();
+    let row = move |status| RefundRecord {
         refund_id: r.id.clone(),
-        session: s.id.clone(),
+        session: session.clone(),
         trade_no: r.trade_no.clone(),
         amount: r.amount,
         status,
@@ -518,6 +517,13 @@ async fn pending_refunds_are_listed_until_final<S: Store>(store: Arc<S>) {
         })
         .await
         .expect("end commit");
+    (ended, row)
+}
+
+async fn pending_refunds_are_listed_until_final<S: Store>(store: Arc<S>) {
+    let (ended, row) = one_pending_refund(&*store).await;
+    let r = ended.refunds[0].clone();
+    let now = Timestamp::from_millis(T0 + 1000);
     assert_eq!(
         store
             .pending_refunds(Timestamp::FAR_FUTURE, 10)
@@ -576,40 +582,9 @@ fn resend(now: i64, due_by: i64, generation: u32) -> SendCondition {
 }
 
 async fn a_refund_is_sent_by_one_sender_at_a_time<S: Store>(store: Arc<S>) {
-    store
-        .register(&device_record("vm-1", Mode::PayFirst))
-        .await
-        .expect("register");
-    let s = open_session(&*store, "vm-1", "T1", 700, 0).await;
-    let issued = T0 + 1000;
-    let device = store
-        .device(&id("vm-1"))
-        .await
-        .expect("read")
-        .expect("exists")
-        .device;
-    let t = end_session(&device, Some(&s), None, Timestamp::from_millis(issued)).expect("end");
-    let ended = t.session(&s.id).expect("written").clone();
+    let (ended, row) = one_pending_refund(&*store).await;
     let r = ended.refunds[0].clone();
-    let row = |status| RefundRecord {
-        refund_id: r.id.clone(),
-        session: s.id.clone(),
-        trade_no: r.trade_no.clone(),
-        amount: r.amount,
-        status,
-        issued_at: r.issued_at,
-        attempts: 0,
-        generation: 0,
-        in_flight_until: None,
-    };
-    store
-        .commit(&Commit {
-            sessions: vec![ended.clone()],
-            refunds: vec![row(RefundStatus::Pending)],
-            ..Commit::default()
-        })
-        .await
-        .expect("end commit");
+    let issued = T0 + 1000;
     let pending = |due_by: i64| {
         let store = store.clone();
         async move {
