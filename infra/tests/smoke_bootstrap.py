@@ -65,6 +65,7 @@ def settings(binary):
         "RUST_LOG": "info",
         "DEADLINE_QUEUE_URL": f"{closed}/123456789012/vendpay-deadlines",
         "REFUND_QUEUE_URL": f"{closed}/123456789012/vendpay-refunds",
+        "DEVICE_EVENTS_QUEUE_URL": f"{closed}/123456789012/vendpay-device-events",
         # All three or none: with none, long windows are refused rather than scheduled.
         "DEADLINE_QUEUE_ARN": "",
         "SCHEDULER_ROLE_ARN": "",
