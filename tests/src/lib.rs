@@ -2,6 +2,9 @@
 //! [`vendpay::Server`], the same code `vendpay serve` runs) on an ephemeral port with its own temporary
 //! SQLite database and the in-process Alipay sandbox, plus an HTTP client that signs device requests.
 
+// The end-to-end tests' harness: it asserts like a test, so it may unwrap, expect and panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

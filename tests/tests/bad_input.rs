@@ -7,6 +7,8 @@
 //!
 //! Run with `scripts/with-moto cargo test -p vendpay-e2e --test bad_input`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 mod lambda;
 
 use lambda::*;

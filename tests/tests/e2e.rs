@@ -3,6 +3,8 @@
 //! out-of-order notifications, replayed and badly signed device requests, the sandbox's refund fault
 //! switches, and forged notifications.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 use std::time::Duration;
 
 use serde_json::{json, Value};

@@ -7,6 +7,8 @@
 //! gets its own table (and so its own two queues, `<table>-deadlines` and `<table>-refunds`), created by
 //! the server itself (`VENDPAY_AWS_CREATE=true`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 use std::time::Duration;
 
 use serde_json::{json, Value};

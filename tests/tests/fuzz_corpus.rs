@@ -7,6 +7,8 @@
 //! `FUZZ_REPLAY=<target>=<file or directory>` (absolute, or relative to the repository's root) replays
 //! other inputs too (a crash artifact, a corpus a fuzzer grew) through that target's check.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 

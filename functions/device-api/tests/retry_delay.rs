@@ -2,6 +2,8 @@
 //! must be retried comes back after its short backoff, not the queue's 60 s visibility timeout, and a
 //! visibility change that fails is only logged.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};

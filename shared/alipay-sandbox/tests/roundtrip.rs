@@ -1,6 +1,8 @@
 //! The real client against the sandbox, in process on an ephemeral port: signatures both ways,
 //! Alipay's rules, notifications and their resends, and every fault switch.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};

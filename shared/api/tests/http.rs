@@ -1,6 +1,8 @@
 //! Black-box tests of the HTTP contract (see `docs/contract.md`) through `Api::handle`, on the
 //! embedded SQLite store.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 mod common;
 
 use std::time::Duration;

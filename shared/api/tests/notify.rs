@@ -1,5 +1,7 @@
 //! `POST /alipay/notify/{device_id}`: what is acknowledged, what is refused, and that money moves once.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 mod common;
 
 use std::sync::atomic::Ordering;

@@ -4,6 +4,10 @@
 //! database, a new DynamoDB table). Each check panics with a message naming what broke; the checks use
 //! only the ports, so they say what the service relies on and nothing about how an adapter does it.
 
+// A test suite compiled as library code (behind the `contract` feature, which only dev-dependencies
+// enable): it asserts like a test, so it may unwrap, expect and panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! Property tests: Alipay amount strings round-trip, and refunds split across payments newest first.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 mod common;
 
 use common::*;

@@ -1,6 +1,8 @@
 //! One example per money rule (see `docs/contract.md`, “Money rules”), readable as a
 //! specification.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 mod common;
 
 use common::*;

@@ -39,6 +39,8 @@
 //! `SIM_SEEDS=n` runs n seeds (default 10,000); `SIM_SEED=s` replays exactly seed s. A failure names the
 //! seed, the finding and the last steps.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! The storage contract suite on `DynamoStore` against moto (each check on a fresh table), its
 //! concurrency checks (racing commits and purchases) included.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 mod common;
 
 use std::sync::Arc;

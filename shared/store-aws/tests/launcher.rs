@@ -16,6 +16,8 @@
 //! runs `LOCKED_ROUNDS` rounds of the same race and must never go wrong. Both servers are started by the
 //! test (beside the one `scripts/with-moto` runs), from `VENDPAY_MOTO_PYTHON`/`VENDPAY_MOTO_LAUNCHER`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 mod common;
 
 use std::path::PathBuf;

@@ -2,6 +2,8 @@
 //! concurrency checks (racing purchases, duplicated notifications and deadlines) and the DynamoDB
 //! requests each domain event costs on the hot paths.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 mod common;
 
 use std::sync::Arc;

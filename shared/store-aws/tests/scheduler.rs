@@ -3,6 +3,8 @@
 //! schedules, so the test fires it: it reads the schedule and delivers its input to its target queue,
 //! then deletes it as `ActionAfterCompletion: DELETE` would).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 mod common;
 
 use std::sync::Arc;

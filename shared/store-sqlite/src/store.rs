@@ -541,7 +541,7 @@ impl DeviceStore for SqliteStore {
 
     async fn device(&self, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
         let id = id.clone();
-        self.read(move |conn, _| read_device(&conn, &id)).await
+        self.read(move |conn, _| read_device(conn, &id)).await
     }
 
     async fn set_qrcode(&self, id: &DeviceId, qrcode: &QrCode) -> Result<(), StoreError> {
@@ -593,7 +593,7 @@ impl SessionStore for SqliteStore {
 
     async fn session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         let id = id.clone();
-        self.read(move |conn, _| read_session(&conn, &id)).await
+        self.read(move |conn, _| read_session(conn, &id)).await
     }
 
     async fn trade(&self, trade_no: &TradeNo) -> Result<Option<PaymentOutcome>, StoreError> {

@@ -2,6 +2,8 @@
 //! from the same version exactly one wins, whether the racers share a connection or each has its own
 //! (as separate processes on the same file would).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 mod common;
 
 use std::sync::Arc;

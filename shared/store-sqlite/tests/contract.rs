@@ -4,6 +4,8 @@
 //! The store's clock is pinned at the suite's epoch `T0`: the suite writes request rows that expire 48 h
 //! after `T0`, and a store on today's clock would rightly treat them as long expired.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 

@@ -1,5 +1,7 @@
 //! Timers, the refund channel and the worker, on tokio's paused clock (no real sleeping).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 mod common;
 
 use std::sync::Arc;

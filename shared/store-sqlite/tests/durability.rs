@@ -2,6 +2,8 @@
 //! `rearm` puts the deadlines and pending refunds back in motion, so a killed `vendpay serve` loses
 //! nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 mod common;
 
 use std::sync::Arc;

@@ -4,6 +4,8 @@
 //! their failing condition), a commit that cannot be written fails alone, and independent commits in the
 //! same group all stand, durably: a store reopened from the file holds every answered commit.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 mod common;
 
 use std::sync::Arc;

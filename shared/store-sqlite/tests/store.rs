@@ -1,6 +1,8 @@
 //! What the SQLite store promises beyond the shared contract: request rows expire and are pruned,
 //! per-device listing, and a database from a newer build is refused rather than misread.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 mod common;
 
 use std::sync::Arc;

@@ -1,6 +1,8 @@
 //! Configuration errors name the setting: through the library, and through the binary (a clean message
 //! and exit code 1, never a panic).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 use std::collections::HashMap;
 use std::process::Command;
 

@@ -12,6 +12,8 @@
 //!   queues created by the server, a session ended and refunded through SQS, then SIGKILL and a restart
 //!   on the same table: balance intact, and the deadline (a delayed SQS message) still refunds.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
