@@ -1,0 +1,689 @@
+//! One function per command: (state, command, now) → [`Decision`]. Device-level commands act on the
+//! machine's current session (or open one); session-level ones on the session they name.
+
+use super::aggregate::*;
+use super::types::*;
+use crate::device::Device;
+use crate::ids::{OrderId, RefundId, RequestId, SessionId, Slot};
+use crate::money::Money;
+use crate::time::{Timestamp, Windows};
+
+// ---------------------------------------------------------------------------------------------------
+// Device-level commands: they act on the machine's current session (or open a new one).
+// ---------------------------------------------------------------------------------------------------
+
+/// A verified payment notification for `device`. The caller has checked that the trade was never seen
+/// before (a seen trade is answered with its stored [`PaymentOutcome`] without calling this).
+pub fn receive_payment(
+    device: &Device,
+    current: Option<&Session>,
+    payment: &IncomingPayment,
+    windows: &Windows,
+    now: Timestamp,
+) -> Decision {
+    let mut b = Builder::new();
+    let current = live(device, current)?;
+    if let Some(s) = current {
+        if s.payments.iter().any(|p| p.trade_no == payment.trade_no) {
+            return noop(Reply::Payment(PaymentOutcome {
+                session: s.id.clone(),
+                disposition: s.disposition(),
+            }));
+        }
+    }
+    if payment.amount.currency() != device.currency {
+        let reason = RefusalReason::CurrencyMismatch;
+        let mut refused = refused_session(device, payment, reason, now, &mut b.effects)?;
+        refused.flag(
+            AnomalyKind::CurrencyMismatch {
+                trade_no: payment.trade_no.clone(),
+                paid: payment.amount.currency(),
+                expected: device.currency,
+            },
+            now,
+            &mut b.effects,
+        );
+        return finish_refused(b, refused, reason);
+    }
+
+    // Judge the machine as of now: a deadline that has passed but not been acted on yet is acted on first.
+    let mut cur = current.cloned();
+    let mut settled = false;
+    if let Some(s) = cur.as_mut() {
+        settled = s.settle_if_due(now, &mut b.effects)?;
+    }
+    let expired_order = settled
+        && cur
+            .as_ref()
+            .and_then(Session::order)
+            .is_some_and(|o| o.status == OrderStatus::Expired);
+    let active = cur.as_ref().filter(|s| s.phase == Phase::Open);
+
+    let refusal = match active.map(|s| (&s.kind, s)) {
+        Some((SessionKind::PayFirst, s)) => {
+            let other_buyer = match (s.buyer(), payment.buyer_id.as_ref()) {
+                (Some(a), Some(b)) => a != b,
+                _ => false,
+            };
+            if other_buyer {
+                Some(RefusalReason::MachineBusy)
+            } else if s.payments.len() >= MAX_PAYMENTS {
+                Some(RefusalReason::SessionFull)
+            } else {
+                let mut s = s.clone();
+                s.record_payment(payment, now, &mut b.effects)?;
+                // The window restarts, but never ends before a held purchase's vend time.
+                let at = now
+                    .plus(windows.pay_first)
+                    .max(s.deadline_at.unwrap_or(now));
+                s.deadline_at = Some(at);
+                b.effects.push(Effect::ScheduleDeadline {
+                    session: s.id.clone(),
+                    at,
+                });
+                let reply = PaymentOutcome {
+                    session: s.id.clone(),
+                    disposition: Disposition::Credited,
+                };
+                b.write(s);
+                return b.finish(Reply::Payment(reply));
+            }
+        }
+        Some((SessionKind::Order(o), s)) if o.status == OrderStatus::AwaitingPayment => {
+            if payment.amount.minor() < o.price.minor() {
+                Some(RefusalReason::Underpaid)
+            } else {
+                let mut s = s.clone();
+                let price = o.price;
+                let order_id = o.order_id.clone();
+                let slot = o.slot.clone();
+                s.record_payment(payment, now, &mut b.effects)?;
+                s.balance = s.balance.checked_sub(price)?;
+                s.held = s.held.checked_add(price)?;
+                s.purchases.push(Purchase {
+                    request_id: RequestId::for_order(&order_id),
+                    slot,
+                    price,
+                    requested_at: now,
+                    status: PurchaseStatus::Held,
+                    balance_after: Money::zero(s.currency),
+                    late_report: None,
+                });
+                s.set_order_status(OrderStatus::Paid);
+                b.effects.push(Effect::Approve {
+                    session: s.id.clone(),
+                    request_id: RequestId::for_order(&order_id),
+                    price,
+                });
+                let over = s.balance;
+                if !over.is_zero() {
+                    s.issue_refund(over, RefundReason::Overpayment, now, &mut b.effects)?;
+                }
+                let at = now.plus(windows.purchase_first);
+                s.deadline_at = Some(at);
+                b.effects.push(Effect::ScheduleDeadline {
+                    session: s.id.clone(),
+                    at,
+                });
+                let reply = PaymentOutcome {
+                    session: s.id.clone(),
+                    disposition: Disposition::OrderPaid,
+                };
+                b.write(s);
+                return b.finish(Reply::Payment(reply));
+            }
+        }
+        Some(_) => Some(RefusalReason::MachineBusy),
+        None if device.mode.takes_sessions() => None,
+        None if expired_order => Some(RefusalReason::OrderExpired),
+        None => Some(RefusalReason::NoOrder),
+    };
+
+    // Whatever the outcome, a session changed by an overdue deadline is written too.
+    if let Some(s) = cur.filter(|_| settled) {
+        b.write(s);
+    }
+
+    if let Some(reason) = refusal {
+        let refused = refused_session(device, payment, reason, now, &mut b.effects)?;
+        return finish_refused(b, refused, reason);
+    }
+
+    let mut s = Session::new(
+        SessionId::for_payment(&payment.trade_no),
+        device.id.clone(),
+        device.currency,
+        SessionKind::PayFirst,
+        now,
+    );
+    s.record_payment(payment, now, &mut b.effects)?;
+    let at = now.plus(windows.pay_first);
+    s.deadline_at = Some(at);
+    b.effects.push(Effect::ScheduleDeadline {
+        session: s.id.clone(),
+        at,
+    });
+    b.current = Some(s.id.clone());
+    let reply = PaymentOutcome {
+        session: s.id.clone(),
+        disposition: Disposition::Credited,
+    };
+    b.write(s);
+    b.finish(Reply::Payment(reply))
+}
+
+/// A session that holds a refused payment and refunds it in full at once.
+pub(crate) fn refused_session(
+    device: &Device,
+    payment: &IncomingPayment,
+    reason: RefusalReason,
+    now: Timestamp,
+    effects: &mut Vec<Effect>,
+) -> Result<Session, Rejection> {
+    let mut s = Session::new(
+        SessionId::for_refused(&payment.trade_no),
+        device.id.clone(),
+        payment.amount.currency(),
+        SessionKind::Refused { reason },
+        now,
+    );
+    s.phase = Phase::Settling;
+    s.record_payment(payment, now, effects)?;
+    s.issue_refund(payment.amount, RefundReason::Refused(reason), now, effects)?;
+    Ok(s)
+}
+
+pub(crate) fn finish_refused(mut b: Builder, refused: Session, reason: RefusalReason) -> Decision {
+    let reply = PaymentOutcome {
+        session: refused.id.clone(),
+        disposition: Disposition::Refused(reason),
+    };
+    b.write(refused);
+    b.finish(Reply::Payment(reply))
+}
+
+/// What a machine asks for when it wants to sell from the open session's balance (pay first).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PurchaseRequest {
+    pub request_id: RequestId,
+    pub slot: Slot,
+    pub price: Money,
+    /// The session the machine means (see `docs/contract.md`, “Machine routes”). When it is not the
+    /// open session the purchase is declined `session_closed`: a late retry never holds the next
+    /// customer's money.
+    pub session: Option<SessionId>,
+}
+
+/// The machine asks to sell `price` from the open session's balance (pay first). The caller answers a
+/// `request_id` it has already answered from its idempotency record.
+///
+/// Approval holds the price and moves the deadline to at least now + the purchase-first window, so a
+/// purchase approved in the last second still has its full vend time.
+pub fn request_purchase(
+    device: &Device,
+    current: Option<&Session>,
+    req: &PurchaseRequest,
+    windows: &Windows,
+    now: Timestamp,
+) -> Decision {
+    let (request_id, slot, price) = (&req.request_id, &req.slot, req.price);
+    check_price(device, price)?;
+    let current = live(device, current)?;
+    let mut b = Builder::new();
+    if let Some(s) = current {
+        if let Some(p) = s.purchase(request_id) {
+            if p.price != price || &p.slot != slot {
+                return Err(Rejection::RequestConflict(request_id.to_string()));
+            }
+            return noop(Reply::Purchase(answer(s, p)));
+        }
+    }
+    let unrecorded = |b: &mut Builder, reason: DeclineReason| {
+        b.effects.push(Effect::Decline {
+            request_id: request_id.clone(),
+            reason,
+        });
+        PurchaseAnswer {
+            request_id: request_id.clone(),
+            slot: slot.clone(),
+            price,
+            declined: Some(reason),
+            balance: Money::zero(device.currency),
+            session: None,
+        }
+    };
+    if let Some(expected) = &req.session {
+        if current.map(|s| &s.id) != Some(expected) {
+            let reply = unrecorded(&mut b, DeclineReason::SessionClosed);
+            return b.finish(Reply::Purchase(reply));
+        }
+    }
+    let Some(mut s) = current.cloned() else {
+        let reply = unrecorded(&mut b, DeclineReason::NoSession);
+        return b.finish(Reply::Purchase(reply));
+    };
+    if !s.is_pay_first() {
+        // An order is not a balance to spend from; nothing is recorded against it.
+        let reply = unrecorded(&mut b, DeclineReason::NoSession);
+        return b.finish(Reply::Purchase(reply));
+    }
+    let mut changed = s.settle_if_due(now, &mut b.effects)?;
+    let approved = s
+        .purchases
+        .iter()
+        .filter(|p| !matches!(p.status, PurchaseStatus::Declined(_)))
+        .count();
+    let reason = if !s.spendable(now) {
+        Some(DeclineReason::SessionClosed)
+    } else if approved >= MAX_APPROVED_PURCHASES {
+        Some(DeclineReason::SessionFull)
+    } else if s.balance.minor() >= price.minor() {
+        None
+    } else {
+        Some(DeclineReason::InsufficientBalance)
+    };
+    let status = match reason {
+        Some(reason) => {
+            b.effects.push(Effect::Decline {
+                request_id: request_id.clone(),
+                reason,
+            });
+            PurchaseStatus::Declined(reason)
+        }
+        None => {
+            s.balance = s.balance.checked_sub(price)?;
+            s.held = s.held.checked_add(price)?;
+            b.effects.push(Effect::Approve {
+                session: s.id.clone(),
+                request_id: request_id.clone(),
+                price,
+            });
+            let vend_by = now.plus(windows.purchase_first);
+            if s.deadline_at.is_none_or(|d| d < vend_by) {
+                s.deadline_at = Some(vend_by);
+                b.effects.push(Effect::ScheduleDeadline {
+                    session: s.id.clone(),
+                    at: vend_by,
+                });
+            }
+            PurchaseStatus::Held
+        }
+    };
+    let purchase = Purchase {
+        request_id: request_id.clone(),
+        slot: slot.clone(),
+        price,
+        requested_at: now,
+        status,
+        balance_after: s.balance,
+        late_report: None,
+    };
+    let reply = answer(&s, &purchase);
+    // Kept in the session so operators see it (declines only up to a bound: the request's idempotency
+    // record answers a retry either way).
+    let declines = s.purchases.len() - approved;
+    let keep = s.phase != Phase::Closed && (reason.is_none() || declines < MAX_RECORDED_DECLINES);
+    if keep {
+        s.purchases.push(purchase);
+        changed = true;
+    }
+    if changed {
+        b.write(s);
+    }
+    b.finish(Reply::Purchase(reply))
+}
+
+pub(crate) fn answer(s: &Session, p: &Purchase) -> PurchaseAnswer {
+    PurchaseAnswer {
+        request_id: p.request_id.clone(),
+        slot: p.slot.clone(),
+        price: p.price,
+        declined: match p.status {
+            PurchaseStatus::Declined(r) => Some(r),
+            _ => None,
+        },
+        balance: p.balance_after,
+        session: Some(s.id.clone()),
+    }
+}
+
+/// Purchase first: the machine registers an order and waits for its payment.
+pub fn place_order(
+    device: &Device,
+    current: Option<&Session>,
+    order_id: &OrderId,
+    slot: &Slot,
+    price: Money,
+    windows: &Windows,
+    now: Timestamp,
+) -> Decision {
+    if !device.mode.takes_orders() {
+        return Err(Rejection::ModeNotSupported {
+            mode: device.mode,
+            flow: "orders (purchase first)",
+        });
+    }
+    check_price(device, price)?;
+    let id = SessionId::for_order(&device.id, order_id);
+    // The same order again, whatever became of it since, is answered as before.
+    if let Some(s) = current.filter(|s| s.id == id && s.device_id == device.id) {
+        return match s.order() {
+            Some(o) if o.price == price && &o.slot == slot => noop(Reply::Session {
+                session: s.id.clone(),
+            }),
+            _ => Err(Rejection::RequestConflict(order_id.to_string())),
+        };
+    }
+    let current = live(device, current)?;
+    let mut b = Builder::new();
+    if let Some(s) = current {
+        let mut s = s.clone();
+        let changed = s.settle_if_due(now, &mut b.effects)?;
+        match (&s.kind, s.phase) {
+            (SessionKind::PayFirst, Phase::Open) => {
+                return Err(Rejection::Busy(
+                    "a pay-first session is open on this machine",
+                ))
+            }
+            (SessionKind::Order(o), Phase::Open) if o.status == OrderStatus::Paid => {
+                return Err(Rejection::Busy("an order is paid and being delivered"))
+            }
+            (SessionKind::Order(o), Phase::Open) if o.status == OrderStatus::AwaitingPayment => {
+                // The customer picked something else: the unpaid order gives way to the new one.
+                s.set_order_status(OrderStatus::Cancelled);
+                s.phase = Phase::Settling;
+                s.deadline_at = None;
+                s.close_if_done(&mut b.effects);
+                b.write(s);
+            }
+            _ if changed => b.write(s),
+            _ => {}
+        }
+    }
+    let expires_at = now.plus(windows.order_payment);
+    let mut s = Session::new(
+        id,
+        device.id.clone(),
+        device.currency,
+        SessionKind::Order(OrderTerms {
+            order_id: order_id.clone(),
+            slot: slot.clone(),
+            price,
+            placed_at: now,
+            expires_at,
+            status: OrderStatus::AwaitingPayment,
+        }),
+        now,
+    );
+    s.deadline_at = Some(expires_at);
+    b.effects.push(Effect::ScheduleDeadline {
+        session: s.id.clone(),
+        at: expires_at,
+    });
+    b.current = Some(s.id.clone());
+    let reply = Reply::Session {
+        session: s.id.clone(),
+    };
+    b.write(s);
+    b.finish(reply)
+}
+
+/// The customer ends the session on the machine ("return change"): the free balance is refunded at once;
+/// a held purchase is settled by its vend result or the deadline. An unpaid order is cancelled.
+///
+/// With `expected` (the session the machine means) only that session is ended: a repeat, a retry after
+/// a lost answer or a replay after the next customer paid changes nothing and answers that session.
+pub fn end_session(
+    device: &Device,
+    current: Option<&Session>,
+    expected: Option<&SessionId>,
+    now: Timestamp,
+) -> Decision {
+    if let Some(expected) = expected {
+        if current.map(|s| &s.id) != Some(expected) {
+            return noop(Reply::Session {
+                session: expected.clone(),
+            });
+        }
+    }
+    let Some(s) = current else {
+        return Err(Rejection::NoSession);
+    };
+    if live(device, Some(s))?.is_none() {
+        // Already closed (ended before, or settled): ending again changes nothing.
+        return noop(Reply::Session {
+            session: s.id.clone(),
+        });
+    }
+    let mut b = Builder::new();
+    let mut s = s.clone();
+    let mut changed = s.settle_if_due(now, &mut b.effects)?;
+    if s.phase == Phase::Open {
+        match s.order().map(|o| o.status) {
+            None => {
+                s.phase = Phase::Settling;
+                if s.held.is_zero() {
+                    s.deadline_at = None;
+                }
+                let free = s.balance;
+                if !free.is_zero() {
+                    s.issue_refund(free, RefundReason::Settlement, now, &mut b.effects)?;
+                }
+                s.close_if_done(&mut b.effects);
+                changed = true;
+            }
+            Some(OrderStatus::AwaitingPayment) => {
+                s.set_order_status(OrderStatus::Cancelled);
+                s.phase = Phase::Settling;
+                s.deadline_at = None;
+                s.close_if_done(&mut b.effects);
+                changed = true;
+            }
+            // A paid order is settled by its vend result or its deadline.
+            Some(_) => {}
+        }
+    }
+    let reply = Reply::Session {
+        session: s.id.clone(),
+    };
+    if changed {
+        b.write(s);
+    }
+    b.finish(reply)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Session-level commands: addressed to one session (found by request id, refund id or deadline).
+// ---------------------------------------------------------------------------------------------------
+
+/// The machine reports the vend of a purchase (or of a paid order, whose id is the request id).
+pub fn report_vend(
+    session: &Session,
+    request_id: &RequestId,
+    delivered: bool,
+    now: Timestamp,
+) -> Decision {
+    let mut b = Builder::new();
+    let mut s = session.clone();
+    let Some(idx) = s.purchases.iter().position(|p| &p.request_id == request_id) else {
+        return match s.order() {
+            Some(o) if RequestId::for_order(&o.order_id) == *request_id => {
+                Err(Rejection::OrderNotPaid(o.order_id.clone()))
+            }
+            _ => Err(Rejection::UnknownPurchase(request_id.clone())),
+        };
+    };
+    if matches!(s.purchases[idx].status, PurchaseStatus::Declined(_)) {
+        return Err(Rejection::PurchaseNotApproved(request_id.clone()));
+    }
+    let mut changed = s.settle_if_due(now, &mut b.effects)?;
+    let purchase = s.purchases[idx].clone();
+    match purchase.status {
+        PurchaseStatus::Held => {
+            let price = purchase.price;
+            s.held = s.held.checked_sub(price)?;
+            b.effects.push(Effect::HoldSettled {
+                session: s.id.clone(),
+                request_id: request_id.clone(),
+                delivered,
+            });
+            if delivered {
+                s.spent = s.spent.checked_add(price)?;
+                s.purchases[idx].status = PurchaseStatus::Delivered;
+                if s.order().is_some() {
+                    s.set_order_status(OrderStatus::Delivered);
+                    s.phase = Phase::Settling;
+                    s.deadline_at = None;
+                }
+            } else {
+                s.purchases[idx].status = PurchaseStatus::Failed;
+                s.balance = s.balance.checked_add(price)?;
+                if s.order().is_some() {
+                    s.set_order_status(OrderStatus::Failed);
+                    s.phase = Phase::Settling;
+                    s.deadline_at = None;
+                    s.issue_refund(price, RefundReason::VendFailed, now, &mut b.effects)?;
+                } else if s.phase != Phase::Open {
+                    // The balance was already settled: the returned hold goes back to the customer now.
+                    s.issue_refund(price, RefundReason::VendFailed, now, &mut b.effects)?;
+                }
+            }
+            if s.phase == Phase::Settling && s.held.is_zero() {
+                s.deadline_at = None;
+            }
+            s.schedule_remainder(now, &mut b.effects);
+            s.close_if_done(&mut b.effects);
+            changed = true;
+        }
+        PurchaseStatus::Unconfirmed if s.purchases[idx].late_report.is_none() => {
+            s.purchases[idx].late_report = Some(delivered);
+            s.flag(
+                AnomalyKind::LateVendReport {
+                    request_id: request_id.clone(),
+                    delivered,
+                },
+                now,
+                &mut b.effects,
+            );
+            changed = true;
+        }
+        _ => {}
+    }
+    let reply = Reply::Vend {
+        session: s.id.clone(),
+        request_id: request_id.clone(),
+        status: s.purchases[idx].status,
+    };
+    if changed {
+        b.write(s);
+    }
+    b.finish(reply)
+}
+
+/// A deadline message (delayed SQS message, schedule or sweep) for this session. Late, early, stale and
+/// repeated deliveries are harmless: only a deadline that has really passed is acted on, once.
+pub fn deadline_due(session: &Session, now: Timestamp) -> Decision {
+    let mut b = Builder::new();
+    let mut s = session.clone();
+    let settled = s.settle_if_due(now, &mut b.effects)?;
+    let reply = Reply::Deadline {
+        session: s.id.clone(),
+    };
+    if settled {
+        b.write(s);
+    }
+    b.finish(reply)
+}
+
+/// Alipay's verdict on a refund. `Unknown` changes nothing (the executor retries); a final verdict is
+/// recorded once and the session closes when nothing else is outstanding. The one exception: a verified
+/// success for a refund recorded failed is recorded (success wins, Alipay paid) and flagged.
+pub fn settle_refund(
+    session: &Session,
+    refund_id: &RefundId,
+    outcome: RefundOutcome,
+    now: Timestamp,
+) -> Decision {
+    let mut b = Builder::new();
+    let mut s = session.clone();
+    let Some(idx) = s.refunds.iter().position(|r| &r.id == refund_id) else {
+        return Err(Rejection::UnknownRefund(refund_id.clone()));
+    };
+    let changed = match (s.refunds[idx].status, outcome) {
+        (RefundStatus::Pending, RefundOutcome::Succeeded) => {
+            s.refunds[idx].status = RefundStatus::Succeeded;
+            true
+        }
+        (RefundStatus::Pending, RefundOutcome::FailedPermanently) => {
+            s.refunds[idx].status = RefundStatus::Failed;
+            s.flag(
+                AnomalyKind::RefundFailed {
+                    refund_id: refund_id.clone(),
+                },
+                now,
+                &mut b.effects,
+            );
+            true
+        }
+        (RefundStatus::Failed, RefundOutcome::Succeeded) => {
+            s.refunds[idx].status = RefundStatus::Succeeded;
+            s.flag(
+                AnomalyKind::RefundSucceededAfterFailure {
+                    refund_id: refund_id.clone(),
+                },
+                now,
+                &mut b.effects,
+            );
+            true
+        }
+        _ => false,
+    };
+    if changed {
+        s.close_if_done(&mut b.effects);
+    }
+    let reply = Reply::Refund {
+        session: s.id.clone(),
+        refund_id: refund_id.clone(),
+        status: s.refunds[idx].status,
+    };
+    if changed {
+        b.write(s);
+    }
+    b.finish(reply)
+}
+
+/// A refund attempt ended without a verified verdict. Nothing changes within [`REFUND_STUCK_AFTER`] of
+/// the refund's issue; after it, the refund is raised once as [`AnomalyKind::RefundStuck`] and stays
+/// pending (still retried with the same id and amount) until a verified answer or reconciliation.
+pub fn refund_unresolved(session: &Session, refund_id: &RefundId, now: Timestamp) -> Decision {
+    let mut b = Builder::new();
+    let mut s = session.clone();
+    let Some(refund) = s.refund(refund_id) else {
+        return Err(Rejection::UnknownRefund(refund_id.clone()));
+    };
+    let status = refund.status;
+    let raise = status == RefundStatus::Pending
+        && refund.issued_at.plus(REFUND_STUCK_AFTER) <= now
+        && !s.refund_is_stuck(refund_id);
+    if raise {
+        if let Some(r) = s.refunds.iter_mut().find(|r| &r.id == refund_id) {
+            r.stuck = true;
+        }
+        s.flag(
+            AnomalyKind::RefundStuck {
+                refund_id: refund_id.clone(),
+            },
+            now,
+            &mut b.effects,
+        );
+    }
+    let reply = Reply::Refund {
+        session: s.id.clone(),
+        refund_id: refund_id.clone(),
+        status,
+    };
+    if raise {
+        b.write(s);
+    }
+    b.finish(reply)
+}
