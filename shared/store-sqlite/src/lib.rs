@@ -13,8 +13,11 @@
 //! on start [`rearm`] rebuilds the in-memory timers and queue from the store.
 
 pub mod delivery;
+mod group_commit;
+mod row_codec;
 pub mod store;
 pub mod worker;
+mod writes;
 
 pub use delivery::{channels, rearm, ChannelRefundQueue, RearmReport, Receivers, TimerScheduler};
 pub use store::{Location, SqliteStore};

@@ -1,5 +1,9 @@
 //! [`SqliteStore`]: the `DeviceStore` and `SessionStore` ports on one SQLite database.
 //!
+//! Here: opening, the reader pool and the port impls. The group commit described below is in
+//! `group_commit`, the schema and a commit's SQL in `writes`, rows to port types in `row_codec`, so
+//! the concurrency, the SQL and the encoding can each be checked without reading the others.
+//!
 //! ## Durability and threading
 //! - WAL journal with `synchronous = FULL`: every commit fsyncs the WAL before it returns, and a caller
 //!   is answered only after the fsync of the transaction holding its commit. `NORMAL` would survive a
@@ -64,93 +68,34 @@
 //! Nothing read from the database is trusted: a row that does not decode, or whose key disagrees with
 //! its body, is `StoreError::Permanent` naming the row, never a panic.
 
-use std::collections::VecDeque;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-use tokio::sync::oneshot;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use vendpay_app::{
-    Commit, DeadlineMessage, DeviceRecord, DeviceStore, Machine, QrCode, RefundRecord, RefundSend,
-    RequestRecord, SendCondition, SessionStore, StoreError,
+    Commit, DeadlineMessage, DeviceRecord, DeviceStore, Machine, QrCode, RefundRecord,
+    RequestRecord, SessionStore, StoreError,
 };
 use vendpay_domain::{
-    Clock, DeviceId, PaymentOutcome, Phase, RefundId, RefundStatus, RequestId, Session, SessionId,
-    SystemClock, Timestamp, TradeNo,
+    Clock, DeviceId, PaymentOutcome, RefundId, RequestId, Session, SessionId, SystemClock,
+    Timestamp, TradeNo,
 };
 
-const SCHEMA_VERSION: i64 = 2;
+use crate::group_commit::{self, Queue};
+use crate::row_codec::{
+    decode, decode_refund, decode_session, encode, parse_id, read_device, read_refund,
+    read_session, sql_limit, to_i64, Ctx,
+};
+use crate::writes::{migrate, prune};
+
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Expired request rows only cost disk space, so pruning them hourly is plenty.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-/// The most commits written as one group (one transaction, one fsync).
-const MAX_BATCH: usize = 512;
 /// Idle read-only connections kept open; a burst beyond this opens more and closes them after.
 const MAX_IDLE_READERS: usize = 64;
 /// Prepared statements cached per connection (the commit path alone uses about fifteen).
 const STATEMENT_CACHE: usize = 64;
-
-const SCHEMA: &str = "
-CREATE TABLE devices (
-    id       TEXT PRIMARY KEY NOT NULL,
-    record   TEXT NOT NULL,
-    qrcode   TEXT,
-    current  TEXT,
-    version  INTEGER NOT NULL
-) STRICT;
-
-CREATE TABLE sessions (
-    id          TEXT PRIMARY KEY NOT NULL,
-    device      TEXT NOT NULL,
-    phase       TEXT NOT NULL,
-    version     INTEGER NOT NULL,
-    opened_at   INTEGER NOT NULL,
-    deadline_at INTEGER,
-    body        TEXT NOT NULL
-) STRICT;
-CREATE INDEX sessions_by_device ON sessions (device, opened_at, id);
-CREATE INDEX sessions_by_deadline ON sessions (deadline_at, id) WHERE deadline_at IS NOT NULL;
-
-CREATE TABLE trades (
-    trade_no TEXT PRIMARY KEY NOT NULL,
-    outcome  TEXT NOT NULL
-) STRICT;
-
-CREATE TABLE requests (
-    device     TEXT NOT NULL,
-    request_id TEXT NOT NULL,
-    expires_at INTEGER NOT NULL,
-    body       TEXT NOT NULL,
-    PRIMARY KEY (device, request_id)
-) STRICT;
-CREATE INDEX requests_by_expiry ON requests (expires_at);
-
-CREATE TABLE refunds (
-    refund_id TEXT PRIMARY KEY NOT NULL,
-    session   TEXT NOT NULL,
-    status    TEXT NOT NULL,
-    issued_at INTEGER NOT NULL,
-    body      TEXT NOT NULL
-) STRICT;
-CREATE INDEX refunds_pending ON refunds (issued_at, refund_id) WHERE status = 'pending';
-";
-
-/// Version 2: a pending refund's send schedule (at most one send in flight; the sweep re-sends only
-/// what is overdue), indexed by the next attempt instead of the issue time.
-const SCHEMA_2: &str = "
-ALTER TABLE refunds ADD COLUMN next_attempt_at INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE refunds ADD COLUMN in_flight_until INTEGER;
-ALTER TABLE refunds ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE refunds ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
-UPDATE refunds SET next_attempt_at = issued_at;
-DROP INDEX refunds_pending;
-CREATE INDEX refunds_pending ON refunds (next_attempt_at, refund_id) WHERE status = 'pending';
-";
 
 /// Where the database lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,34 +120,23 @@ pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+/// Shared by every clone; `group_commit` reaches the writer, the queue and the clock through it.
+pub(crate) struct Inner {
     /// The one connection that writes. Only the group-commit drainer and the rare direct writes
     /// (`register`, `set_qrcode`, pruning) lock it, and in memory mode the reads too.
     writer: Mutex<Writer>,
     /// Commits waiting for the drainer, and whether a drainer is running.
-    queue: Mutex<Queue>,
+    pub(crate) queue: Mutex<Queue>,
     /// Idle read-only connections (file databases only); a read takes one or opens one.
     readers: Mutex<Vec<Connection>>,
     /// Decides which request rows have expired; the ledger's clock in tests, the system clock otherwise.
-    clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
     location: Location,
 }
 
-struct Writer {
-    conn: Connection,
-    last_prune: Timestamp,
-}
-
-#[derive(Default)]
-struct Queue {
-    jobs: VecDeque<Job>,
-    draining: bool,
-}
-
-/// One queued commit and where its answer goes.
-struct Job {
-    commit: Commit,
-    reply: oneshot::Sender<Result<(), StoreError>>,
+pub(crate) struct Writer {
+    pub(crate) conn: Connection,
+    pub(crate) last_prune: Timestamp,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -405,7 +339,7 @@ impl Inner {
     /// The writer connection, outside any transaction. A panic while it was held may have left a
     /// batch's transaction open; rolling it back makes the connection sound again, and the callers of
     /// that batch were answered "unavailable" (their reply channels were dropped), which is true.
-    fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, StoreError> {
+    pub(crate) fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, StoreError> {
         let w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         if !w.conn.is_autocommit() {
             w.conn
@@ -416,76 +350,9 @@ impl Inner {
     }
 }
 
-/// The right to drain the queue, held by at most one drainer. If the drainer ends other than by finding
-/// the queue empty (a panic, or a runtime shutting down before the task ran), dropping this clears the
-/// "draining" mark and answers the commits still queued "unavailable" (their reply channels are
-/// dropped) rather than leaving them, and every later commit, waiting forever.
-struct DrainGuard {
-    inner: Arc<Inner>,
-    finished: bool,
-}
-
-impl DrainGuard {
-    /// The drainer: takes every queued commit (up to `MAX_BATCH`, 512) and writes them as one group, then
-    /// the next group, until the queue is empty. Runs on a blocking thread; at most one at a time.
-    fn drain(mut self) {
-        loop {
-            let batch: Vec<Job> = {
-                let mut q = lock(&self.inner.queue);
-                if q.jobs.is_empty() {
-                    q.draining = false;
-                    self.finished = true;
-                    return;
-                }
-                let n = q.jobs.len().min(MAX_BATCH);
-                q.jobs.drain(..n).collect()
-            };
-            let results = match self.inner.lock_writer() {
-                Ok(mut w) => {
-                    let commits: Vec<&Commit> = batch.iter().map(|j| &j.commit).collect();
-                    let started = std::time::Instant::now();
-                    let results = write_group(&w.conn, &commits, &*self.inner.clock);
-                    tracing::trace!(
-                        commits = commits.len(),
-                        micros = started.elapsed().as_micros() as u64,
-                        "group committed"
-                    );
-                    let now = self.inner.clock.now();
-                    if w.last_prune.plus(PRUNE_EVERY) <= now {
-                        // The commits stand whatever happens here; a failed prune is retried later.
-                        match prune(&w.conn, now) {
-                            Ok(n) => tracing::debug!(pruned = n, "expired request rows pruned"),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "pruning expired request rows failed")
-                            }
-                        }
-                        w.last_prune = now;
-                    }
-                    results
-                }
-                Err(e) => vec![Err(e); batch.len()],
-            };
-            for (job, result) in batch.into_iter().zip(results) {
-                // A caller that went away no longer needs its answer; its commit stands all the same.
-                let _ = job.reply.send(result);
-            }
-        }
-    }
-}
-
-impl Drop for DrainGuard {
-    fn drop(&mut self) {
-        if !self.finished {
-            let mut q = lock(&self.inner.queue);
-            q.draining = false;
-            q.jobs.clear();
-        }
-    }
-}
-
 /// Locks a mutex whose data stays consistent whatever a panicking holder did (a queue or a pool of
 /// idle connections, changed by single calls that complete or do nothing).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -644,58 +511,14 @@ impl SessionStore for SqliteStore {
 
     async fn refund(&self, refund_id: &RefundId) -> Result<Option<RefundRecord>, StoreError> {
         let refund_id = refund_id.clone();
-        self.read(move |conn, _| {
-            let what = format!("refund row {refund_id}");
-            let row: Option<(String, Schedule)> = conn
-                .prepare_cached(
-                    "SELECT body, attempts, generation, in_flight_until FROM refunds \
-                     WHERE refund_id = ?1",
-                )
-                .and_then(|mut s| {
-                    s.query_row([refund_id.as_str()], |r| {
-                        Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?)))
-                    })
-                    .optional()
-                })
-                .ctx(&what)?;
-            let Some((body, schedule)) = row else {
-                return Ok(None);
-            };
-            let record = with_schedule(decode(&body, &what)?, schedule, &what)?;
-            if record.refund_id != refund_id {
-                return Err(StoreError::Permanent(format!(
-                    "{what} holds another refund"
-                )));
-            }
-            Ok(Some(record))
-        })
-        .await
+        self.read(move |conn, _| read_refund(conn, &refund_id))
+            .await
     }
 
     /// Queues the commit for the drainer (starting one if none runs) and waits for its answer, which
     /// comes once the group holding it is committed and fsynced, or rolled back.
     async fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let start = {
-            let mut q = lock(&self.inner.queue);
-            q.jobs.push_back(Job {
-                commit: commit.clone(),
-                reply,
-            });
-            !std::mem::replace(&mut q.draining, true)
-        };
-        if start {
-            // On a blocking thread, like every SQLite call; and while it runs, a paused tokio clock
-            // does not jump ahead under a caller waiting for its answer.
-            let guard = DrainGuard {
-                inner: self.inner.clone(),
-                finished: false,
-            };
-            drop(tokio::task::spawn_blocking(move || guard.drain()));
-        }
-        answer.await.map_err(|_| {
-            StoreError::Unavailable("the commit was not answered: the writer stopped".into())
-        })?
+        group_commit::submit(&self.inner, commit).await
     }
 
     async fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<SessionId>, StoreError> {
@@ -748,19 +571,7 @@ impl SessionStore for SqliteStore {
                 let (id, body, schedule) = row.ctx(what)?;
                 // One unreadable row is skipped with an alert, never allowed to hide the others from
                 // the sweep and the start-up re-arming (its session still holds the refund).
-                let what = format!("refund row {id}");
-                let record = decode::<RefundRecord>(&body, &what)
-                    .and_then(|r| with_schedule(r, schedule, &what))
-                    .and_then(|r| {
-                        if r.refund_id.as_str() == id {
-                            Ok(r)
-                        } else {
-                            Err(StoreError::Permanent(format!(
-                                "refund row {id} holds another refund"
-                            )))
-                        }
-                    });
-                match record {
+                match decode_refund(&id, &body, schedule) {
                     Ok(r) => out.push(r),
                     Err(e) => tracing::error!(
                         alert = "unreadable_row",
@@ -773,503 +584,5 @@ impl SessionStore for SqliteStore {
             Ok(out)
         })
         .await
-    }
-}
-
-/// Writes `commits` in order as one group: one `BEGIN IMMEDIATE` transaction, each commit inside its
-/// own savepoint, one `COMMIT` (so one fsync) for all of them. A commit whose condition fails (or that
-/// cannot be written) rolls back its savepoint only and gets its own error; the others are unaffected,
-/// and each is judged against the state its predecessors in the group left, exactly as if they had
-/// been committed one by one. If the group as a whole cannot be committed (the transaction is lost, or
-/// `COMMIT` fails), nothing of it is written and every commit is tried again on its own.
-fn write_group(
-    conn: &Connection,
-    commits: &[&Commit],
-    clock: &dyn Clock,
-) -> Vec<Result<(), StoreError>> {
-    if let Err(e) = exec(conn, "BEGIN IMMEDIATE", "starting a commit") {
-        // Nothing was judged: every commit gets the (retryable, when it is a lock wait) error.
-        return vec![Err(e); commits.len()];
-    }
-    let outcome = group_body(conn, commits, clock)
-        .and_then(|results| exec(conn, "COMMIT", "committing").map(|()| results));
-    match outcome {
-        Ok(results) => results,
-        Err(e) => {
-            rollback(conn);
-            if commits.len() == 1 {
-                return vec![Err(e)];
-            }
-            tracing::warn!(error = %e, commits = commits.len(), "a group commit failed; committing one by one");
-            commits
-                .iter()
-                .flat_map(|c| write_group(conn, std::slice::from_ref(c), clock))
-                .collect()
-        }
-    }
-}
-
-/// Each commit of the group inside its own savepoint; `Err` when the group as a whole is lost.
-fn group_body(
-    conn: &Connection,
-    commits: &[&Commit],
-    clock: &dyn Clock,
-) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-    let mut results = Vec::with_capacity(commits.len());
-    for commit in commits {
-        exec(conn, "SAVEPOINT one", "starting a commit")?;
-        let result = apply_commit(conn, commit, clock.now());
-        if conn.is_autocommit() {
-            // SQLite rolled the whole transaction back (disk full, I/O error): the group is lost.
-            return Err(match result {
-                Err(e) => e,
-                Ok(()) => StoreError::Unavailable("the transaction was rolled back".into()),
-            });
-        }
-        if result.is_err() {
-            exec(conn, "ROLLBACK TO one", "rolling back a commit")?;
-        }
-        exec(conn, "RELEASE one", "finishing a commit")?;
-        results.push(result);
-    }
-    Ok(results)
-}
-
-fn exec(conn: &Connection, sql: &str, what: &str) -> Result<(), StoreError> {
-    conn.prepare_cached(sql)
-        .and_then(|mut s| s.execute([]))
-        .map(|_| ())
-        .ctx(what)
-}
-
-/// Ends a failed group's transaction; if even that fails, the next use of the writer rolls it back.
-fn rollback(conn: &Connection) {
-    if !conn.is_autocommit() {
-        if let Err(e) = conn.execute_batch("ROLLBACK") {
-            tracing::warn!(error = %e, "rolling back a failed group commit failed");
-        }
-    }
-}
-
-/// Checks every condition of `commit` and writes every row, inside the caller's transaction; any `Err`
-/// leaves rows written so far for the caller to roll back.
-fn apply_commit(conn: &Connection, commit: &Commit, now: Timestamp) -> Result<(), StoreError> {
-    if let Some(guard) = &commit.device {
-        let id = &guard.device;
-        let what = format!("device row {id}");
-        let stored: Option<i64> = conn
-            .prepare_cached("SELECT version FROM devices WHERE id = ?1")
-            .and_then(|mut s| s.query_row([id.as_str()], |r| r.get(0)).optional())
-            .ctx(&what)?;
-        let Some(stored) = stored else {
-            return Err(StoreError::Conflict(format!(
-                "device {id} is not registered"
-            )));
-        };
-        let stored = to_u64(stored, &what)?;
-        if stored != guard.expected_version {
-            return Err(StoreError::Conflict(format!(
-                "device {id} is at version {stored}, not {}",
-                guard.expected_version
-            )));
-        }
-        if let Some(current) = &guard.new_current {
-            conn.prepare_cached(
-                "UPDATE devices SET current = ?1, version = version + 1 WHERE id = ?2",
-            )
-            .and_then(|mut s| s.execute(params![current.as_str(), id.as_str()]))
-            .ctx(&what)?;
-        }
-    }
-
-    for s in &commit.sessions {
-        let what = format!("session row {}", s.id);
-        if s.version == 0 {
-            return Err(StoreError::Permanent(format!(
-                "{what}: version 0 cannot be written"
-            )));
-        }
-        let body = encode(s, &what)?;
-        let version = to_i64(s.version, &what)?;
-        // The sparse deadline index holds only sessions that still have something due.
-        let deadline = match s.phase {
-            Phase::Closed => None,
-            Phase::Open | Phase::Settling => s.deadline_at.map(Timestamp::millis),
-        };
-        let phase = phase_str(s.phase);
-        let n = if s.version == 1 {
-            conn.prepare_cached(
-                "INSERT INTO sessions (id, device, phase, version, opened_at, deadline_at, body) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    s.id.as_str(),
-                    s.device_id.as_str(),
-                    phase,
-                    version,
-                    s.opened_at.millis(),
-                    deadline,
-                    body
-                ])
-            })
-            .ctx(&what)?
-        } else {
-            conn.prepare_cached(
-                "UPDATE sessions SET device = ?2, phase = ?3, version = ?4, opened_at = ?5, \
-                 deadline_at = ?6, body = ?7 WHERE id = ?1 AND version = ?8",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    s.id.as_str(),
-                    s.device_id.as_str(),
-                    phase,
-                    version,
-                    s.opened_at.millis(),
-                    deadline,
-                    body,
-                    version - 1
-                ])
-            })
-            .ctx(&what)?
-        };
-        if n != 1 {
-            return Err(StoreError::Conflict(if s.version == 1 {
-                format!("session {} exists already", s.id)
-            } else {
-                format!("session {} is not at version {}", s.id, s.version - 1)
-            }));
-        }
-    }
-
-    if let Some((trade_no, outcome)) = &commit.trade {
-        let what = format!("trade row {trade_no}");
-        let body = encode(outcome, &what)?;
-        let n = conn
-            .prepare_cached(
-                "INSERT INTO trades (trade_no, outcome) VALUES (?1, ?2) \
-                 ON CONFLICT (trade_no) DO NOTHING",
-            )
-            .and_then(|mut s| s.execute(params![trade_no.as_str(), body]))
-            .ctx(&what)?;
-        if n != 1 {
-            return Err(StoreError::Conflict(format!(
-                "trade {trade_no} was seen already"
-            )));
-        }
-    }
-
-    if let Some(r) = &commit.request {
-        let what = format!("request row ({}, {})", r.device, r.request_id);
-        let body = encode(r, &what)?;
-        // An expired row reads as absent, so it must not block a new one either.
-        conn.prepare_cached(
-            "DELETE FROM requests WHERE device = ?1 AND request_id = ?2 AND expires_at <= ?3",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                r.device.as_str(),
-                r.request_id.as_str(),
-                now.millis()
-            ])
-        })
-        .ctx(&what)?;
-        let n = conn
-            .prepare_cached(
-                "INSERT INTO requests (device, request_id, expires_at, body) \
-                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (device, request_id) DO NOTHING",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    r.device.as_str(),
-                    r.request_id.as_str(),
-                    r.expires_at.millis(),
-                    body
-                ])
-            })
-            .ctx(&what)?;
-        if n != 1 {
-            return Err(StoreError::Conflict(format!(
-                "request {} of device {} was answered already",
-                r.request_id, r.device
-            )));
-        }
-    }
-
-    if let Some(send) = &commit.send {
-        write_send(conn, send)?;
-    }
-
-    for r in &commit.refunds {
-        let what = format!("refund row {}", r.refund_id);
-        let body = encode(r, &what)?;
-        // A new row's next attempt is its issue (the message goes out at once). A status change
-        // rewrites the row and resets its send schedule, as a DynamoDB `Put` of the item does.
-        conn.prepare_cached(
-            "INSERT INTO refunds (refund_id, session, status, issued_at, body, next_attempt_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?4) ON CONFLICT (refund_id) DO UPDATE SET \
-             session = excluded.session, status = excluded.status, \
-             issued_at = excluded.issued_at, body = excluded.body, \
-             next_attempt_at = excluded.next_attempt_at, in_flight_until = NULL, \
-             attempts = 0, generation = 0",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                r.refund_id.as_str(),
-                r.session.as_str(),
-                refund_status_str(r.status),
-                r.issued_at.millis(),
-                body
-            ])
-        })
-        .ctx(&what)?;
-    }
-    Ok(())
-}
-
-/// A change to a pending refund's send schedule, under its condition (see `RefundSend`).
-fn write_send(conn: &Connection, send: &RefundSend) -> Result<(), StoreError> {
-    let what = format!("refund row {} (send schedule)", send.refund_id);
-    let id = send.refund_id.as_str();
-    let until = send.in_flight_until.map(Timestamp::millis);
-    let next = send.next_attempt_at.millis();
-    let n = match send.when {
-        SendCondition::Claim {
-            now,
-            generation,
-            attempts,
-        } => conn
-            .prepare_cached(
-                "UPDATE refunds SET in_flight_until = ?2, next_attempt_at = ?3, \
-                 attempts = attempts + 1 \
-                 WHERE refund_id = ?1 AND status = 'pending' AND generation = ?5 \
-                 AND attempts = ?6 AND (in_flight_until IS NULL OR in_flight_until <= ?4)",
-            )
-            .and_then(|mut st| {
-                st.execute(params![id, until, next, now.millis(), generation, attempts])
-            })
-            .ctx(&what)?,
-        SendCondition::Resend {
-            now,
-            due_by,
-            generation,
-        } => conn
-            .prepare_cached(
-                "UPDATE refunds SET in_flight_until = ?2, next_attempt_at = ?3, \
-                 generation = generation + 1 \
-                 WHERE refund_id = ?1 AND status = 'pending' AND generation = ?6 \
-                 AND next_attempt_at <= ?5 \
-                 AND (in_flight_until IS NULL OR in_flight_until <= ?4)",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    id,
-                    until,
-                    next,
-                    now.millis(),
-                    due_by.millis(),
-                    generation
-                ])
-            })
-            .ctx(&what)?,
-        SendCondition::HeldUntil(held) => conn
-            .prepare_cached(
-                "UPDATE refunds SET in_flight_until = ?2, next_attempt_at = ?3 \
-                 WHERE refund_id = ?1 AND status = 'pending' AND in_flight_until = ?4",
-            )
-            .and_then(|mut st| st.execute(params![id, until, next, held.millis()]))
-            .ctx(&what)?,
-    };
-    if n != 1 {
-        return Err(StoreError::Conflict(format!(
-            "refund {id} is not pending, or its send schedule has moved on"
-        )));
-    }
-    Ok(())
-}
-
-/// A refund row's send schedule columns: attempts, generation, in flight until (ms).
-type Schedule = (i64, i64, Option<i64>);
-
-fn with_schedule(
-    mut record: RefundRecord,
-    (attempts, generation, in_flight): Schedule,
-    what: &str,
-) -> Result<RefundRecord, StoreError> {
-    let count = |n: i64, name: &str| {
-        u32::try_from(n)
-            .map_err(|_| StoreError::Permanent(format!("{what}: {name} {n} is not a count")))
-    };
-    record.attempts = count(attempts, "attempts")?;
-    record.generation = count(generation, "generation")?;
-    record.in_flight_until = in_flight.map(Timestamp::from_millis);
-    Ok(record)
-}
-
-fn migrate(conn: &mut Connection, location: &Location) -> Result<(), StoreError> {
-    let what = format!("preparing the schema of {location}");
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .ctx(&what)?;
-    let version: i64 = tx
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .ctx(&what)?;
-    match version {
-        0 => {
-            tx.execute_batch(SCHEMA).ctx(&what)?;
-            tx.execute_batch(SCHEMA_2).ctx(&what)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                .ctx(&what)?;
-        }
-        1 => {
-            tx.execute_batch(SCHEMA_2).ctx(&what)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                .ctx(&what)?;
-        }
-        SCHEMA_VERSION => {}
-        other => {
-            return Err(StoreError::Permanent(format!(
-                "{location} has schema version {other}; this build knows {SCHEMA_VERSION}"
-            )))
-        }
-    }
-    tx.commit().ctx(&what)
-}
-
-fn prune(conn: &Connection, now: Timestamp) -> Result<usize, StoreError> {
-    conn.prepare_cached("DELETE FROM requests WHERE expires_at <= ?1")
-        .and_then(|mut s| s.execute([now.millis()]))
-        .ctx("pruning expired request rows")
-}
-
-fn read_device(conn: &Connection, id: &DeviceId) -> Result<Option<DeviceRecord>, StoreError> {
-    let what = format!("device row {id}");
-    type Row = (String, Option<String>, Option<String>, i64);
-    let row: Option<Row> = conn
-        .prepare_cached("SELECT record, qrcode, current, version FROM devices WHERE id = ?1")
-        .and_then(|mut s| {
-            s.query_row([id.as_str()], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-            .optional()
-        })
-        .ctx(&what)?;
-    let Some((record, qrcode, current, version)) = row else {
-        return Ok(None);
-    };
-    let mut rec: DeviceRecord = decode(&record, &what)?;
-    if &rec.device.id != id {
-        return Err(StoreError::Permanent(format!(
-            "{what} holds device {}",
-            rec.device.id
-        )));
-    }
-    rec.qrcode = qrcode.map(|q| decode(&q, &what)).transpose()?;
-    rec.current = current.map(|c| parse_id(c, &what)).transpose()?;
-    rec.version = to_u64(version, &what)?;
-    Ok(Some(rec))
-}
-
-fn read_session(conn: &Connection, id: &SessionId) -> Result<Option<Session>, StoreError> {
-    let what = format!("session row {id}");
-    let row: Option<(i64, String)> = conn
-        .prepare_cached("SELECT version, body FROM sessions WHERE id = ?1")
-        .and_then(|mut s| {
-            s.query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-        })
-        .ctx(&what)?;
-    row.map(|(version, body)| decode_session(id.as_str(), version, &body))
-        .transpose()
-}
-
-fn decode_session(id: &str, version: i64, body: &str) -> Result<Session, StoreError> {
-    let what = format!("session row {id}");
-    let s: Session = decode(body, &what)?;
-    if s.id.as_str() != id {
-        return Err(StoreError::Permanent(format!(
-            "{what} holds session {}",
-            s.id
-        )));
-    }
-    if i64::try_from(s.version).ok() != Some(version) {
-        return Err(StoreError::Permanent(format!(
-            "{what}: version column {version} disagrees with the body's {}",
-            s.version
-        )));
-    }
-    Ok(s)
-}
-
-fn phase_str(p: Phase) -> &'static str {
-    match p {
-        Phase::Open => "open",
-        Phase::Settling => "settling",
-        Phase::Closed => "closed",
-    }
-}
-
-fn refund_status_str(s: RefundStatus) -> &'static str {
-    match s {
-        RefundStatus::Pending => "pending",
-        RefundStatus::Succeeded => "succeeded",
-        RefundStatus::Failed => "failed",
-    }
-}
-
-fn encode<T: Serialize>(value: &T, what: &str) -> Result<String, StoreError> {
-    serde_json::to_string(value)
-        .map_err(|e| StoreError::Permanent(format!("{what} cannot be encoded: {e}")))
-}
-
-fn decode<T: DeserializeOwned>(body: &str, what: &str) -> Result<T, StoreError> {
-    serde_json::from_str(body).map_err(|e| StoreError::Permanent(format!("{what} is corrupt: {e}")))
-}
-
-fn parse_id<T: TryFrom<String>>(raw: String, what: &str) -> Result<T, StoreError>
-where
-    T::Error: Display,
-{
-    T::try_from(raw.clone())
-        .map_err(|e| StoreError::Permanent(format!("{what} holds a bad id {raw:?}: {e}")))
-}
-
-fn to_i64(v: u64, what: &str) -> Result<i64, StoreError> {
-    i64::try_from(v).map_err(|_| StoreError::Permanent(format!("{what}: version {v} is too large")))
-}
-
-fn to_u64(v: i64, what: &str) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Permanent(format!("{what}: negative version {v}")))
-}
-
-fn sql_limit(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
-/// Maps SQLite's errors to the port's: lock waits and I/O trouble are worth retrying, anything else
-/// (a corrupt file, a type mismatch in a row) is not.
-trait Ctx<T> {
-    fn ctx(self, what: impl Display) -> Result<T, StoreError>;
-}
-
-impl<T> Ctx<T> for Result<T, rusqlite::Error> {
-    fn ctx(self, what: impl Display) -> Result<T, StoreError> {
-        self.map_err(|e| {
-            let retryable = matches!(
-                e.sqlite_error_code(),
-                Some(
-                    ErrorCode::DatabaseBusy
-                        | ErrorCode::DatabaseLocked
-                        | ErrorCode::SystemIoFailure
-                        | ErrorCode::DiskFull
-                        | ErrorCode::OutOfMemory
-                )
-            );
-            if retryable {
-                StoreError::Unavailable(format!("{what}: {e}"))
-            } else {
-                StoreError::Permanent(format!("{what}: {e}"))
-            }
-        })
     }
 }
