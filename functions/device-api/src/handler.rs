@@ -248,7 +248,7 @@ async fn queued(routes: &DeviceRoutes, r: Record<'_>) -> Result<(), RecordError>
         let req = q.into_request().map_err(refused)?;
         let res = match routes.route(&req, received_at).await {
             Ok(res) => res,
-            Err(e) if e.status == 503 || e.code == "unknown_purchase" => {
+            Err(e) if e.may_succeed_later() => {
                 return Err(RecordError::Retry(format!("{}: {}", e.code, e.message)))
             }
             Err(e) => return Err(refused(e)),

@@ -26,7 +26,7 @@ pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A setting that is missing or malformed; the message names it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
+pub enum AlipayConfigError {
     #[error("{0} is not set")]
     Missing(&'static str),
     #[error("{setting}: {reason}")]
@@ -38,8 +38,8 @@ pub enum ConfigError {
     Key(#[from] KeyError),
 }
 
-fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
+fn invalid(setting: &'static str, reason: impl Into<String>) -> AlipayConfigError {
+    AlipayConfigError::Invalid {
         setting,
         reason: reason.into(),
     }
@@ -58,9 +58,11 @@ impl AlipayConfig {
     /// Reads `ALIPAY_GATEWAY_URL`, `ALIPAY_PARTNER_ID`, `ALIPAY_SIGN_TYPE` (RSA2 by default),
     /// `ALIPAY_PRIVATE_KEY`, `ALIPAY_PUBLIC_KEY` and `ALIPAY_MD5_KEY` through `get` (the environment, or
     /// resolved secrets).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<AlipayConfig, ConfigError> {
+    pub fn from_lookup(
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<AlipayConfig, AlipayConfigError> {
         let opt = |name: &'static str| get(name).filter(|v| !v.trim().is_empty());
-        let req = |name: &'static str| opt(name).ok_or(ConfigError::Missing(name));
+        let req = |name: &'static str| opt(name).ok_or(AlipayConfigError::Missing(name));
         let gateway_url = req("ALIPAY_GATEWAY_URL")?.trim().to_owned();
         check_gateway_url(&gateway_url)?;
         let partner = PartnerId::parse(req("ALIPAY_PARTNER_ID")?.trim())
@@ -103,7 +105,7 @@ impl AlipayConfig {
 
 /// Answers are signed, but only their business node: over plain http an on-path party could replay
 /// another signed node or drop the echo, so TLS is required except to this very host (the sandbox).
-fn check_gateway_url(url: &str) -> Result<(), ConfigError> {
+fn check_gateway_url(url: &str) -> Result<(), AlipayConfigError> {
     let parsed = reqwest::Url::parse(url)
         .map_err(|e| invalid("ALIPAY_GATEWAY_URL", format!("not a URL ({e}): {url:?}")))?;
     let host = parsed.host_str().unwrap_or("");
@@ -149,13 +151,13 @@ pub struct MerchantProfile {
 impl MerchantProfile {
     pub fn from_lookup(
         get: impl Fn(&str) -> Option<String>,
-    ) -> Result<MerchantProfile, ConfigError> {
+    ) -> Result<MerchantProfile, AlipayConfigError> {
         let opt = |name: &'static str| {
             get(name)
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
-        let req = |name: &'static str| opt(name).ok_or(ConfigError::Missing(name));
+        let req = |name: &'static str| opt(name).ok_or(AlipayConfigError::Missing(name));
         let settlement_currency = req("ALIPAY_SETTLEMENT_CURRENCY")?.parse().map_err(
             |e: vendpay_domain::money::UnknownCurrency| {
                 invalid("ALIPAY_SETTLEMENT_CURRENCY", e.to_string())

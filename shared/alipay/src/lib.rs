@@ -24,7 +24,7 @@ pub mod sign;
 pub mod time;
 
 pub use client::{
-    http_client, AlipayConfig, AlipayGateway, ConfigError, HttpGateway, MerchantProfile,
+    http_client, AlipayConfig, AlipayConfigError, AlipayGateway, HttpGateway, MerchantProfile,
 };
 pub use error::{AlipayError, ErrorCode};
 pub use keys::KeyError;

@@ -10,8 +10,8 @@ use vendpay_alipay::response::{
     parse_answer, qrcode_info, qrcode_status_answer, refund_outcome, trade_query,
 };
 use vendpay_alipay::{
-    presign_string, AlipayConfig, AlipayError, ConfigError, ErrorCode, SignType, Signer, TradeRef,
-    Verifier,
+    presign_string, AlipayConfig, AlipayConfigError, AlipayError, ErrorCode, SignType, Signer,
+    TradeRef, Verifier,
 };
 use vendpay_domain::{Currency, MerchantTradeNo, Money, RefundId, TradeNo};
 
@@ -308,7 +308,7 @@ fn a_qrcode_status_answer_must_come_in_a_qrcode_node() {
     assert!(status(b"<alipay><is_success>T</is_success></alipay>").is_err());
 }
 
-fn config_with_gateway(url: &str) -> Result<AlipayConfig, ConfigError> {
+fn config_with_gateway(url: &str) -> Result<AlipayConfig, AlipayConfigError> {
     let map = HashMap::from([
         ("ALIPAY_GATEWAY_URL", url.to_owned()),
         ("ALIPAY_PARTNER_ID", "2088000000000001".to_owned()),
@@ -341,7 +341,7 @@ fn the_gateway_must_be_https_unless_it_is_on_this_host() {
         "globalmapi.alipay.com/gateway.do",
     ] {
         match config_with_gateway(bad) {
-            Err(e @ ConfigError::Invalid { .. }) => {
+            Err(e @ AlipayConfigError::Invalid { .. }) => {
                 assert!(e.to_string().contains("ALIPAY_GATEWAY_URL"), "{bad}: {e}")
             }
             other => panic!("{bad} accepted or wrongly refused: {other:?}"),

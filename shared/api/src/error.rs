@@ -12,6 +12,8 @@ pub struct ApiError {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
+    /// Only from [`Rejection::UnknownPurchase`]: the purchase a vend result names is not (yet) known.
+    unknown_purchase: bool,
 }
 
 impl ApiError {
@@ -20,6 +22,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            unknown_purchase: false,
         }
     }
 
@@ -33,6 +36,13 @@ impl ApiError {
 
     pub fn retryable(&self) -> bool {
         self.status == 503
+    }
+
+    /// Whether the same queued machine event, processed again later, may be answered otherwise: a
+    /// retryable failure, or a vend result for a purchase that is still on its way through the queue
+    /// (its approval not yet written). A malformed purchase id is not: it never parses.
+    pub fn may_succeed_later(&self) -> bool {
+        self.retryable() || self.unknown_purchase
     }
 
     pub fn into_response(self) -> Response<Bytes> {
@@ -60,7 +70,12 @@ impl From<Rejection> for ApiError {
             Rejection::ModeNotSupported { .. } => (409, "mode_not_supported"),
             Rejection::Busy(_) => (409, "machine_busy"),
             Rejection::RequestConflict(_) => (409, "idempotency_conflict"),
-            Rejection::UnknownPurchase(_) => (404, "unknown_purchase"),
+            Rejection::UnknownPurchase(_) => {
+                return ApiError {
+                    unknown_purchase: true,
+                    ..ApiError::new(404, "unknown_purchase", message)
+                }
+            }
             Rejection::PurchaseNotApproved(_) => (409, "purchase_not_approved"),
             Rejection::OrderNotPaid(_) => (409, "order_not_paid"),
             Rejection::UnknownRefund(_) => (404, "unknown_refund"),

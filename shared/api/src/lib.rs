@@ -34,6 +34,11 @@ pub use auth::DeviceKey;
 pub use error::ApiError;
 pub use queued::QueuedRequest;
 
+/// The largest request body any edge accepts (the local server and the Lambda functions); larger ones
+/// are answered 413. Every route of the contract takes a small JSON object or an Alipay form (a few
+/// hundred bytes), far below this.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
 /// How operators authenticate on `/admin/...`.
 #[derive(Clone)]
 pub enum AdminAuth {

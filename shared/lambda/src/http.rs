@@ -10,8 +10,7 @@ use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpResponse;
 use lambda_http::{Body, RequestExt};
 use vendpay_api::{ApiError, IamCaller};
 
-/// The largest request body accepted (a machine request or a notification is a few hundred bytes).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub use vendpay_api::MAX_BODY_BYTES;
 
 /// A Lambda HTTP request as the routes take it; a body over [`MAX_BODY_BYTES`] is a 413.
 pub fn request(req: lambda_http::Request) -> Result<http::Request<Bytes>, ApiError> {

@@ -25,7 +25,7 @@ pub enum StartError {
     #[error(transparent)]
     Setting(#[from] vendpay_api::settings::SettingError),
     #[error(transparent)]
-    Alipay(#[from] vendpay_alipay::ConfigError),
+    Alipay(#[from] vendpay_alipay::AlipayConfigError),
     #[error(transparent)]
     DeviceKey(#[from] vendpay_api::auth::KeyError),
     #[error("HTTP client: {0}")]

@@ -33,7 +33,7 @@ use vendpay_lambda::wiring::{self, NotWired};
 use vendpay_lambda::Env;
 
 use crate::config::{AwsConfig, DEFAULT_TABLE_NAME};
-use crate::server::StartError;
+use crate::server::ServeError;
 
 /// `WaitTimeSeconds` of every receive: SQS's maximum, so an idle queue costs 3 requests a minute.
 pub const WAIT_TIME_SECS: i32 = 20;
@@ -62,8 +62,8 @@ pub(crate) struct Running {
     pub(crate) tasks: Vec<JoinHandle<()>>,
 }
 
-fn resource_error(setting: &'static str, reason: impl Into<String>) -> StartError {
-    StartError::AwsResource {
+fn resource_error(setting: &'static str, reason: impl Into<String>) -> ServeError {
+    ServeError::AwsResource {
         setting,
         reason: reason.into(),
     }
@@ -74,7 +74,7 @@ pub(crate) async fn start(
     aws: &AwsConfig,
     clock: Arc<dyn Clock>,
     alipay: Arc<Alipay>,
-) -> Result<Running, StartError> {
+) -> Result<Running, ServeError> {
     let sdk = wiring::sdk_config().await;
     let (env, resources) = ensure_resources(&sdk, &aws.env, aws.create_missing).await?;
 
@@ -143,7 +143,7 @@ pub(crate) async fn start(
 /// `serve --store aws --create-missing` would, and returns shell lines exporting their settings — what
 /// the Lambda functions need under `cargo lambda watch` against moto (README, "Lambda functions").
 /// Running it again creates nothing and prints the same lines.
-pub async fn setup(env: &Env) -> Result<String, StartError> {
+pub async fn setup(env: &Env) -> Result<String, ServeError> {
     let sdk = wiring::sdk_config().await;
     // ensure_resources logs what it creates.
     let (_, resources) = ensure_resources(&sdk, env, true).await?;
@@ -164,7 +164,7 @@ pub async fn ensure_resources(
     sdk: &SdkConfig,
     env: &Env,
     create: bool,
-) -> Result<(Env, AwsResources), StartError> {
+) -> Result<(Env, AwsResources), ServeError> {
     let mut created = Vec::new();
     let table = match env.get("TABLE_NAME") {
         Some(t) => t,
@@ -174,7 +174,7 @@ pub async fn ensure_resources(
     if create && ensure_table(sdk, &table).await? {
         created.push(format!("table {table}"));
     }
-    let mut queue = async |setting: &'static str, suffix: &str| -> Result<String, StartError> {
+    let mut queue = async |setting: &'static str, suffix: &str| -> Result<String, ServeError> {
         let given = env.get(setting);
         if !create {
             return Ok(given.unwrap_or_default());
@@ -227,7 +227,7 @@ fn queue_name(url: &str) -> Option<String> {
 }
 
 /// `true` if the table was created now.
-async fn ensure_table(sdk: &SdkConfig, table: &str) -> Result<bool, StartError> {
+async fn ensure_table(sdk: &SdkConfig, table: &str) -> Result<bool, ServeError> {
     let client = aws_sdk_dynamodb::Client::new(sdk);
     match client.describe_table().table_name(table).send().await {
         Ok(_) => Ok(false),
@@ -258,7 +258,7 @@ async fn ensure_queue(
     sdk: &SdkConfig,
     setting: &'static str,
     name: &str,
-) -> Result<(String, bool), StartError> {
+) -> Result<(String, bool), ServeError> {
     let sqs = aws_sdk_sqs::Client::new(sdk);
     match sqs.get_queue_url().queue_name(name).send().await {
         Ok(out) => out

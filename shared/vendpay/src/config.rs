@@ -100,7 +100,7 @@ pub enum ConfigError {
     Setting(#[from] settings::SettingError),
     /// An Alipay setting (its message names the setting).
     #[error(transparent)]
-    Alipay(#[from] vendpay_alipay::ConfigError),
+    Alipay(#[from] vendpay_alipay::AlipayConfigError),
     /// `DEVICE_KEY` (its message names the setting).
     #[error(transparent)]
     DeviceKey(#[from] vendpay_api::auth::KeyError),

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use vendpay_domain::{Clock, Currency, Money, SystemClock, Windows};
 
 use crate::config::{Config, ConfigError};
-use crate::server::{Server, StartError};
+use crate::server::{ServeError, Server};
 
 /// Short windows by default so the demo takes seconds; `--real-time` uses the default windows.
 pub struct Options {
@@ -31,7 +31,7 @@ pub enum DemoError {
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Start(#[from] StartError),
+    Start(#[from] ServeError),
     #[error("cannot create a temporary directory: {0}")]
     TempDir(std::io::Error),
     #[error("HTTP client: {0}")]

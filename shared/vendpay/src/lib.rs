@@ -23,4 +23,4 @@ pub mod sandbox;
 pub mod server;
 
 pub use config::{Config, ConfigError};
-pub use server::{Server, StartError};
+pub use server::{ServeError, Server};

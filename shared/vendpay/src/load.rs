@@ -29,7 +29,7 @@ use tokio::sync::Semaphore;
 use vendpay_domain::{Clock, SystemClock};
 
 use crate::config::{Config, ConfigError};
-use crate::server::{Server, StartError};
+use crate::server::{ServeError, Server};
 
 const ADMIN_TOKEN: &str = "vendpay-load-admin-token";
 /// What each customer pays to open a session, in minor units (100.00 CNY).
@@ -117,7 +117,7 @@ pub enum LoadError {
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Start(#[from] StartError),
+    Start(#[from] ServeError),
     #[error("cannot create a temporary directory: {0}")]
     TempDir(std::io::Error),
     #[error("HTTP client: {0}")]

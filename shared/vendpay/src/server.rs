@@ -39,16 +39,14 @@ use crate::config::{default_base_url, AlipayMode, Config, StoreConfig};
 use crate::keyfile;
 use crate::sandbox::{self, RefundLog, SandboxState, TradeJournal};
 
-/// The largest request body accepted; larger ones are answered 413. Every route of the contract (see
-/// `docs/contract.md`) takes a small JSON object or an Alipay form, far below this.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub use vendpay_api::MAX_BODY_BYTES;
 
 /// The partner id the in-process sandbox and its client share.
 pub const SANDBOX_PARTNER_ID: &str = "2088000000000001";
 
 /// Why the server did not start. Each message says what to fix.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub enum ServeError {
     #[error("VENDPAY_LISTEN: cannot listen on {addr}: {reason}")]
     Listen { addr: SocketAddr, reason: String },
     #[error("VENDPAY_DB: cannot open {path}: {reason}")]
@@ -74,9 +72,9 @@ pub enum StartError {
     },
 }
 
-impl From<vendpay_api::settings::SettingError> for StartError {
-    fn from(e: vendpay_api::settings::SettingError) -> StartError {
-        StartError::Aws(e.into())
+impl From<vendpay_api::settings::SettingError> for ServeError {
+    fn from(e: vendpay_api::settings::SettingError) -> ServeError {
+        ServeError::Aws(e.into())
     }
 }
 
@@ -135,14 +133,14 @@ pub(crate) struct AppState {
 
 impl Server {
     /// Builds everything and starts listening; returns once requests are being served.
-    pub async fn start(config: Config) -> Result<Server, StartError> {
+    pub async fn start(config: Config) -> Result<Server, ServeError> {
         let listener = TcpListener::bind(config.listen)
             .await
-            .map_err(|e| StartError::Listen {
+            .map_err(|e| ServeError::Listen {
                 addr: config.listen,
                 reason: e.to_string(),
             })?;
-        let addr = listener.local_addr().map_err(|e| StartError::Listen {
+        let addr = listener.local_addr().map_err(|e| ServeError::Listen {
             addr: config.listen,
             reason: e.to_string(),
         })?;
@@ -160,15 +158,15 @@ impl Server {
             } => (config.clone(), notify_verifier.clone(), None),
             AlipayMode::Sandbox => {
                 let partner = PartnerId::parse(SANDBOX_PARTNER_ID)
-                    .map_err(|e| StartError::Sandbox(e.reason))?;
+                    .map_err(|e| ServeError::Sandbox(e.reason))?;
                 let sandbox = Sandbox::new(SandboxConfig::with_test_keys(partner))
-                    .map_err(|e| StartError::Sandbox(e.to_string()))?;
+                    .map_err(|e| ServeError::Sandbox(e.to_string()))?;
                 let journal = TradeJournal::for_db(&config.db);
-                let restored = journal.restore(&sandbox).map_err(StartError::Sandbox)?;
+                let restored = journal.restore(&sandbox).map_err(ServeError::Sandbox)?;
                 let running = sandbox
                     .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
                     .await
-                    .map_err(|e| StartError::Sandbox(e.to_string()))?;
+                    .map_err(|e| ServeError::Sandbox(e.to_string()))?;
                 let url = running.gateway_url();
                 let lookup = |name: &str| -> Option<String> {
                     match name {
@@ -181,9 +179,9 @@ impl Server {
                     }
                 };
                 let client = AlipayConfig::from_lookup(lookup)
-                    .map_err(|e| StartError::Sandbox(e.to_string()))?;
+                    .map_err(|e| ServeError::Sandbox(e.to_string()))?;
                 let verifier = AlipayConfig::from_lookup(lookup)
-                    .map_err(|e| StartError::Sandbox(e.to_string()))?
+                    .map_err(|e| ServeError::Sandbox(e.to_string()))?
                     .verifier;
                 (
                     Arc::new(client),
@@ -213,13 +211,13 @@ impl Server {
             Some(t) => (t.clone(), None),
             None => {
                 let (token, _) = keyfile::admin_token(&config.db)
-                    .map_err(|e| StartError::AdminToken(e.to_string()))?;
+                    .map_err(|e| ServeError::AdminToken(e.to_string()))?;
                 (token, Some(keyfile::admin_token_path_for(&config.db)))
             }
         };
 
         let http =
-            vendpay_alipay::http_client().map_err(|e| StartError::HttpClient(e.to_string()))?;
+            vendpay_alipay::http_client().map_err(|e| ServeError::HttpClient(e.to_string()))?;
         let alipay = Arc::new(Alipay {
             gateway: HttpGateway::new(http, alipay_config, clock.clone()),
             merchant: Some(Arc::new(config.merchant.clone())),
@@ -236,7 +234,7 @@ impl Server {
                 let db_name = config.db.display().to_string();
                 let store = SqliteStore::open(&config.db)
                     .await
-                    .map_err(|e| StartError::Store {
+                    .map_err(|e| ServeError::Store {
                         path: db_name.clone(),
                         reason: e.to_string(),
                     })?;
@@ -260,7 +258,7 @@ impl Server {
                 let rearmed =
                     rearm(&store, &scheduler, &queue)
                         .await
-                        .map_err(|e| StartError::Rearm {
+                        .map_err(|e| ServeError::Rearm {
                             path: db_name,
                             reason: e.to_string(),
                         })?;
