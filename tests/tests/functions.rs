@@ -283,11 +283,11 @@ fn the_template_sets_exactly_what_each_function_reads() {
             template, code,
             "{name}: infra/function-env.json vs what {name}::settings() reads"
         );
-        let known = vendpay_lambda::wiring::names(vendpay_lambda::wiring::ALL);
+        let known = vendpay_lambda::setting_groups::names(vendpay_lambda::setting_groups::ALL);
         for s in &settings {
             assert!(
                 known.contains(s),
-                "{name} reads {s}, which vendpay_lambda::wiring::ALL does not list"
+                "{name} reads {s}, which vendpay_lambda::setting_groups::ALL does not list"
             );
         }
     }

@@ -11,18 +11,18 @@ pub mod handler;
 
 use aws_config::SdkConfig;
 use vendpay_app::Ledger;
-use vendpay_lambda::{wiring, Env, StartError};
+use vendpay_lambda::{setting_groups, wiring, Env, StartError};
 
-/// The settings this function reads, by group (see `vendpay_lambda::wiring`).
+/// The settings this function reads, by group (see `vendpay_lambda::setting_groups`).
 pub const SETTING_GROUPS: &[&[&str]] = &[
-    wiring::LEDGER_SETTINGS,
-    wiring::DEADLINE_SETTINGS,
+    setting_groups::LEDGER_SETTINGS,
+    setting_groups::DEADLINE_SETTINGS,
     &["REFUND_QUEUE_URL"],
 ];
 
 /// Every setting this function reads; the SAM template sets exactly these (infra/function-env.json).
 pub fn settings() -> Vec<&'static str> {
-    wiring::names(SETTING_GROUPS)
+    setting_groups::names(SETTING_GROUPS)
 }
 
 pub fn build(sdk: &SdkConfig, env: &Env) -> Result<Ledger, StartError> {

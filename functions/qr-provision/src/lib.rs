@@ -11,19 +11,19 @@ pub mod handler;
 use aws_config::SdkConfig;
 use vendpay_api::{settings, AdminAuth, AdminRoutes, DeviceKey};
 use vendpay_lambda::wiring::{self, NotWired};
-use vendpay_lambda::{Env, StartError};
+use vendpay_lambda::{setting_groups, Env, StartError};
 
-/// The settings this function reads, by group (see `vendpay_lambda::wiring`).
+/// The settings this function reads, by group (see `vendpay_lambda::setting_groups`).
 pub const SETTING_GROUPS: &[&[&str]] = &[
-    wiring::LEDGER_SETTINGS,
-    wiring::ADMIN_SETTINGS,
-    wiring::ALIPAY_SETTINGS,
-    wiring::MERCHANT_SETTINGS,
+    setting_groups::LEDGER_SETTINGS,
+    setting_groups::ADMIN_SETTINGS,
+    setting_groups::ALIPAY_SETTINGS,
+    setting_groups::MERCHANT_SETTINGS,
 ];
 
 /// Every setting this function reads; the SAM template sets exactly these (infra/function-env.json).
 pub fn settings() -> Vec<&'static str> {
-    wiring::names(SETTING_GROUPS)
+    setting_groups::names(SETTING_GROUPS)
 }
 
 pub fn build(sdk: &SdkConfig, env: &Env) -> Result<AdminRoutes, StartError> {

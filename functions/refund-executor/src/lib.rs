@@ -12,31 +12,22 @@ pub mod handler;
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
-use vendpay_api::alipay::Alipay;
-use vendpay_app::Ledger;
 use vendpay_lambda::wiring::{self, NotWired};
-use vendpay_lambda::{Env, StartError};
+use vendpay_lambda::{setting_groups, Env, StartError};
 
-/// The settings this function reads, by group (see `vendpay_lambda::wiring`).
+/// The settings this function reads, by group (see `vendpay_lambda::setting_groups`).
 pub const SETTING_GROUPS: &[&[&str]] = &[
-    wiring::LEDGER_SETTINGS,
+    setting_groups::LEDGER_SETTINGS,
     &["REFUND_QUEUE_URL"],
-    wiring::ALIPAY_SETTINGS,
+    setting_groups::ALIPAY_SETTINGS,
 ];
 
 /// Every setting this function reads; the SAM template sets exactly these (infra/function-env.json).
 pub fn settings() -> Vec<&'static str> {
-    wiring::names(SETTING_GROUPS)
+    setting_groups::names(SETTING_GROUPS)
 }
 
-/// What the handler needs.
-pub struct Executor {
-    pub ledger: Ledger,
-    pub alipay: Arc<Alipay>,
-    /// Stretches a message's visibility for backoff.
-    pub sqs: aws_sdk_sqs::Client,
-    pub queue_url: String,
-}
+pub use vendpay_lambda::consumers::refunds::Executor;
 
 pub fn build(sdk: &SdkConfig, env: &Env) -> Result<Executor, StartError> {
     let clock = wiring::clock();

@@ -211,7 +211,7 @@ fn json_field(text: &str, field: &str) -> Result<String, String> {
 
 /// Setting names come from the function's fixed list; errors carry them as `&'static str`.
 fn static_name(name: &str) -> &'static str {
-    crate::wiring::ALL
+    crate::setting_groups::ALL
         .iter()
         .flat_map(|g| g.iter())
         .find(|s| **s == name)

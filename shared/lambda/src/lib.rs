@@ -1,5 +1,6 @@
 //! What vendpay's five Lambda functions (`functions/*`) share, so each `main.rs` stays a few lines:
 //!
+//! - [`setting_groups`]: which settings each function reads, in named groups.
 //! - [`env`]: the settings (see `docs/contract.md`, “Configuration”) read once from the
 //!   environment, with Secrets Manager / SSM references (`secretsmanager:<id>#<field>`, `ssm:<name>`)
 //!   resolved at start-up.
@@ -9,57 +10,23 @@
 //!   `vendpay-api` answer — the very code the local server runs.
 //! - [`sqs`]: SQS batches with partial batch failures: retryable errors fail their record (SQS
 //!   redelivers it, then dead-letters it), permanent ones are logged with an `alert` field and dropped.
-//! - [`StartError`]: why a function refuses to start; it always names the setting.
-//! - [`InvocationError`]: why an invocation failed as a whole, with a named `errorType`.
+//! - [`consumers`]: the deadline queue's and refund queue's consumers and the sweep, which the
+//!   `deadline` and `refund-executor` functions and `vendpay serve --store aws` all run.
+//! - [`error`]: [`StartError`], why a function refuses to start (it always names the setting), and
+//!   [`InvocationError`], why an invocation failed as a whole, with a named `errorType`.
+//!
+//! Module order, no cycles: `setting_groups` ← `env` ← `wiring`; `error`; `sqs` ← `consumers`.
 
+pub mod consumers;
 pub mod env;
+pub mod error;
 pub mod http;
+pub mod setting_groups;
 pub mod sqs;
 pub mod wiring;
 
 pub use env::Env;
-
-/// Why a function did not start. Printed once by `main`; the message names the setting at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Setting(#[from] vendpay_api::settings::SettingError),
-    #[error(transparent)]
-    Alipay(#[from] vendpay_alipay::AlipayConfigError),
-    #[error(transparent)]
-    DeviceKey(#[from] vendpay_api::auth::KeyError),
-    #[error("HTTP client: {0}")]
-    HttpClient(String),
-}
-
-/// Why an invocation failed as a whole (Lambda, or the event source, retries it). The Runtime API
-/// reports it with a named `errorType` — what CloudWatch shows and an alarm can match — instead of
-/// the Rust type name of a boxed error.
-#[derive(Debug, thiserror::Error)]
-pub enum InvocationError {
-    /// Not an event this function is wired to: a misconfigured trigger, never fixed by a retry.
-    #[error("{0}")]
-    UnrecognisedEvent(String),
-    /// The sweep could not finish (storage unavailable, contention); the next minute's sweep retries.
-    #[error("sweep failed: {0}")]
-    Sweep(#[from] vendpay_app::AppError),
-    #[error("answer not serialisable: {0}")]
-    Answer(#[from] serde_json::Error),
-}
-
-impl From<InvocationError> for lambda_runtime::Diagnostic {
-    fn from(e: InvocationError) -> Self {
-        let error_type = match e {
-            InvocationError::UnrecognisedEvent(_) => "UnrecognisedEvent",
-            InvocationError::Sweep(_) => "SweepFailed",
-            InvocationError::Answer(_) => "AnswerNotSerialisable",
-        };
-        lambda_runtime::Diagnostic {
-            error_type: error_type.to_owned(),
-            error_message: e.to_string(),
-        }
-    }
-}
+pub use error::{InvocationError, StartError};
 
 /// Logs through `tracing`: JSON when Lambda's log format is JSON (`AWS_LAMBDA_LOG_FORMAT`), level from
 /// `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else info — as the runtime's own default subscriber, but

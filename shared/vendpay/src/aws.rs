@@ -7,10 +7,10 @@
 //!   [`ensure_resources`] has created the table and the queues if asked to.
 //! - Two pollers long-poll the deadline queue and the refund queue (`ReceiveMessage` with
 //!   `WaitTimeSeconds` 20, up to 10 messages, every system attribute), turn each batch into the
-//!   `SqsEvent` Lambda would deliver and hand it to `deadline::handler::queue` and
-//!   `refund_executor::handler::handle`; the messages not reported as batch item failures are deleted,
+//!   `SqsEvent` Lambda would deliver and hand it to the consumers the functions run
+//!   (`vendpay_lambda::consumers::{deadlines, refunds}`); the messages not reported as batch item failures are deleted,
 //!   the others come back after their visibility timeout (the refund executor stretches it for backoff).
-//! - Once a minute (and once at start) `deadline::handler::sweep` settles whatever is overdue and
+//! - Once a minute (and once at start) `consumers::deadlines::sweep` settles whatever is overdue and
 //!   re-sends refunds whose message was lost — the safety net the Lambda deployment runs on a schedule.
 //!
 //! Nothing here holds money state: every decision is in DynamoDB, every pending action is a message, so
@@ -29,11 +29,12 @@ use tokio::task::JoinHandle;
 use vendpay_api::alipay::Alipay;
 use vendpay_app::{DeviceStore, Ledger};
 use vendpay_domain::Clock;
+use vendpay_lambda::consumers::{deadlines, refunds};
 use vendpay_lambda::wiring::{self, NotWired};
 use vendpay_lambda::Env;
 
 use crate::config::{AwsConfig, DEFAULT_TABLE_NAME};
-use crate::server::ServeError;
+use crate::error::ServeError;
 
 /// `WaitTimeSeconds` of every receive: SQS's maximum, so an idle queue costs 3 requests a minute.
 pub const WAIT_TIME_SECS: i32 = 20;
@@ -82,7 +83,7 @@ pub(crate) async fn start(
     let (store, ledger) = wiring::dispatching_ledger(&sdk, &env, clock.clone())?;
     // As `refund_executor::build` wires it: recording a refund's outcome never schedules a deadline or
     // issues another refund. The Alipay client is the server's (sandbox or gateway).
-    let executor = Arc::new(refund_executor::Executor {
+    let executor = Arc::new(refunds::Executor {
         ledger: wiring::ledger(
             store.clone(),
             Arc::new(NotWired("refund-executor")),
@@ -106,7 +107,7 @@ pub(crate) async fn start(
         "deadline",
         move |batch| {
             let ledger = deadlines.clone();
-            async move { deadline::handler::queue(&ledger, &batch).await }
+            async move { deadlines::queue(&ledger, &batch).await }
         },
     ));
     tasks.push(spawn_poller(
@@ -116,7 +117,7 @@ pub(crate) async fn start(
         "refund",
         move |batch| {
             let executor = executor.clone();
-            async move { refund_executor::handler::handle(&executor, &batch).await }
+            async move { refunds::handle(&executor, &batch).await }
         },
     ));
     let sweeper = ledger.clone();
@@ -126,7 +127,7 @@ pub(crate) async fn start(
         loop {
             every.tick().await;
             // Errors are logged by the handler; the next minute tries again.
-            let _ = deadline::handler::sweep(&sweeper).await;
+            let _ = deadlines::sweep(&sweeper).await;
         }
     }));
 

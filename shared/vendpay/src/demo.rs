@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 use vendpay_domain::{Clock, Currency, Money, SystemClock, Windows};
 
 use crate::config::{Config, ConfigError};
-use crate::server::{ServeError, Server};
+use crate::error::ServeError;
+use crate::server::Server;
 
 /// Short windows by default so the demo takes seconds; `--real-time` uses the default windows.
 pub struct Options {

@@ -6,8 +6,9 @@
 //! - [`server`]: `vendpay serve` — SQLite store, tokio timers, the refund worker, the HTTP listener in
 //!   front of `vendpay_api::Api`, and the in-process Alipay sandbox when no gateway is configured.
 //! - [`aws`]: `vendpay serve --store aws` — DynamoDB + SQS through the Lambda functions' wiring, the
-//!   deadline and refund queues long-polled into the functions' own handlers, the once-a-minute sweep.
+//!   deadline and refund queues long-polled into the functions' own consumers, the once-a-minute sweep.
 //! - [`sandbox`]: the sandbox's customer routes on the server's own listener.
+//! - [`error`]: why the server did not start; [`respond`]: the HTTP helpers of the server's own routes.
 //! - [`demo`]: `vendpay demo` — both flows end to end over HTTP, printed as a timeline and checked.
 //! - [`load`]: `vendpay load` — many machines in pay-first sessions over HTTP at once: events/s,
 //!   latency, and the money invariant of every session.
@@ -17,10 +18,13 @@
 pub mod aws;
 pub mod config;
 pub mod demo;
+pub mod error;
 pub mod keyfile;
 pub mod load;
+pub mod respond;
 pub mod sandbox;
 pub mod server;
 
 pub use config::{Config, ConfigError};
-pub use server::{ServeError, Server};
+pub use error::ServeError;
+pub use server::Server;

@@ -29,7 +29,8 @@ use tokio::sync::Semaphore;
 use vendpay_domain::{Clock, SystemClock};
 
 use crate::config::{Config, ConfigError};
-use crate::server::{ServeError, Server};
+use crate::error::ServeError;
+use crate::server::Server;
 
 const ADMIN_TOKEN: &str = "vendpay-load-admin-token";
 /// What each customer pays to open a session, in minor units (100.00 CNY).

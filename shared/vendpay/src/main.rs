@@ -268,7 +268,7 @@ async fn serve(overrides: Vec<(&'static str, String)>) -> ExitCode {
 /// secret references (`secretsmanager:...`, `ssm:...`) are resolved first, as the Lambda functions do.
 async fn read_config(overrides: &[(&'static str, String)]) -> Result<Config, String> {
     let mut names: Vec<&'static str> = vendpay::config::SETTINGS.to_vec();
-    for n in &vendpay_lambda::wiring::names(vendpay_lambda::wiring::ALL) {
+    for n in &vendpay_lambda::setting_groups::names(vendpay_lambda::setting_groups::ALL) {
         if !names.contains(n) {
             names.push(n);
         }

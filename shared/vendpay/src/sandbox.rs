@@ -26,21 +26,36 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use axum::extract::{Request, State};
 use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
 use http::StatusCode;
 use serde::Serialize;
 use serde_json::{json, Value};
 use vendpay_alipay_sandbox::{FaultRequest, Sandbox};
 use vendpay_api::alipay::Alipay;
-use vendpay_app::{RefundGateway, RefundOrder, RefundVerdict};
+use vendpay_app::{DeviceStore, RefundGateway, RefundOrder, RefundVerdict};
 use vendpay_domain::{BuyerId, Clock, Currency, DeviceId, Money};
 
-use crate::server::{json_error, json_response, read_body, too_large, AppState, BodyError};
+use crate::respond::{json_error, json_response, read_body, too_large, BodyError};
 
 /// How many refund calls `/sandbox/refunds` remembers (oldest dropped first).
 pub const REFUND_LOG_CAPACITY: usize = 10_000;
 
+/// The sandbox's customer routes, merged into the server's router in sandbox mode only (elsewhere
+/// `/sandbox/...` is not a route and answers the contract's 404).
+pub(crate) fn routes(state: Arc<SandboxState>) -> Router {
+    Router::new()
+        .route("/sandbox/pay", post(pay))
+        .route("/sandbox/faults", post(faults))
+        .route("/sandbox/deliveries", get(deliveries))
+        .route("/sandbox/refunds", get(refunds))
+        .with_state(state)
+}
+
 pub(crate) struct SandboxState {
     pub(crate) sandbox: Sandbox,
+    /// Where `/sandbox/pay` finds a device's QR code.
+    pub(crate) devices: Arc<dyn DeviceStore>,
     /// `None` with `--store aws` (the refund executor calls Alipay itself).
     pub(crate) refunds: Option<RefundLog>,
     pub(crate) journal: TradeJournal,
@@ -251,23 +266,13 @@ fn bad(code: &'static str, message: impl Into<String>) -> Refusal {
     refusal(StatusCode::BAD_REQUEST, code, message)
 }
 
-fn sandbox_of(state: &AppState) -> Result<&SandboxState, Refusal> {
-    state.sandbox.as_deref().ok_or_else(|| {
-        refusal(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "the sandbox routes exist only when no ALIPAY_GATEWAY_URL is set",
-        )
-    })
-}
-
 async fn json_body(req: Request) -> Result<Value, Refusal> {
     let bytes = read_body(req.into_body()).await?;
     serde_json::from_slice(&bytes).map_err(|e| bad("invalid_json", format!("invalid JSON: {e}")))
 }
 
 /// `POST /sandbox/pay`.
-pub(crate) async fn pay(State(state): State<AppState>, req: Request) -> Response {
+async fn pay(State(state): State<Arc<SandboxState>>, req: Request) -> Response {
     match pay_inner(&state, req).await {
         Ok(r) => r,
         Err(TooLargeOr::TooLarge) => too_large(),
@@ -291,8 +296,7 @@ impl From<Refusal> for TooLargeOr {
     }
 }
 
-async fn pay_inner(state: &AppState, req: Request) -> Result<Response, TooLargeOr> {
-    let sb = sandbox_of(state)?;
+async fn pay_inner(sb: &SandboxState, req: Request) -> Result<Response, TooLargeOr> {
     let body = json_body(req).await?;
     let text = |field: &str| -> Result<Option<String>, Refusal> {
         match body.get(field) {
@@ -316,9 +320,7 @@ async fn pay_inner(state: &AppState, req: Request) -> Result<Response, TooLargeO
                 )
             };
             let id = DeviceId::parse(d.as_str()).map_err(|_| unknown())?;
-            let record = state
-                .api
-                .device
+            let record = sb
                 .devices
                 .device(&id)
                 .await
@@ -387,11 +389,7 @@ fn parse_amount(v: Option<&Value>) -> Result<Money, Refusal> {
 }
 
 /// `POST /sandbox/faults`.
-pub(crate) async fn faults(State(state): State<AppState>, req: Request) -> Response {
-    let sb = match sandbox_of(&state) {
-        Ok(sb) => sb,
-        Err(r) => return r.into_response(),
-    };
+async fn faults(State(sb): State<Arc<SandboxState>>, req: Request) -> Response {
     let body = match json_body(req).await {
         Ok(b) => b,
         Err(r) if r.status == StatusCode::PAYLOAD_TOO_LARGE => return too_large(),
@@ -416,25 +414,19 @@ pub(crate) async fn faults(State(state): State<AppState>, req: Request) -> Respo
 }
 
 /// `GET /sandbox/deliveries`.
-pub(crate) async fn deliveries(State(state): State<AppState>) -> Response {
-    match sandbox_of(&state) {
-        Ok(sb) => json_response(StatusCode::OK, &json!(sb.sandbox.deliveries())),
-        Err(r) => r.into_response(),
-    }
+async fn deliveries(State(sb): State<Arc<SandboxState>>) -> Response {
+    json_response(StatusCode::OK, &json!(sb.sandbox.deliveries()))
 }
 
 /// `GET /sandbox/refunds`.
-pub(crate) async fn refunds(State(state): State<AppState>) -> Response {
-    match sandbox_of(&state) {
-        Ok(SandboxState {
-            refunds: Some(log), ..
-        }) => json_response(StatusCode::OK, &json!(log.entries())),
-        Ok(_) => refusal(
+async fn refunds(State(sb): State<Arc<SandboxState>>) -> Response {
+    match &sb.refunds {
+        Some(log) => json_response(StatusCode::OK, &json!(log.entries())),
+        None => refusal(
             StatusCode::NOT_FOUND,
             "not_found",
             "the refund log is kept with the SQLite store only; with --store aws see GET /admin/sessions/{session_id}",
         )
         .into_response(),
-        Err(r) => r.into_response(),
     }
 }

@@ -10,24 +10,24 @@
 //! In sandbox mode the listener also answers the sandbox's customer side (see [`crate::sandbox`]).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use axum::routing::{get, post};
 use axum::Router;
-use bytes::Bytes;
-use http::{header, StatusCode};
+use http::header;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use vendpay_alipay::{AlipayConfig, HttpGateway, PartnerId};
+use vendpay_alipay::{AlipayConfig, HttpGateway, PartnerId, Verifier};
 use vendpay_alipay_sandbox::{
     RunningSandbox, Sandbox, SandboxConfig, TEST_ALIPAY_PUBLIC_KEY, TEST_MERCHANT_PRIVATE_KEY,
 };
 use vendpay_api::alipay::{Alipay, NotifyCheck};
+use vendpay_api::auth::DeviceKey;
 use vendpay_api::notify::NotifySettings;
 use vendpay_api::{AdminAuth, Api, ApiParts};
 use vendpay_app::{DeviceStore, Ledger, RefundGateway};
@@ -36,47 +36,13 @@ use vendpay_store_sqlite::{channels, rearm, SqliteStore, Worker};
 
 use crate::aws::AwsResources;
 use crate::config::{default_base_url, AlipayMode, Config, StoreConfig};
+use crate::error::ServeError;
 use crate::keyfile;
+use crate::respond::{read_body, too_large, MAX_BODY_BYTES};
 use crate::sandbox::{self, RefundLog, SandboxState, TradeJournal};
-
-pub use vendpay_api::MAX_BODY_BYTES;
 
 /// The partner id the in-process sandbox and its client share.
 pub const SANDBOX_PARTNER_ID: &str = "2088000000000001";
-
-/// Why the server did not start. Each message says what to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("VENDPAY_LISTEN: cannot listen on {addr}: {reason}")]
-    Listen { addr: SocketAddr, reason: String },
-    #[error("VENDPAY_DB: cannot open {path}: {reason}")]
-    Store { path: String, reason: String },
-    #[error("VENDPAY_DB: cannot re-arm timers from {path}: {reason}")]
-    Rearm { path: String, reason: String },
-    #[error(transparent)]
-    KeyFile(#[from] keyfile::KeyFileError),
-    #[error("ADMIN_TOKEN is not set and none could be generated: {0}")]
-    AdminToken(String),
-    #[error("the Alipay sandbox could not start: {0}")]
-    Sandbox(String),
-    #[error("the Alipay HTTP client could not be built: {0}")]
-    HttpClient(String),
-    /// `--store aws`: a setting the Lambda wiring refused (the message names it).
-    #[error(transparent)]
-    Aws(#[from] vendpay_lambda::StartError),
-    /// `--store aws`: the table or a queue could not be found or created.
-    #[error("{setting}: {reason}")]
-    AwsResource {
-        setting: &'static str,
-        reason: String,
-    },
-}
-
-impl From<vendpay_api::settings::SettingError> for ServeError {
-    fn from(e: vendpay_api::settings::SettingError) -> ServeError {
-        ServeError::Aws(e.into())
-    }
-}
 
 /// The store in use, for the start-up banner.
 pub enum ServerStore {
@@ -105,7 +71,7 @@ pub struct Server {
     pub public_base_url: String,
     pub admin_token: String,
     /// Where the token is kept when `ADMIN_TOKEN` was not set (0600, beside the database).
-    pub admin_token_file: Option<std::path::PathBuf>,
+    pub admin_token_file: Option<PathBuf>,
     pub device_key_source: DeviceKeySource,
     /// The sandbox's `gateway.do`, in sandbox mode.
     pub sandbox_gateway_url: Option<String>,
@@ -123,16 +89,10 @@ pub struct Server {
     _sandbox: Option<RunningSandbox>,
 }
 
-/// The shared state of the HTTP handlers.
-#[derive(Clone)]
-pub(crate) struct AppState {
-    pub(crate) api: Api,
-    /// Present in sandbox mode only (and only then are the `/sandbox/...` routes mounted).
-    pub(crate) sandbox: Option<Arc<SandboxState>>,
-}
-
 impl Server {
-    /// Builds everything and starts listening; returns once requests are being served.
+    /// Builds everything and starts listening; returns once requests are being served. In order: the
+    /// listener (so a busy port fails first), the Alipay side, the device key and admin token, the
+    /// store with its workers, the API, the router.
     pub async fn start(config: Config) -> Result<Server, ServeError> {
         let listener = TcpListener::bind(config.listen)
             .await
@@ -150,145 +110,50 @@ impl Server {
             .unwrap_or_else(|| default_base_url(addr));
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
-        // Alipay: the in-process sandbox with its built-in test keys, or the configured gateway.
-        let (alipay_config, notify_verifier, running_sandbox) = match &config.alipay {
-            AlipayMode::Gateway {
-                config,
-                notify_verifier,
-            } => (config.clone(), notify_verifier.clone(), None),
-            AlipayMode::Sandbox => {
-                let partner = PartnerId::parse(SANDBOX_PARTNER_ID)
-                    .map_err(|e| ServeError::Sandbox(e.reason))?;
-                let sandbox = Sandbox::new(SandboxConfig::with_test_keys(partner))
-                    .map_err(|e| ServeError::Sandbox(e.to_string()))?;
-                let journal = TradeJournal::for_db(&config.db);
-                let restored = journal.restore(&sandbox).map_err(ServeError::Sandbox)?;
-                let running = sandbox
-                    .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
-                    .await
-                    .map_err(|e| ServeError::Sandbox(e.to_string()))?;
-                let url = running.gateway_url();
-                let lookup = |name: &str| -> Option<String> {
-                    match name {
-                        "ALIPAY_GATEWAY_URL" => Some(url.clone()),
-                        "ALIPAY_PARTNER_ID" => Some(SANDBOX_PARTNER_ID.to_owned()),
-                        "ALIPAY_SIGN_TYPE" => Some("RSA2".to_owned()),
-                        "ALIPAY_PRIVATE_KEY" => Some(TEST_MERCHANT_PRIVATE_KEY.to_owned()),
-                        "ALIPAY_PUBLIC_KEY" => Some(TEST_ALIPAY_PUBLIC_KEY.to_owned()),
-                        _ => None,
-                    }
-                };
-                let client = AlipayConfig::from_lookup(lookup)
-                    .map_err(|e| ServeError::Sandbox(e.to_string()))?;
-                let verifier = AlipayConfig::from_lookup(lookup)
-                    .map_err(|e| ServeError::Sandbox(e.to_string()))?
-                    .verifier;
-                (
-                    Arc::new(client),
-                    Arc::new(verifier),
-                    Some((sandbox, running, journal, restored)),
-                )
-            }
-        };
-        let gateway_url = alipay_config.gateway_url.clone();
-        let partner = alipay_config.partner.clone();
-
-        let (device_key, device_key_source) = match &config.device_key {
-            Some(k) => (k.clone(), DeviceKeySource::Setting),
-            None => {
-                let path = keyfile::path_for(&config.db);
-                let db_existed = config.db.exists();
-                let (key, origin) = keyfile::load_or_create(&config.db)?;
-                let created = origin == keyfile::Origin::Created;
-                if created && db_existed {
-                    tracing::warn!(key_file = %path.display(), db = %config.db.display(),
-                        "the database exists but its device key file did not: a new key was made, so the secrets of machines registered before no longer verify; restore the old key file or set DEVICE_KEY");
-                }
-                (key, DeviceKeySource::File { path, created })
-            }
-        };
-        let (admin_token, admin_token_file) = match &config.admin_token {
-            Some(t) => (t.clone(), None),
-            None => {
-                let (token, _) = keyfile::admin_token(&config.db)
-                    .map_err(|e| ServeError::AdminToken(e.to_string()))?;
-                (token, Some(keyfile::admin_token_path_for(&config.db)))
-            }
-        };
+        let side = AlipaySide::start(&config).await?;
+        let gateway_url = side.config.gateway_url.clone();
+        let partner = side.config.partner.clone();
+        let (device_key, device_key_source) = device_key(&config)?;
+        let (admin_token, admin_token_file) = admin_token(&config)?;
 
         let http =
             vendpay_alipay::http_client().map_err(|e| ServeError::HttpClient(e.to_string()))?;
         let alipay = Arc::new(Alipay {
-            gateway: HttpGateway::new(http, alipay_config, clock.clone()),
+            gateway: HttpGateway::new(http, side.config.clone(), clock.clone()),
             merchant: Some(Arc::new(config.merchant.clone())),
         });
         // `/sandbox/refunds` logs the refunds of the SQLite mode's worker; with `--store aws` the Lambda
         // refund executor calls the Alipay client itself.
-        let refund_log = running_sandbox
+        let refund_log = side
+            .sandbox
             .as_ref()
             .filter(|_| !config.is_aws())
             .map(|_| RefundLog::default());
 
-        let (ledger, devices, store, workers) = match &config.store {
+        let stores = match &config.store {
             StoreConfig::Sqlite => {
-                let db_name = config.db.display().to_string();
-                let store = SqliteStore::open(&config.db)
-                    .await
-                    .map_err(|e| ServeError::Store {
-                        path: db_name.clone(),
-                        reason: e.to_string(),
-                    })?;
-                let (scheduler, queue, receivers) = channels(clock.clone());
-                let ledger = Ledger::new(
-                    Arc::new(store.clone()),
-                    Arc::new(scheduler.clone()),
-                    Arc::new(queue.clone()),
-                    clock.clone(),
-                    config.windows,
-                );
-                let refunds: Arc<dyn RefundGateway> = match &refund_log {
-                    Some(log) => Arc::new(sandbox::Recording {
-                        inner: alipay.clone(),
-                        log: log.clone(),
-                        clock: clock.clone(),
-                    }),
-                    None => alipay.clone(),
-                };
-                let worker = Worker::new(ledger.clone(), refunds).spawn(receivers);
-                let rearmed =
-                    rearm(&store, &scheduler, &queue)
-                        .await
-                        .map_err(|e| ServeError::Rearm {
-                            path: db_name,
-                            reason: e.to_string(),
-                        })?;
-                let devices: Arc<dyn DeviceStore> = Arc::new(store.clone());
-                (
-                    ledger,
-                    devices,
-                    ServerStore::Sqlite { store, rearmed },
-                    vec![worker],
-                )
+                start_sqlite(&config, clock.clone(), alipay.clone(), refund_log.as_ref()).await?
             }
             StoreConfig::Aws(aws) => {
                 let running = crate::aws::start(aws, clock.clone(), alipay.clone()).await?;
-                (
-                    running.ledger,
-                    running.devices,
-                    ServerStore::Aws(running.resources),
-                    running.tasks,
-                )
+                Stores {
+                    ledger: running.ledger,
+                    devices: running.devices,
+                    store: ServerStore::Aws(running.resources),
+                    workers: running.tasks,
+                }
             }
         };
+        let devices = stores.devices.clone();
         let api = Api::new(ApiParts {
-            ledger,
-            devices,
+            ledger: stores.ledger,
+            devices: stores.devices,
             device_key,
             admin: AdminAuth::Token(admin_token.clone()),
             qr: alipay.clone(),
             public_base_url: public_base_url.clone(),
             notify: NotifySettings {
-                verifier: notify_verifier,
+                verifier: side.notify_verifier,
                 partner,
                 notify_verify: config
                     .notify_verify
@@ -296,32 +161,22 @@ impl Server {
             },
         });
 
+        // The sandbox's customer routes exist in sandbox mode only; everything else is the contract.
+        let mut router = Router::new().fallback(api_route).with_state(api);
         let mut sandbox_gateway_url = None;
         let mut kept_sandbox = None;
-        let mut sandbox_state = None;
         let mut sandbox_trades_restored = 0;
-        if let Some((sandbox, running, journal, restored)) = running_sandbox {
-            sandbox_gateway_url = Some(running.gateway_url());
-            kept_sandbox = Some(running);
-            sandbox_trades_restored = restored;
-            sandbox_state = Some(Arc::new(SandboxState {
-                sandbox,
+        if let Some(sb) = side.sandbox {
+            sandbox_gateway_url = Some(sb.running.gateway_url());
+            kept_sandbox = Some(sb.running);
+            sandbox_trades_restored = sb.restored;
+            router = router.merge(sandbox::routes(Arc::new(SandboxState {
+                sandbox: sb.sandbox,
+                devices,
                 refunds: refund_log,
-                journal,
-            }));
+                journal: sb.journal,
+            })));
         }
-        let mut router = Router::new();
-        if sandbox_state.is_some() {
-            router = router
-                .route("/sandbox/pay", post(sandbox::pay))
-                .route("/sandbox/faults", post(sandbox::faults))
-                .route("/sandbox/deliveries", get(sandbox::deliveries))
-                .route("/sandbox/refunds", get(sandbox::refunds));
-        }
-        let router = router.fallback(api_route).with_state(AppState {
-            api,
-            sandbox: sandbox_state,
-        });
 
         let (stop, stopped) = oneshot::channel::<()>();
         let http = tokio::spawn(async move {
@@ -341,11 +196,11 @@ impl Server {
             device_key_source,
             sandbox_gateway_url,
             gateway_url,
-            store,
+            store: stores.store,
             sandbox_trades_restored,
             http: Some(http),
             stop: Some(stop),
-            workers,
+            workers: stores.workers,
             _sandbox: kept_sandbox,
         })
     }
@@ -410,9 +265,162 @@ impl Drop for Server {
     }
 }
 
+/// The Alipay side: the configured gateway, or the in-process sandbox with its built-in test keys.
+struct AlipaySide {
+    config: Arc<AlipayConfig>,
+    /// The keys again, for verifying notifications (a `Verifier` is not cloneable).
+    notify_verifier: Arc<Verifier>,
+    sandbox: Option<StartedSandbox>,
+}
+
+struct StartedSandbox {
+    sandbox: Sandbox,
+    running: RunningSandbox,
+    journal: TradeJournal,
+    /// Trades of earlier runs given back to the sandbox from the journal.
+    restored: usize,
+}
+
+impl AlipaySide {
+    async fn start(config: &Config) -> Result<AlipaySide, ServeError> {
+        let AlipayMode::Gateway {
+            config: gateway,
+            notify_verifier,
+        } = &config.alipay
+        else {
+            return AlipaySide::sandbox(config).await;
+        };
+        Ok(AlipaySide {
+            config: gateway.clone(),
+            notify_verifier: notify_verifier.clone(),
+            sandbox: None,
+        })
+    }
+
+    async fn sandbox(config: &Config) -> Result<AlipaySide, ServeError> {
+        let partner =
+            PartnerId::parse(SANDBOX_PARTNER_ID).map_err(|e| ServeError::Sandbox(e.reason))?;
+        let sandbox = Sandbox::new(SandboxConfig::with_test_keys(partner))
+            .map_err(|e| ServeError::Sandbox(e.to_string()))?;
+        let journal = TradeJournal::for_db(&config.db);
+        let restored = journal.restore(&sandbox).map_err(ServeError::Sandbox)?;
+        let running = sandbox
+            .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .map_err(|e| ServeError::Sandbox(e.to_string()))?;
+        let url = running.gateway_url();
+        let lookup = |name: &str| -> Option<String> {
+            match name {
+                "ALIPAY_GATEWAY_URL" => Some(url.clone()),
+                "ALIPAY_PARTNER_ID" => Some(SANDBOX_PARTNER_ID.to_owned()),
+                "ALIPAY_SIGN_TYPE" => Some("RSA2".to_owned()),
+                "ALIPAY_PRIVATE_KEY" => Some(TEST_MERCHANT_PRIVATE_KEY.to_owned()),
+                "ALIPAY_PUBLIC_KEY" => Some(TEST_ALIPAY_PUBLIC_KEY.to_owned()),
+                _ => None,
+            }
+        };
+        let client =
+            AlipayConfig::from_lookup(lookup).map_err(|e| ServeError::Sandbox(e.to_string()))?;
+        let verifier = AlipayConfig::from_lookup(lookup)
+            .map_err(|e| ServeError::Sandbox(e.to_string()))?
+            .verifier;
+        Ok(AlipaySide {
+            config: Arc::new(client),
+            notify_verifier: Arc::new(verifier),
+            sandbox: Some(StartedSandbox {
+                sandbox,
+                running,
+                journal,
+                restored,
+            }),
+        })
+    }
+}
+
+/// `DEVICE_KEY`, or the key file beside the database (made on first start).
+fn device_key(config: &Config) -> Result<(DeviceKey, DeviceKeySource), ServeError> {
+    if let Some(k) = &config.device_key {
+        return Ok((k.clone(), DeviceKeySource::Setting));
+    }
+    let path = keyfile::path_for(&config.db);
+    let db_existed = config.db.exists();
+    let (key, origin) = keyfile::load_or_create(&config.db)?;
+    let created = origin == keyfile::Origin::Created;
+    if created && db_existed {
+        tracing::warn!(key_file = %path.display(), db = %config.db.display(),
+            "the database exists but its device key file did not: a new key was made, so the secrets of machines registered before no longer verify; restore the old key file or set DEVICE_KEY");
+    }
+    Ok((key, DeviceKeySource::File { path, created }))
+}
+
+/// `ADMIN_TOKEN`, or the token file beside the database (made on first start).
+fn admin_token(config: &Config) -> Result<(String, Option<PathBuf>), ServeError> {
+    if let Some(t) = &config.admin_token {
+        return Ok((t.clone(), None));
+    }
+    let (token, _) =
+        keyfile::admin_token(&config.db).map_err(|e| ServeError::AdminToken(e.to_string()))?;
+    Ok((token, Some(keyfile::admin_token_path_for(&config.db))))
+}
+
+/// What a store mode gives the server.
+struct Stores {
+    ledger: Ledger,
+    devices: Arc<dyn DeviceStore>,
+    store: ServerStore,
+    /// The refund worker (SQLite), or the queue pollers and the sweep (AWS).
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// The SQLite store, the tokio timers and refund queue, the worker that drains them, and [`rearm`]
+/// so every stored deadline and pending refund is picked up before the first request.
+async fn start_sqlite(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    alipay: Arc<Alipay>,
+    refund_log: Option<&RefundLog>,
+) -> Result<Stores, ServeError> {
+    let db_name = config.db.display().to_string();
+    let store = SqliteStore::open(&config.db)
+        .await
+        .map_err(|e| ServeError::Store {
+            path: db_name.clone(),
+            reason: e.to_string(),
+        })?;
+    let (scheduler, queue, receivers) = channels(clock.clone());
+    let ledger = Ledger::new(
+        Arc::new(store.clone()),
+        Arc::new(scheduler.clone()),
+        Arc::new(queue.clone()),
+        clock.clone(),
+        config.windows,
+    );
+    let refunds: Arc<dyn RefundGateway> = match refund_log {
+        Some(log) => Arc::new(sandbox::Recording {
+            inner: alipay,
+            log: log.clone(),
+            clock,
+        }),
+        None => alipay,
+    };
+    let worker = Worker::new(ledger.clone(), refunds).spawn(receivers);
+    let rearmed = rearm(&store, &scheduler, &queue)
+        .await
+        .map_err(|e| ServeError::Rearm {
+            path: db_name,
+            reason: e.to_string(),
+        })?;
+    Ok(Stores {
+        ledger,
+        devices: Arc::new(store.clone()),
+        store: ServerStore::Sqlite { store, rearmed },
+        workers: vec![worker],
+    })
+}
+
 /// Every route of the contract (see `docs/contract.md`): the request becomes an
 /// `http::Request<Bytes>` for [`Api::handle`].
-async fn api_route(State(state): State<AppState>, req: Request) -> Response {
+async fn api_route(State(api): State<Api>, req: Request) -> Response {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let declared = parts
@@ -429,76 +437,7 @@ async fn api_route(State(state): State<AppState>, req: Request) -> Response {
     };
     let method = parts.method.clone();
     let path = parts.uri.path().to_owned();
-    let res = state
-        .api
-        .handle(http::Request::from_parts(parts, bytes))
-        .await;
+    let res = api.handle(http::Request::from_parts(parts, bytes)).await;
     tracing::debug!(%method, %path, status = res.status().as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "request");
     res.map(Body::from)
-}
-
-/// Why a request body was not read.
-#[derive(Debug)]
-pub(crate) enum BodyError {
-    TooLarge,
-    Unreadable(String),
-}
-
-impl BodyError {
-    pub(crate) fn into_response(self) -> Response {
-        match self {
-            BodyError::TooLarge => too_large(),
-            BodyError::Unreadable(reason) => json_error(
-                StatusCode::BAD_REQUEST,
-                "unreadable_body",
-                &format!("the request body could not be read: {reason}"),
-            ),
-        }
-    }
-}
-
-/// Reads a whole body of at most [`MAX_BODY_BYTES`].
-pub(crate) async fn read_body(body: Body) -> Result<Bytes, BodyError> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|e| {
-            let inner = e.into_inner();
-            if inner
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                BodyError::TooLarge
-            } else {
-                BodyError::Unreadable(inner.to_string())
-            }
-        })
-}
-
-/// 413, closing the connection: the rest of the body is unread, so the connection cannot carry another
-/// request (a client that reused it would see its next request fail).
-pub(crate) fn too_large() -> Response {
-    let mut res = json_error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        &format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
-    );
-    res.headers_mut()
-        .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
-    res
-}
-
-/// The error shape of the contract (see `docs/contract.md`, “Errors”).
-pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({"error": {"code": code, "message": message}});
-    json_response(status, &body)
-}
-
-pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
-    let mut res = Response::new(Body::from(Bytes::from(body.to_string())));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    res
 }
