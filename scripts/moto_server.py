@@ -12,7 +12,7 @@ particular) are not serialised: they must not wait behind each other.
 `--port 0` binds a free port chosen by the kernel (no race between finding a port and binding it); the
 bound port is printed as `moto listening on http://HOST:PORT` and written to --port-file once the
 server accepts connections. `--no-lock` serves moto unmodified: it exists only for the test that proves
-the lock is needed (shared/store-aws/tests/launcher.rs).
+the lock is needed (shared/3-adapters/store-aws/tests/launcher.rs).
 """
 
 import argparse

@@ -6,7 +6,7 @@ Debian's cross packages (scripts/sam-build installs both). Each function is run 
 Runtime API on loopback:
 
 1. with a required setting missing, it must exit non-zero and name the setting (never start half-configured);
-2. with its settings (test keys from shared/alipay/tests/fixtures; AWS endpoint a closed port, so any AWS call
+2. with its settings (test keys from shared/3-adapters/alipay/tests/fixtures; AWS endpoint a closed port, so any AWS call
    would fail the case), it must reach GET /runtime/invocation/next, take one event from events/ and post the
    answer the function owes for it -- each one decided before any AWS call:
    - alipay-notify: the fixture notification with its amount changed after signing -> 400 "fail"

@@ -179,7 +179,7 @@ fn verifier() -> &'static Verifier {
                 v.with_public_key(
                     "ALIPAY_PUBLIC_KEY",
                     include_str!(
-                        "../../../shared/alipay/tests/fixtures/test-alipay-public-key.pem"
+                        "../../../shared/3-adapters/alipay/tests/fixtures/test-alipay-public-key.pem"
                     ),
                 )
             })

@@ -68,13 +68,11 @@
 //! Nothing read from the database is trusted: a row that does not decode, or whose key disagrees with
 //! its body, is `StoreError::Permanent` naming the row, never a panic.
 
-use std::fmt::Display;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 use vendpay_app::{
     Commit, DeadlineMessage, DeviceRecord, DeviceStore, Machine, QrCode, RefundRecord,
     RequestRecord, SessionStore, StoreError,
@@ -84,59 +82,21 @@ use vendpay_domain::{
     Timestamp, TradeNo,
 };
 
-use crate::group_commit::{self, Queue};
+use crate::db::Queue;
+use crate::db::{
+    lock, open_reader, Inner, Location, Writer, BUSY_TIMEOUT, MAX_IDLE_READERS, STATEMENT_CACHE,
+};
+use crate::group_commit;
 use crate::row_codec::{
     decode, decode_refund, decode_session, encode, parse_id, read_device, read_refund,
     read_session, sql_limit, to_i64, Ctx,
 };
 use crate::writes::{migrate, prune};
 
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Idle read-only connections kept open; a burst beyond this opens more and closes them after.
-const MAX_IDLE_READERS: usize = 64;
-/// Prepared statements cached per connection (the commit path alone uses about fifteen).
-const STATEMENT_CACHE: usize = 64;
-
-/// Where the database lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Location {
-    File(PathBuf),
-    /// A private in-memory database, gone when the store is dropped (tests).
-    Memory,
-}
-
-impl Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Location::File(p) => write!(f, "{}", p.display()),
-            Location::Memory => f.write_str(":memory:"),
-        }
-    }
-}
-
 /// The embedded store. Cheap to clone; clones share the writer, its commit queue and the readers.
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
-}
-
-/// Shared by every clone; `group_commit` reaches the writer, the queue and the clock through it.
-pub(crate) struct Inner {
-    /// The one connection that writes. Only the group-commit drainer and the rare direct writes
-    /// (`register`, `set_qrcode`, pruning) lock it, and in memory mode the reads too.
-    writer: Mutex<Writer>,
-    /// Commits waiting for the drainer, and whether a drainer is running.
-    pub(crate) queue: Mutex<Queue>,
-    /// Idle read-only connections (file databases only); a read takes one or opens one.
-    readers: Mutex<Vec<Connection>>,
-    /// Decides which request rows have expired; the ledger's clock in tests, the system clock otherwise.
-    pub(crate) clock: Arc<dyn Clock>,
-    location: Location,
-}
-
-pub(crate) struct Writer {
-    pub(crate) conn: Connection,
-    pub(crate) last_prune: Timestamp,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -333,42 +293,6 @@ impl SqliteStore {
         })
         .await
     }
-}
-
-impl Inner {
-    /// The writer connection, outside any transaction. A panic while it was held may have left a
-    /// batch's transaction open; rolling it back makes the connection sound again, and the callers of
-    /// that batch were answered "unavailable" (their reply channels were dropped), which is true.
-    pub(crate) fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, StoreError> {
-        let w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        if !w.conn.is_autocommit() {
-            w.conn
-                .execute_batch("ROLLBACK")
-                .ctx("rolling back a transaction left open")?;
-        }
-        Ok(w)
-    }
-}
-
-/// Locks a mutex whose data stays consistent whatever a panicking holder did (a queue or a pool of
-/// idle connections, changed by single calls that complete or do nothing).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A read-only connection on the database file (WAL lets it read while the writer writes).
-fn open_reader(path: &Path, location: &Location) -> Result<Connection, StoreError> {
-    let what = format!("opening a reader on {location}");
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI,
-    )
-    .ctx(&what)?;
-    conn.busy_timeout(BUSY_TIMEOUT).ctx(&what)?;
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    Ok(conn)
 }
 
 #[async_trait]

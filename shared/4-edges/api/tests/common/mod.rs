@@ -29,9 +29,9 @@ pub const TOKEN: &str = "admin-token-for-tests";
 pub const PARTNER: &str = "2088101122136241";
 /// The committed test key pair standing in for Alipay's keys (never a real key).
 pub const ALIPAY_PUBLIC_KEY: &str =
-    include_str!("../../../alipay/tests/fixtures/test-alipay-public-key.pem");
+    include_str!("../../../../3-adapters/alipay/tests/fixtures/test-alipay-public-key.pem");
 pub const ALIPAY_PRIVATE_KEY: &str =
-    include_str!("../../../alipay/tests/fixtures/test-alipay-private-key.pem");
+    include_str!("../../../../3-adapters/alipay/tests/fixtures/test-alipay-private-key.pem");
 
 /// Signs a notification as Alipay would, with the test Alipay key.
 pub fn alipay_form(fields: &[(&str, &str)]) -> String {

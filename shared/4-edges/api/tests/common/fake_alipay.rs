@@ -2,7 +2,7 @@
 //! harness clock, the trades of OUR merchant account (what `alipay.acquire.overseas.query` under our
 //! partner id finds), the trades of another merchant account whose notifications Alipay signs with the
 //! very same key, and switches that make either call unreachable. The real client against the sandbox
-//! is covered in shared/alipay-sandbox/tests.
+//! is covered in shared/3-adapters/alipay-sandbox/tests.
 #![allow(dead_code)]
 
 use std::collections::HashMap;

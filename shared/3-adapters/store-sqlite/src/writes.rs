@@ -8,8 +8,8 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use vendpay_app::{Commit, RefundSend, SendCondition, StoreError};
 use vendpay_domain::{Phase, Timestamp};
 
+use crate::db::Location;
 use crate::row_codec::{encode, phase_str, refund_status_str, to_i64, to_u64, Ctx};
-use crate::store::Location;
 
 const SCHEMA_VERSION: i64 = 2;
 

@@ -6,7 +6,6 @@
 //! caller answered exactly once, only after `COMMIT`) rather than about rows; the design is described
 //! under "Durability and threading" in `store.rs`.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,27 +14,14 @@ use tokio::sync::oneshot;
 use vendpay_app::{Commit, StoreError};
 use vendpay_domain::Clock;
 
+use crate::db::{lock, Inner, Job};
 use crate::row_codec::Ctx;
-use crate::store::{lock, Inner};
 use crate::writes::{apply_commit, prune};
 
 /// Expired request rows only cost disk space, so pruning them hourly is plenty.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// The most commits written as one group (one transaction, one fsync).
 const MAX_BATCH: usize = 512;
-
-/// Commits waiting for the drainer, and whether a drainer is running.
-#[derive(Default)]
-pub(crate) struct Queue {
-    jobs: VecDeque<Job>,
-    draining: bool,
-}
-
-/// One queued commit and where its answer goes.
-struct Job {
-    commit: Commit,
-    reply: oneshot::Sender<Result<(), StoreError>>,
-}
 
 /// Queues `commit` for the drainer (starting one if none runs) and waits for its answer, which comes
 /// once the group holding it is committed and fsynced, or rolled back.

@@ -2,7 +2,10 @@
 //! with nothing else installed, and what the fast tests run on.
 //!
 //! - [`store`]: [`SqliteStore`], the `DeviceStore` + `SessionStore` ports on one SQLite database (a file,
-//!   or memory for tests). Its `//!` header lists the tables and every access pattern.
+//!   or memory for tests). Its `//!` header lists the tables and every access pattern. Beneath it,
+//!   private: `db` (the shared handle: connections, commit queue, clock), `group_commit` (one drainer,
+//!   one transaction per group), `writes` (the SQL of a commit, migrations, pruning) and `row_codec`
+//!   (rows to and from domain types), with no cycle among them (`scripts/check-layers`).
 //! - [`delivery`]: [`TimerScheduler`] (a tokio timer per deadline message) and [`ChannelRefundQueue`],
 //!   both feeding in-process channels, plus [`rearm`], which re-schedules every stored deadline and
 //!   re-sends every pending refund after a restart.
@@ -12,6 +15,7 @@
 //! Killing the process loses nothing: every decision is in SQLite before its effect is dispatched, and
 //! on start [`rearm`] rebuilds the in-memory timers and queue from the store.
 
+mod db;
 pub mod delivery;
 mod group_commit;
 mod row_codec;
@@ -19,6 +23,7 @@ pub mod store;
 pub mod worker;
 mod writes;
 
+pub use db::Location;
 pub use delivery::{channels, rearm, ChannelRefundQueue, RearmReport, Receivers, TimerScheduler};
-pub use store::{Location, SqliteStore};
+pub use store::SqliteStore;
 pub use worker::{Backoff, Worker};

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::error::{classify, StoreError};
 
 /// The file itself, byte for byte.
-pub const TABLE_JSON: &str = include_str!("../../../infra/table.json");
+pub const TABLE_JSON: &str = include_str!("../../../../infra/table.json");
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]

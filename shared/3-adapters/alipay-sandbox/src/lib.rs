@@ -25,7 +25,7 @@ use vendpay_alipay::{KeyError, PartnerId, SignType};
 
 pub use crate::routes::{FaultRequest, PayRequest};
 
-/// The built-in test keys (`shared/alipay-sandbox/keys/`, see its README): for local runs and tests
+/// The built-in test keys (`shared/3-adapters/alipay-sandbox/keys/`, see its README): for local runs and tests
 /// only, never for a real merchant.
 pub const TEST_ALIPAY_PRIVATE_KEY: &str = include_str!("../keys/test-alipay-private-key.pem");
 pub const TEST_ALIPAY_PUBLIC_KEY: &str = include_str!("../keys/test-alipay-public-key.pem");
