@@ -55,7 +55,7 @@ proptest! {
         amounts in proptest::collection::vec(1u64..5_000, 1..6),
         spend_permille in 0u64..=1000,
     ) {
-        let mut m = Machine::new(Mode::PayFirst);
+        let mut m = TestMachine::new(Mode::PayFirst);
         let mut session = None;
         for (i, a) in amounts.iter().enumerate() {
             let t = m.pay(&payment(&format!("T{i}"), cny(*a), None, i as i64), i as i64);
@@ -97,7 +97,7 @@ proptest! {
     ) {
         // End early, then let held purchases fail one by one: each failure refunds its hold from the
         // same trade under a new id; the sum never exceeds the payment.
-        let mut m = Machine::new(Mode::PayFirst);
+        let mut m = TestMachine::new(Mode::PayFirst);
         let s = outcome(&m.pay(&payment("T1", cny(amount), None, 0), 0)).session;
         let mut approved = Vec::new();
         for (i, (price, fails)) in holds.iter().enumerate() {

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use vendpay_domain::*;
 
-fn only_refund(m: &Machine, session: &SessionId) -> RefundId {
+fn only_refund(m: &TestMachine, session: &SessionId) -> RefundId {
     let s = m.session(session);
     assert_eq!(s.refunds.len(), 1, "{:?}", s.refunds);
     s.refunds[0].id.clone()
@@ -16,7 +16,7 @@ fn only_refund(m: &Machine, session: &SessionId) -> RefundId {
 
 #[test]
 fn pay_first_demo_flow_refunds_what_is_left_at_the_deadline() {
-    let mut m = Machine::new(Mode::PayFirst);
+    let mut m = TestMachine::new(Mode::PayFirst);
     let t = m.pay(&payment("T1", cny(1000), Some("2088A"), 0), 0);
     let o = outcome(&t);
     assert_eq!(o.disposition, Disposition::Credited);
@@ -54,7 +54,7 @@ fn pay_first_demo_flow_refunds_what_is_left_at_the_deadline() {
 
 #[test]
 fn a_top_up_restarts_the_window_and_refunds_split_newest_first() {
-    let mut m = Machine::new(Mode::PayFirst);
+    let mut m = TestMachine::new(Mode::PayFirst);
     let s = outcome(&m.pay(&payment("T1", cny(100), None, 0), 0)).session;
     m.pay(&payment("T2", cny(200), Some("2088A"), 100), 100);
     let t = m.pay(&payment("T3", cny(500), Some("2088A"), 200), 200);
@@ -75,7 +75,7 @@ fn a_top_up_restarts_the_window_and_refunds_split_newest_first() {
 
 #[test]
 fn a_payment_by_another_buyer_on_a_busy_machine_is_refunded_in_full() {
-    let mut m = Machine::new(Mode::PayFirst);
+    let mut m = TestMachine::new(Mode::PayFirst);
     let s = outcome(&m.pay(&payment("T1", cny(1000), Some("2088A"), 0), 0)).session;
     let t = m.pay(&payment("T2", cny(300), Some("2088B"), 5), 5);
     let o = outcome(&t);
@@ -101,7 +101,7 @@ fn a_payment_by_another_buyer_on_a_busy_machine_is_refunded_in_full() {
 
 #[test]
 fn a_session_whose_money_runs_out_closes_at_once_without_a_refund() {
-    let mut m = Machine::new(Mode::PayFirst);
+    let mut m = TestMachine::new(Mode::PayFirst);
     let s = outcome(&m.pay(&payment("T1", cny(350), None, 0), 0)).session;
     assert!(purchase(&m.buy("r1", 350, 1)).approved());
     assert_eq!(m.session(&s).phase, Phase::Open, "a hold is outstanding");
@@ -115,7 +115,7 @@ fn a_session_whose_money_runs_out_closes_at_once_without_a_refund() {
 
 #[test]
 fn an_unconfirmed_hold_at_the_deadline_is_refunded_and_flagged() {
-    let mut m = Machine::new(Mode::PayFirst);
+    let mut m = TestMachine::new(Mode::PayFirst);
     let s = outcome(&m.pay(&payment("T1", cny(1000), None, 0), 0)).session;
     m.buy("r1", 400, 10);
     let t = m.deadline(&s, 300);
@@ -139,7 +139,7 @@ fn an_unconfirmed_hold_at_the_deadline_is_refunded_and_flagged() {
 
 #[test]
 fn ending_early_refunds_the_free_balance_at_once_and_the_hold_when_it_fails() {
-    let mut m = Machine::new(Mode::PayFirst);
+    let mut m = TestMachine::new(Mode::PayFirst);
     let s = outcome(&m.pay(&payment("T1", cny(1000), None, 0), 0)).session;
     m.buy("r1", 400, 10);
     let t = m.end(20);
@@ -162,7 +162,7 @@ fn ending_early_refunds_the_free_balance_at_once_and_the_hold_when_it_fails() {
 
 #[test]
 fn a_settling_session_does_not_block_the_machine() {
-    let mut m = Machine::new(Mode::PayFirst);
+    let mut m = TestMachine::new(Mode::PayFirst);
     let s1 = outcome(&m.pay(&payment("T1", cny(1000), Some("2088A"), 0), 0)).session;
     m.end(5);
     let o = outcome(&m.pay(&payment("T2", cny(200), Some("2088B"), 6), 6));
@@ -173,7 +173,7 @@ fn a_settling_session_does_not_block_the_machine() {
 
 #[test]
 fn a_payment_after_an_unprocessed_deadline_settles_the_old_session_first() {
-    let mut m = Machine::new(Mode::PayFirst);
+    let mut m = TestMachine::new(Mode::PayFirst);
     let s1 = outcome(&m.pay(&payment("T1", cny(1000), None, 0), 0)).session;
     // The deadline message is late; the next customer pays at 301 s.
     let t = m.pay(&payment("T2", cny(200), None, 301), 301);
@@ -186,7 +186,7 @@ fn a_payment_after_an_unprocessed_deadline_settles_the_old_session_first() {
 
 #[test]
 fn purchase_first_exact_payment_is_delivered_and_closes() {
-    let mut m = Machine::new(Mode::PurchaseFirst);
+    let mut m = TestMachine::new(Mode::PurchaseFirst);
     let t = m.order("o1", 400, 0);
     let Reply::Session { session } = t.reply.clone() else {
         panic!("{:?}", t.reply)
@@ -216,7 +216,7 @@ fn purchase_first_exact_payment_is_delivered_and_closes() {
 
 #[test]
 fn purchase_first_over_payment_is_refunded_at_once() {
-    let mut m = Machine::new(Mode::PurchaseFirst);
+    let mut m = TestMachine::new(Mode::PurchaseFirst);
     m.order("o1", 400, 0);
     let t = m.pay(&payment("T1", cny(500), None, 10), 10);
     assert_eq!(refunds(&t), vec![("T1".into(), 100)]);
@@ -234,7 +234,7 @@ fn purchase_first_over_payment_is_refunded_at_once() {
 
 #[test]
 fn purchase_first_under_payment_is_refunded_and_the_order_stays_open() {
-    let mut m = Machine::new(Mode::PurchaseFirst);
+    let mut m = TestMachine::new(Mode::PurchaseFirst);
     let order_session = match m.order("o1", 400, 0).reply {
         Reply::Session { session } => session,
         other => panic!("{other:?}"),
@@ -255,7 +255,7 @@ fn purchase_first_under_payment_is_refunded_and_the_order_stays_open() {
 
 #[test]
 fn purchase_first_payment_without_or_after_an_order_is_refunded_in_full() {
-    let mut m = Machine::new(Mode::PurchaseFirst);
+    let mut m = TestMachine::new(Mode::PurchaseFirst);
     let t = m.pay(&payment("T0", cny(300), None, 0), 0);
     assert_eq!(
         outcome(&t).disposition,
@@ -278,7 +278,7 @@ fn purchase_first_payment_without_or_after_an_order_is_refunded_in_full() {
 
 #[test]
 fn purchase_first_failed_or_unconfirmed_delivery_is_refunded_in_full() {
-    let mut m = Machine::new(Mode::PurchaseFirst);
+    let mut m = TestMachine::new(Mode::PurchaseFirst);
     m.order("o1", 400, 0);
     let s = outcome(&m.pay(&payment("T1", cny(500), None, 1), 1)).session;
     let t = m.vend(&s, "o1", false, 5);
@@ -299,7 +299,7 @@ fn purchase_first_failed_or_unconfirmed_delivery_is_refunded_in_full() {
 
 #[test]
 fn a_payment_while_an_order_is_being_delivered_is_refunded_machine_busy() {
-    let mut m = Machine::new(Mode::PurchaseFirst);
+    let mut m = TestMachine::new(Mode::PurchaseFirst);
     m.order("o1", 400, 0);
     m.pay(&payment("T1", cny(400), None, 1), 1);
     let t = m.pay(&payment("T2", cny(400), None, 2), 2);
@@ -321,7 +321,7 @@ fn a_payment_while_an_order_is_being_delivered_is_refunded_machine_busy() {
 
 #[test]
 fn mixed_mode_pays_the_awaiting_order_else_opens_a_session() {
-    let mut m = Machine::new(Mode::Mixed);
+    let mut m = TestMachine::new(Mode::Mixed);
     let o = outcome(&m.pay(&payment("T1", cny(500), None, 0), 0));
     assert_eq!(o.disposition, Disposition::Credited);
     m.end(1);
@@ -332,7 +332,7 @@ fn mixed_mode_pays_the_awaiting_order_else_opens_a_session() {
 
 #[test]
 fn a_new_order_replaces_an_unpaid_one() {
-    let mut m = Machine::new(Mode::PurchaseFirst);
+    let mut m = TestMachine::new(Mode::PurchaseFirst);
     m.order("o1", 400, 0);
     let t = m.order("o2", 300, 5);
     let first = SessionId::for_order(&m.device.id, &order("o1"));
@@ -349,7 +349,7 @@ fn a_new_order_replaces_an_unpaid_one() {
 
 #[test]
 fn a_payment_in_another_currency_is_never_credited() {
-    let mut m = Machine::new(Mode::PayFirst);
+    let mut m = TestMachine::new(Mode::PayFirst);
     let usd = Money::new(500, Currency::Usd).expect("usd");
     let t = m.pay(&payment("T1", usd, None, 0), 0);
     let o = outcome(&t);
@@ -370,7 +370,7 @@ fn a_payment_in_another_currency_is_never_credited() {
 
 #[test]
 fn machine_requests_are_checked() {
-    let mut m = Machine::new(Mode::PayFirst);
+    let mut m = TestMachine::new(Mode::PayFirst);
     m.pay(&payment("T1", cny(500), None, 0), 0);
     let usd = Money::new(100, Currency::Usd).expect("usd");
     let r = request_purchase(
@@ -418,7 +418,7 @@ fn machine_requests_are_checked() {
 
 #[test]
 fn a_permanently_failed_refund_is_flagged_and_final() {
-    let mut m = Machine::new(Mode::PayFirst);
+    let mut m = TestMachine::new(Mode::PayFirst);
     let s = outcome(&m.pay(&payment("T1", cny(500), None, 0), 0)).session;
     m.end(1);
     let id = only_refund(&m, &s);
@@ -441,7 +441,7 @@ fn a_permanently_failed_refund_is_flagged_and_final() {
         .is_noop());
 }
 
-fn anomalies_of(m: &Machine, s: &SessionId) -> Vec<AnomalyKind> {
+fn anomalies_of(m: &TestMachine, s: &SessionId) -> Vec<AnomalyKind> {
     m.session(s)
         .anomalies
         .iter()
@@ -453,7 +453,7 @@ fn anomalies_of(m: &Machine, s: &SessionId) -> Vec<AnomalyKind> {
 fn a_verified_success_after_a_recorded_failure_wins_and_is_flagged() {
     // Alipay's word that it paid is the truth about the customer's money: recording "failed" after it
     // would have an operator pay the customer a second time.
-    let mut m = Machine::new(Mode::PayFirst);
+    let mut m = TestMachine::new(Mode::PayFirst);
     let s = outcome(&m.pay(&payment("T1", cny(500), None, 0), 0)).session;
     m.end(1);
     let id = only_refund(&m, &s);
@@ -479,7 +479,7 @@ fn a_verified_success_after_a_recorded_failure_wins_and_is_flagged() {
 
 #[test]
 fn a_refund_without_a_verdict_for_an_hour_is_raised_stuck_once_and_stays_pending() {
-    let mut m = Machine::new(Mode::PayFirst);
+    let mut m = TestMachine::new(Mode::PayFirst);
     let s = outcome(&m.pay(&payment("T1", cny(500), None, 0), 0)).session;
     m.end(10);
     let id = only_refund(&m, &s);
@@ -518,7 +518,7 @@ fn a_refund_without_a_verdict_for_an_hour_is_raised_stuck_once_and_stays_pending
 
 #[test]
 fn every_command_applied_twice_changes_nothing_the_second_time() {
-    let mut m = Machine::new(Mode::PayFirst);
+    let mut m = TestMachine::new(Mode::PayFirst);
     let p = payment("T1", cny(1000), None, 0);
     let t = m.pay(&p, 0);
     let s = outcome(&t).session;
@@ -556,7 +556,7 @@ fn every_command_applied_twice_changes_nothing_the_second_time() {
 #[test]
 fn refund_ids_are_the_same_when_a_decision_is_recomputed() {
     // After a lost write the caller re-reads and re-applies: the refund ids must not change.
-    let mut m = Machine::new(Mode::PayFirst);
+    let mut m = TestMachine::new(Mode::PayFirst);
     m.pay(&payment("T1", cny(1000), None, 0), 0);
     let first = end_session(&m.device, m.current(), None, at(10)).expect("ok");
     let second = end_session(&m.device, m.current(), None, at(11)).expect("ok");
@@ -577,7 +577,7 @@ fn refund_ids_are_the_same_when_a_decision_is_recomputed() {
 fn a_session_written_by_a_newer_build_stays_readable() {
     // A rolling deploy or a rollback: an anomaly kind this build does not know must not make the
     // session (and every command on its machine) unreadable.
-    let mut m = Machine::new(Mode::PayFirst);
+    let mut m = TestMachine::new(Mode::PayFirst);
     let s = outcome(&m.pay(&payment("T1", cny(500), None, 0), 0)).session;
     let mut json = serde_json::to_value(m.session(&s)).expect("json");
     json["anomalies"] = serde_json::json!([
@@ -596,7 +596,7 @@ fn a_session_written_by_a_newer_build_stays_readable() {
 #[test]
 fn every_kind_of_session_survives_storage_as_json() {
     // Storage keeps sessions as JSON: every shape the state machine produces must come back equal.
-    let mut m = Machine::new(Mode::Mixed);
+    let mut m = TestMachine::new(Mode::Mixed);
     m.pay(&payment("T1", cny(1000), Some("2088A"), 0), 0);
     m.buy("r1", 300, 1);
     m.buy("r2", 5000, 2);
@@ -629,7 +629,7 @@ fn every_kind_of_session_survives_storage_as_json() {
 
 #[test]
 fn a_session_takes_at_most_fifty_payments_and_the_51st_is_refunded_in_full() {
-    let mut m = Machine::new(Mode::PayFirst);
+    let mut m = TestMachine::new(Mode::PayFirst);
     let s = outcome(&m.pay(&payment("T0", cny(1), Some("2088A"), 0), 0)).session;
     for i in 1..50 {
         let o = outcome(&m.pay(&payment(&format!("T{i}"), cny(1), Some("2088A"), i), i));
@@ -656,7 +656,7 @@ fn a_session_takes_at_most_fifty_payments_and_the_51st_is_refunded_in_full() {
 #[test]
 fn the_settlement_of_a_hundred_small_top_ups_stays_within_one_write() {
     // One buyer tops up 100 × 0.01: the settlement must not need more refund rows than one write holds.
-    let mut m = Machine::new(Mode::PayFirst);
+    let mut m = TestMachine::new(Mode::PayFirst);
     let s = outcome(&m.pay(&payment("T0", cny(1), None, 0), 0)).session;
     for i in 1..100 {
         m.pay(&payment(&format!("T{i}"), cny(1), None, i), i);
@@ -674,7 +674,7 @@ fn the_settlement_of_a_hundred_small_top_ups_stays_within_one_write() {
 
 #[test]
 fn declined_purchases_are_not_recorded_without_bound() {
-    let mut m = Machine::new(Mode::PayFirst);
+    let mut m = TestMachine::new(Mode::PayFirst);
     let s = outcome(&m.pay(&payment("T1", cny(100), None, 0), 0)).session;
     for i in 0..1000 {
         let a = purchase(&m.buy(&format!("r{i}"), 5000, 1));
@@ -686,7 +686,7 @@ fn declined_purchases_are_not_recorded_without_bound() {
 
 #[test]
 fn an_approval_just_before_the_deadline_keeps_its_full_vend_time() {
-    let mut m = Machine::new(Mode::PayFirst);
+    let mut m = TestMachine::new(Mode::PayFirst);
     let s = outcome(&m.pay(&payment("T1", cny(1000), None, 0), 0)).session;
     let t = m.buy("r1", 400, 299);
     assert!(purchase(&t).approved());
@@ -710,7 +710,7 @@ fn an_approval_just_before_the_deadline_keeps_its_full_vend_time() {
 #[test]
 fn a_refund_over_more_payments_than_one_write_holds_is_split_never_dropped() {
     // A session stored before the 50-payment bound existed: 100 payments of 0.01.
-    let mut m = Machine::new(Mode::PayFirst);
+    let mut m = TestMachine::new(Mode::PayFirst);
     let s = outcome(&m.pay(&payment("T0", cny(1), None, 0), 0)).session;
     let legacy = m.sessions.iter_mut().find(|x| x.id == s).expect("session");
     for i in 1..100 {
@@ -747,7 +747,7 @@ fn a_refund_over_more_payments_than_one_write_holds_is_split_never_dropped() {
 
 #[test]
 fn an_end_or_purchase_naming_another_session_changes_nothing() {
-    let mut m = Machine::new(Mode::PayFirst);
+    let mut m = TestMachine::new(Mode::PayFirst);
     let a = outcome(&m.pay(&payment("T1", cny(1000), Some("2088A"), 0), 0)).session;
     m.end_of(&a, 10);
     let b = outcome(&m.pay(&payment("T2", cny(500), Some("2088B"), 20), 20)).session;

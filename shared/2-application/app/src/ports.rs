@@ -4,6 +4,8 @@
 //! embedded default and the fast tests) and DynamoDB + SQS + EventBridge Scheduler (`vendpay-store-aws`).
 //! Both pass the one contract suite in [`crate::contract`].
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use vendpay_domain::{
@@ -19,10 +21,102 @@ pub enum StoreError {
     Conflict(String),
     /// Throttling, timeouts, a busy database: try again.
     #[error("storage unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Failure),
     /// An item that cannot be decoded, a table that does not exist: retrying will not help.
     #[error("storage error: {0}")]
-    Permanent(String),
+    Permanent(#[source] Failure),
+}
+
+/// What a store could not do, and the error underneath when there is one (an SDK error, a SQLite
+/// error, a failed blocking task), kept as the `source` so whoever handles it can walk the chain.
+/// It is `Clone` (one failed group commit answers every commit in it) because the source is shared.
+///
+/// Its `Display` ends with the source's text too: the log lines print errors with `%e` and never
+/// walk the chain, and an operator reading "storage unavailable: reading session 7" needs the why.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    /// The message already tells the source's whole story (an AWS SDK error's context, whose own
+    /// `Display` says only "service error"), so `Display` does not repeat it.
+    told: bool,
+}
+
+impl Failure {
+    pub fn new(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            source: None,
+            told: false,
+        }
+    }
+
+    /// `message` says what was being done; `source` is why it failed.
+    pub fn caused_by(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Failure {
+        Failure {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+            told: false,
+        }
+    }
+
+    /// `description` already describes `source` in full; `source` is kept for the chain.
+    pub fn described(
+        description: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Failure {
+        Failure {
+            told: true,
+            ..Failure::caused_by(description, source)
+        }
+    }
+
+    /// What was being done, without the source.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Some(source) if !self.told => write!(f, "{}: {source}", self.message),
+            _ => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Two failures are the same when they say the same thing (tests compare errors; a source has no
+/// equality of its own).
+impl PartialEq for Failure {
+    fn eq(&self, other: &Failure) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for Failure {}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure::new(message)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Failure {
+        Failure::new(message)
+    }
 }
 
 impl StoreError {
@@ -227,4 +321,46 @@ pub struct RefundMessage {
 #[async_trait]
 pub trait RefundQueue: Send + Sync {
     async fn enqueue(&self, message: &RefundMessage) -> Result<(), DispatchError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    #[test]
+    fn a_store_failure_keeps_its_cause_as_the_source_and_in_its_text() {
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "disk slow");
+        let e = StoreError::Unavailable(Failure::caused_by("reading session S-1", io));
+        assert_eq!(
+            e.to_string(),
+            "storage unavailable: reading session S-1: disk slow"
+        );
+        let cause = e.source().and_then(|failure| failure.source());
+        assert!(
+            cause.is_some_and(|c| c.downcast_ref::<std::io::Error>().is_some()),
+            "the io::Error is reachable through the chain"
+        );
+        assert!(e.is_retryable());
+    }
+
+    #[test]
+    fn a_failure_described_in_full_does_not_repeat_its_source() {
+        let io = std::io::Error::other("service error");
+        let e = StoreError::Permanent(Failure::described(
+            "ResourceNotFoundException: no table vendpay",
+            io,
+        ));
+        assert_eq!(
+            e.to_string(),
+            "storage error: ResourceNotFoundException: no table vendpay"
+        );
+        assert!(e.source().and_then(|f| f.source()).is_some());
+        assert!(!e.is_retryable());
+        assert_eq!(
+            StoreError::Permanent("x".into()),
+            StoreError::Permanent(Failure::new("x"))
+        );
+    }
 }

@@ -14,7 +14,7 @@ use vendpay_alipay::time::{format_gmt8, parse_gmt8};
 use vendpay_alipay::{parse_form, FormFields, QrCodeStatus, SignType, Signer, Verifier};
 use vendpay_domain::{Clock, Currency, Money, SystemClock, Timestamp};
 
-use crate::ledger::{Ledger, QrInput, RefundResult, Trade};
+use crate::books::{Books, QrInput, RefundResult, Trade};
 use crate::{
     lock, Delivery, GatewayFault, NotificationFault, RefundFault, Sandbox, SandboxConfig,
     SandboxError,
@@ -45,7 +45,7 @@ pub(crate) struct Inner {
     pub(crate) config: SandboxConfig,
     pub(crate) signers: Signers,
     pub(crate) verifier: Verifier,
-    pub(crate) ledger: Mutex<Ledger>,
+    pub(crate) books: Mutex<Books>,
     pub(crate) faults: Mutex<Faults>,
     pub(crate) deliveries: Mutex<Vec<Delivery>>,
     pub(crate) notify_ids: Mutex<HashMap<String, Timestamp>>,
@@ -101,7 +101,7 @@ impl Sandbox {
                 config,
                 signers,
                 verifier,
-                ledger: Mutex::new(Ledger::numbered_from(first_number(SystemClock.now()))),
+                books: Mutex::new(Books::numbered_from(first_number(SystemClock.now()))),
                 faults: Mutex::new(Faults::default()),
                 deliveries: Mutex::new(Vec::new()),
                 notify_ids: Mutex::new(HashMap::new()),
@@ -134,7 +134,7 @@ impl Sandbox {
         amount: Money,
     ) -> Result<(), &'static str> {
         let now = self.inner.clock.now();
-        lock(&self.inner.ledger).import(Trade {
+        lock(&self.inner.books).import(Trade {
             trade_no: trade_no.to_owned(),
             out_trade_no: out_trade_no.to_owned(),
             qrcode: String::new(),
@@ -147,7 +147,7 @@ impl Sandbox {
 
     /// How much of a trade has been refunded (`None`: unknown trade).
     pub fn refunded(&self, trade_no: &str) -> Option<Money> {
-        lock(&self.inner.ledger).trade(trade_no).map(|t| t.refunded)
+        lock(&self.inner.books).trade(trade_no).map(|t| t.refunded)
     }
 
     pub(crate) fn signer_for(&self, sign_type: SignType) -> Option<&Signer> {
@@ -279,11 +279,11 @@ impl Sandbox {
             notify_url,
         )?;
         let base_url = lock(&self.inner.base_url).clone();
-        let mut ledger = lock(&self.inner.ledger);
+        let mut books = lock(&self.inner.books);
         let record = if modify {
-            ledger.modify_qr(params.get("qrcode").ok_or("ILLEGAL_ARGUMENT")?, input)?
+            books.modify_qr(params.get("qrcode").ok_or("ILLEGAL_ARGUMENT")?, input)?
         } else {
-            ledger.create_qr(input, &base_url)
+            books.create_qr(input, &base_url)
         };
         Ok((
             "qrcodeinfo",
@@ -301,7 +301,7 @@ impl Sandbox {
             .and_then(QrCodeStatus::parse)
             .ok_or("ILLEGAL_ARGUMENT")?;
         let qrcode = params.get("qrcode").ok_or("ILLEGAL_ARGUMENT")?;
-        let record = lock(&self.inner.ledger).set_status(qrcode, status)?;
+        let record = lock(&self.inner.books).set_status(qrcode, status)?;
         Ok((
             "qrcodeinfo",
             vec![
@@ -327,7 +327,7 @@ impl Sandbox {
         .map_err(|_| "ILLEGAL_ARGUMENT")?;
         let trans_id = params.get("partner_trans_id").ok_or("ILLEGAL_ARGUMENT")?;
         let refund_id = params.get("partner_refund_id").ok_or("ILLEGAL_ARGUMENT")?;
-        let result = lock(&self.inner.ledger).refund(
+        let result = lock(&self.inner.books).refund(
             trans_id,
             params.get("alipay_trans_id"),
             refund_id,
@@ -363,8 +363,8 @@ impl Sandbox {
     }
 
     fn query(&self, params: &FormFields) -> Result<Answer, &'static str> {
-        let ledger = lock(&self.inner.ledger);
-        let found = ledger.find_trade(
+        let books = lock(&self.inner.books);
+        let found = books.find_trade(
             params.get("partner_trans_id"),
             params.get("alipay_trans_id"),
         );

@@ -1,6 +1,6 @@
 //! A local Alipay mapi gateway for development and tests (see `docs/alipay.md`, “Sandbox”).
 //!
-//! - [`ledger`]: QR codes, trades and refunds under Alipay's rules (no I/O).
+//! - [`books`]: QR codes, trades and refunds under Alipay's rules (no I/O).
 //! - `gateway`: the shared state and `gateway.do` — real signatures both ways (it verifies the
 //!   merchant's signature with the merchant's public key and signs its answers with its own key) and
 //!   the fault switches.
@@ -10,7 +10,7 @@
 //! - This module: the public types ([`Sandbox`], its config, faults, errors and receipts) and the
 //!   built-in test keys.
 
-pub mod ledger;
+pub mod books;
 
 mod gateway;
 mod notifications;

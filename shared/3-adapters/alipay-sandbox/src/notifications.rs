@@ -11,7 +11,7 @@ use vendpay_alipay::time::format_gmt8;
 use vendpay_alipay::{signed_form, FormFields};
 use vendpay_domain::{BuyerId, Money, Timestamp};
 
-use crate::ledger::{QrInput, Trade};
+use crate::books::{QrInput, Trade};
 use crate::{
     lock, Delivery, NotificationFault, PaymentReceipt, Sandbox, SandboxError, RESEND_SCHEDULE_SECS,
 };
@@ -36,11 +36,11 @@ impl Sandbox {
     ) -> Result<PaymentReceipt, SandboxError> {
         let now = self.inner.clock.now();
         let (trade, qr) = {
-            let mut ledger = lock(&self.inner.ledger);
-            let trade = ledger
+            let mut books = lock(&self.inner.books);
+            let trade = books
                 .pay(qrcode, amount, buyer_id.map(String::from), now)
                 .map_err(SandboxError::Pay)?;
-            let qr = ledger
+            let qr = books
                 .qr(qrcode)
                 .cloned()
                 .ok_or(SandboxError::Pay("QRCODE_NOT_EXIST"))?;

@@ -349,9 +349,9 @@ impl DeviceStore for DynamoStore {
             },
         };
         match self.update(update).await {
-            Err(StoreError::Conflict(_)) => Err(StoreError::Permanent(format!(
-                "device {id} is not registered"
-            ))),
+            Err(StoreError::Conflict(_)) => Err(StoreError::Permanent(
+                format!("device {id} is not registered").into(),
+            )),
             other => other,
         }
     }
@@ -365,7 +365,9 @@ impl SessionStore for DynamoStore {
         };
         let current = match &record.current {
             Some(sid) => Some(self.session_item(sid).await?.ok_or_else(|| {
-                StoreError::Permanent(format!("device {id} names session {sid}, which is missing"))
+                StoreError::Permanent(
+                    format!("device {id} names session {sid}, which is missing").into(),
+                )
             })?),
             None => None,
         };
@@ -421,9 +423,9 @@ impl SessionStore for DynamoStore {
                     .strip_prefix(SESSION_PREFIX)
                     .and_then(|id| id.parse::<SessionId>().ok())
                     .ok_or_else(|| {
-                        StoreError::Permanent(format!(
-                            "deadline index entry {pk:?} is not a session"
-                        ))
+                        StoreError::Permanent(
+                            format!("deadline index entry {pk:?} is not a session").into(),
+                        )
                     })?;
                 found.push((at, id));
             }
@@ -561,7 +563,7 @@ impl Action {
 }
 
 fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
-    StoreError::Permanent(format!("building a DynamoDB request: {e}"))
+    StoreError::Permanent(format!("building a DynamoDB request: {e}").into())
 }
 
 /// The writes of one commit, each with the condition the port asks for.
@@ -573,10 +575,9 @@ fn actions(commit: &Commit) -> Result<Vec<Action>, StoreError> {
     for session in &commit.sessions {
         let cond = match session.version {
             0 => {
-                return Err(StoreError::Permanent(format!(
-                    "session {} has version 0; versions start at 1",
-                    session.id
-                )))
+                return Err(StoreError::Permanent(
+                    format!("session {} has version 0; versions start at 1", session.id).into(),
+                ))
             }
             1 => Cond::not_exists(),
             v => Cond::version_is(v - 1),
@@ -814,7 +815,7 @@ fn n(v: u64) -> AttributeValue {
 fn json<T: Serialize>(v: &T) -> Result<AttributeValue, StoreError> {
     serde_json::to_string(v)
         .map(AttributeValue::S)
-        .map_err(|e| StoreError::Permanent(format!("encoding an item: {e}")))
+        .map_err(|e| StoreError::Permanent(format!("encoding an item: {e}").into()))
 }
 
 fn item_name(item: &Item) -> String {
@@ -827,44 +828,51 @@ fn item_name(item: &Item) -> String {
 fn string<'a>(item: &'a Item, attr: &str) -> Result<&'a str, StoreError> {
     match item.get(attr) {
         Some(AttributeValue::S(v)) => Ok(v),
-        other => Err(StoreError::Permanent(format!(
-            "{}: attribute {attr} is {other:?}, not a string",
-            item_name(item)
-        ))),
+        other => Err(StoreError::Permanent(
+            format!(
+                "{}: attribute {attr} is {other:?}, not a string",
+                item_name(item)
+            )
+            .into(),
+        )),
     }
 }
 
 fn signed(item: &Item, attr: &str) -> Result<i64, StoreError> {
     match item.get(attr) {
         Some(AttributeValue::N(v)) => v.parse().map_err(|_| {
-            StoreError::Permanent(format!(
-                "{}: attribute {attr} = {v:?} is not an integer",
-                item_name(item)
-            ))
+            StoreError::Permanent(
+                format!(
+                    "{}: attribute {attr} = {v:?} is not an integer",
+                    item_name(item)
+                )
+                .into(),
+            )
         }),
-        other => Err(StoreError::Permanent(format!(
-            "{}: attribute {attr} is {other:?}, not a number",
-            item_name(item)
-        ))),
+        other => Err(StoreError::Permanent(
+            format!(
+                "{}: attribute {attr} is {other:?}, not a number",
+                item_name(item)
+            )
+            .into(),
+        )),
     }
 }
 
 fn number(item: &Item, attr: &str) -> Result<u64, StoreError> {
     let v = signed(item, attr)?;
     u64::try_from(v).map_err(|_| {
-        StoreError::Permanent(format!(
-            "{}: attribute {attr} = {v} is negative",
-            item_name(item)
-        ))
+        StoreError::Permanent(
+            format!("{}: attribute {attr} = {v} is negative", item_name(item)).into(),
+        )
     })
 }
 
 fn decode_json<T: DeserializeOwned>(item: &Item, attr: &str) -> Result<T, StoreError> {
     serde_json::from_str(string(item, attr)?).map_err(|e| {
-        StoreError::Permanent(format!(
-            "{}: attribute {attr} does not decode: {e}",
-            item_name(item)
-        ))
+        StoreError::Permanent(
+            format!("{}: attribute {attr} does not decode: {e}", item_name(item)).into(),
+        )
     })
 }
 
@@ -877,10 +885,9 @@ fn decode_refund(item: &Item) -> Result<RefundRecord, StoreError> {
         }
         let v = number(item, attr)?;
         u32::try_from(v).map_err(|_| {
-            StoreError::Permanent(format!(
-                "{}: attribute {attr} = {v} is too large",
-                item_name(item)
-            ))
+            StoreError::Permanent(
+                format!("{}: attribute {attr} = {v} is too large", item_name(item)).into(),
+            )
         })
     };
     record.attempts = count(ATTR_ATTEMPTS)?;
@@ -899,10 +906,9 @@ fn decode_device(item: &Item) -> Result<DeviceRecord, StoreError> {
     record.current = match item.get(ATTR_CURRENT) {
         None => None,
         Some(_) => Some(string(item, ATTR_CURRENT)?.parse().map_err(|e| {
-            StoreError::Permanent(format!(
-                "{}: current is not a session id: {e}",
-                item_name(item)
-            ))
+            StoreError::Permanent(
+                format!("{}: current is not a session id: {e}", item_name(item)).into(),
+            )
         })?),
     };
     if item.contains_key(ATTR_QRCODE) {
@@ -915,11 +921,14 @@ fn decode_session(item: &Item) -> Result<Session, StoreError> {
     let session: Session = decode_json(item, ATTR_BODY)?;
     let version = number(item, ATTR_VERSION)?;
     if session.version != version {
-        return Err(StoreError::Permanent(format!(
-            "{}: body has version {}, attribute {version}",
-            item_name(item),
-            session.version
-        )));
+        return Err(StoreError::Permanent(
+            format!(
+                "{}: body has version {}, attribute {version}",
+                item_name(item),
+                session.version
+            )
+            .into(),
+        ));
     }
     Ok(session)
 }

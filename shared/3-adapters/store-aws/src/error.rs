@@ -8,7 +8,7 @@ use std::error::Error as StdError;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::CancellationReason;
-pub use vendpay_app::{DispatchError, StoreError};
+pub use vendpay_app::{DispatchError, Failure, StoreError};
 
 /// Error codes that mean "try again later": throttling, capacity, server-side trouble.
 const RETRYABLE_CODES: &[&str] = &[
@@ -29,26 +29,38 @@ where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
 {
     let text = DisplayErrorContext(&err).to_string();
-    match &err {
+    let kind = match &err {
         // The request never got a verdict: the network, a timeout, an unreadable answer.
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            StoreError::Unavailable(text)
+            Kind::Unavailable
         }
         SdkError::ServiceError(service) => {
             let code = service.err().code().unwrap_or_default();
             // TransactionConflictException: a plain write hit an item inside a running transaction.
             if code == "ConditionalCheckFailedException" || code == "TransactionConflictException" {
-                StoreError::Conflict(text)
+                Kind::Conflict
             } else if RETRYABLE_CODES.contains(&code) || is_5xx(service.raw()) {
-                StoreError::Unavailable(text)
+                Kind::Unavailable
             } else {
                 // ResourceNotFoundException (no table), ValidationException, access denied, ...
-                StoreError::Permanent(text)
+                Kind::Permanent
             }
         }
         // ConstructionFailure and anything new: a bug on our side or a config problem.
-        _ => StoreError::Permanent(text),
+        _ => Kind::Permanent,
+    };
+    // The SDK error stays the source; the text (its full context) is what the logs print.
+    match kind {
+        Kind::Conflict => StoreError::Conflict(text),
+        Kind::Unavailable => StoreError::Unavailable(Failure::described(text, err)),
+        Kind::Permanent => StoreError::Permanent(Failure::described(text, err)),
     }
+}
+
+enum Kind {
+    Conflict,
+    Unavailable,
+    Permanent,
 }
 
 fn is_5xx(raw: &HttpResponse) -> bool {
@@ -70,9 +82,9 @@ pub fn classify_cancellation(reasons: &[CancellationReason], text: String) -> St
         .iter()
         .any(|c| matches!(*c, "ThrottlingError" | "ProvisionedThroughputExceeded"))
     {
-        StoreError::Unavailable(text)
+        StoreError::Unavailable(text.into())
     } else {
-        StoreError::Permanent(text)
+        StoreError::Permanent(text.into())
     }
 }
 

@@ -87,7 +87,7 @@ pub struct SseSpec {
 /// The parsed `infra/table.json`.
 pub fn table_definition() -> Result<TableDefinition, StoreError> {
     serde_json::from_str(TABLE_JSON)
-        .map_err(|e| StoreError::Permanent(format!("infra/table.json does not parse: {e}")))
+        .map_err(|e| StoreError::Permanent(format!("infra/table.json does not parse: {e}").into()))
 }
 
 fn key_schema(elements: &[KeyElement]) -> Result<Vec<KeySchemaElement>, StoreError> {
@@ -104,7 +104,7 @@ fn key_schema(elements: &[KeyElement]) -> Result<Vec<KeySchemaElement>, StoreErr
 }
 
 fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
-    StoreError::Permanent(format!("table definition: {e}"))
+    StoreError::Permanent(format!("table definition: {e}").into())
 }
 
 /// Creates a table named `name` from `infra/table.json` and waits until it is active, with its TTL and

@@ -10,7 +10,7 @@ use std::fmt::Display;
 use rusqlite::{Connection, ErrorCode, OptionalExtension};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use vendpay_app::{DeviceRecord, RefundRecord, StoreError};
+use vendpay_app::{DeviceRecord, Failure, RefundRecord, StoreError};
 use vendpay_domain::{DeviceId, Phase, RefundId, RefundStatus, Session, SessionId, Timestamp};
 
 /// A refund row's send schedule columns: attempts, generation, in flight until (ms).
@@ -23,7 +23,7 @@ pub(crate) fn with_schedule(
 ) -> Result<RefundRecord, StoreError> {
     let count = |n: i64, name: &str| {
         u32::try_from(n)
-            .map_err(|_| StoreError::Permanent(format!("{what}: {name} {n} is not a count")))
+            .map_err(|_| StoreError::Permanent(format!("{what}: {name} {n} is not a count").into()))
     };
     record.attempts = count(attempts, "attempts")?;
     record.generation = count(generation, "generation")?;
@@ -40,9 +40,9 @@ pub(crate) fn decode_refund(
     let what = format!("refund row {id}");
     let record = with_schedule(decode(body, &what)?, schedule, &what)?;
     if record.refund_id.as_str() != id {
-        return Err(StoreError::Permanent(format!(
-            "{what} holds another refund"
-        )));
+        return Err(StoreError::Permanent(
+            format!("{what} holds another refund").into(),
+        ));
     }
     Ok(record)
 }
@@ -67,10 +67,9 @@ pub(crate) fn read_device(
     };
     let mut rec: DeviceRecord = decode(&record, &what)?;
     if &rec.device.id != id {
-        return Err(StoreError::Permanent(format!(
-            "{what} holds device {}",
-            rec.device.id
-        )));
+        return Err(StoreError::Permanent(
+            format!("{what} holds device {}", rec.device.id).into(),
+        ));
     }
     rec.qrcode = qrcode.map(|q| decode(&q, &what)).transpose()?;
     rec.current = current.map(|c| parse_id(c, &what)).transpose()?;
@@ -118,16 +117,18 @@ pub(crate) fn decode_session(id: &str, version: i64, body: &str) -> Result<Sessi
     let what = format!("session row {id}");
     let s: Session = decode(body, &what)?;
     if s.id.as_str() != id {
-        return Err(StoreError::Permanent(format!(
-            "{what} holds session {}",
-            s.id
-        )));
+        return Err(StoreError::Permanent(
+            format!("{what} holds session {}", s.id).into(),
+        ));
     }
     if i64::try_from(s.version).ok() != Some(version) {
-        return Err(StoreError::Permanent(format!(
-            "{what}: version column {version} disagrees with the body's {}",
-            s.version
-        )));
+        return Err(StoreError::Permanent(
+            format!(
+                "{what}: version column {version} disagrees with the body's {}",
+                s.version
+            )
+            .into(),
+        ));
     }
     Ok(s)
 }
@@ -150,11 +151,12 @@ pub(crate) fn refund_status_str(s: RefundStatus) -> &'static str {
 
 pub(crate) fn encode<T: Serialize>(value: &T, what: &str) -> Result<String, StoreError> {
     serde_json::to_string(value)
-        .map_err(|e| StoreError::Permanent(format!("{what} cannot be encoded: {e}")))
+        .map_err(|e| StoreError::Permanent(format!("{what} cannot be encoded: {e}").into()))
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(body: &str, what: &str) -> Result<T, StoreError> {
-    serde_json::from_str(body).map_err(|e| StoreError::Permanent(format!("{what} is corrupt: {e}")))
+    serde_json::from_str(body)
+        .map_err(|e| StoreError::Permanent(format!("{what} is corrupt: {e}").into()))
 }
 
 pub(crate) fn parse_id<T: TryFrom<String>>(raw: String, what: &str) -> Result<T, StoreError>
@@ -162,15 +164,17 @@ where
     T::Error: Display,
 {
     T::try_from(raw.clone())
-        .map_err(|e| StoreError::Permanent(format!("{what} holds a bad id {raw:?}: {e}")))
+        .map_err(|e| StoreError::Permanent(format!("{what} holds a bad id {raw:?}: {e}").into()))
 }
 
 pub(crate) fn to_i64(v: u64, what: &str) -> Result<i64, StoreError> {
-    i64::try_from(v).map_err(|_| StoreError::Permanent(format!("{what}: version {v} is too large")))
+    i64::try_from(v)
+        .map_err(|_| StoreError::Permanent(format!("{what}: version {v} is too large").into()))
 }
 
 pub(crate) fn to_u64(v: i64, what: &str) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Permanent(format!("{what}: negative version {v}")))
+    u64::try_from(v)
+        .map_err(|_| StoreError::Permanent(format!("{what}: negative version {v}").into()))
 }
 
 pub(crate) fn sql_limit(limit: usize) -> i64 {
@@ -196,10 +200,11 @@ impl<T> Ctx<T> for Result<T, rusqlite::Error> {
                         | ErrorCode::OutOfMemory
                 )
             );
+            let failure = Failure::caused_by(what.to_string(), e);
             if retryable {
-                StoreError::Unavailable(format!("{what}: {e}"))
+                StoreError::Unavailable(failure)
             } else {
-                StoreError::Permanent(format!("{what}: {e}"))
+                StoreError::Permanent(failure)
             }
         })
     }

@@ -74,7 +74,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use vendpay_app::{
-    Commit, DeadlineMessage, DeviceRecord, DeviceStore, Machine, QrCode, RefundRecord,
+    Commit, DeadlineMessage, DeviceRecord, DeviceStore, Failure, Machine, QrCode, RefundRecord,
     RequestRecord, SessionStore, StoreError,
 };
 use vendpay_domain::{
@@ -126,7 +126,9 @@ impl SqliteStore {
     ) -> Result<SqliteStore, StoreError> {
         tokio::task::spawn_blocking(move || SqliteStore::open_blocking(location, clock))
             .await
-            .map_err(|e| StoreError::Unavailable(format!("opening the database failed: {e}")))?
+            .map_err(|e| {
+                StoreError::Unavailable(Failure::caused_by("opening the database failed", e))
+            })?
     }
 
     /// Opens the database on the calling thread (for callers outside an async runtime).
@@ -184,7 +186,7 @@ impl SqliteStore {
             f(&mut w, now)
         })
         .await
-        .map_err(|e| StoreError::Unavailable(format!("storage task failed: {e}")))?
+        .map_err(|e| StoreError::Unavailable(Failure::caused_by("storage task failed", e)))?
     }
 
     /// Runs the read `f` on a blocking thread, on a read-only connection of the pool (a file database)
@@ -222,7 +224,7 @@ impl SqliteStore {
             result
         })
         .await
-        .map_err(|e| StoreError::Unavailable(format!("storage task failed: {e}")))?
+        .map_err(|e| StoreError::Unavailable(Failure::caused_by("storage task failed", e)))?
     }
 
     /// Every not-closed session with a deadline, soonest first: what `vendpay serve` re-arms at start.
@@ -346,9 +348,9 @@ impl DeviceStore for SqliteStore {
                 .and_then(|mut s| s.execute(params![body, id.as_str()]))
                 .ctx(&what)?;
             if n == 0 {
-                return Err(StoreError::Permanent(format!(
-                    "device {id} is not registered"
-                )));
+                return Err(StoreError::Permanent(
+                    format!("device {id} is not registered").into(),
+                ));
             }
             Ok(())
         })
@@ -371,9 +373,12 @@ impl SessionStore for SqliteStore {
             let current = match &record.current {
                 None => None,
                 Some(sid) => Some(read_session(&tx, sid)?.ok_or_else(|| {
-                    StoreError::Permanent(format!(
-                        "device row {id} names current session {sid}, which does not exist"
-                    ))
+                    StoreError::Permanent(
+                        format!(
+                            "device row {id} names current session {sid}, which does not exist"
+                        )
+                        .into(),
+                    )
                 })?),
             };
             tx.commit().ctx(&what)?;
@@ -424,9 +429,9 @@ impl SessionStore for SqliteStore {
             let Some(body) = row else { return Ok(None) };
             let record: RequestRecord = decode(&body, &what)?;
             if record.device != device || record.request_id != request_id {
-                return Err(StoreError::Permanent(format!(
-                    "{what} holds another request"
-                )));
+                return Err(StoreError::Permanent(
+                    format!("{what} holds another request").into(),
+                ));
             }
             Ok(Some(record))
         })

@@ -92,9 +92,10 @@ pub(crate) fn migrate(conn: &mut Connection, location: &Location) -> Result<(), 
         }
         SCHEMA_VERSION => {}
         other => {
-            return Err(StoreError::Permanent(format!(
-                "{location} has schema version {other}; this build knows {SCHEMA_VERSION}"
-            )))
+            return Err(StoreError::Permanent(
+                format!("{location} has schema version {other}; this build knows {SCHEMA_VERSION}")
+                    .into(),
+            ))
         }
     }
     tx.commit().ctx(&what)
@@ -144,9 +145,9 @@ pub(crate) fn apply_commit(
     for s in &commit.sessions {
         let what = format!("session row {}", s.id);
         if s.version == 0 {
-            return Err(StoreError::Permanent(format!(
-                "{what}: version 0 cannot be written"
-            )));
+            return Err(StoreError::Permanent(
+                format!("{what}: version 0 cannot be written").into(),
+            ));
         }
         let body = encode(s, &what)?;
         let version = to_i64(s.version, &what)?;

@@ -238,11 +238,11 @@ async fn a_corrupt_row_is_a_permanent_error_naming_it() {
     }
     let store = SqliteStore::open(&path).await.expect("reopen");
     match store.device(&id("vm-1")).await {
-        Err(StoreError::Permanent(m)) => assert!(m.contains("device row vm-1"), "{m}"),
+        Err(StoreError::Permanent(m)) => assert!(m.to_string().contains("device row vm-1"), "{m}"),
         other => panic!("expected a permanent error, got {other:?}"),
     }
     match store.session(&id("S-bad")).await {
-        Err(StoreError::Permanent(m)) => assert!(m.contains("session row S-bad"), "{m}"),
+        Err(StoreError::Permanent(m)) => assert!(m.to_string().contains("session row S-bad"), "{m}"),
         other => panic!("expected a permanent error, got {other:?}"),
     }
 }

@@ -58,16 +58,16 @@ pub fn order(id: &str) -> OrderId {
 }
 
 /// One machine and its sessions, applying transitions the way storage does.
-pub struct Machine {
+pub struct TestMachine {
     pub device: Device,
     pub current: Option<SessionId>,
     pub sessions: Vec<Session>,
     pub windows: Windows,
 }
 
-impl Machine {
-    pub fn new(mode: Mode) -> Machine {
-        Machine {
+impl TestMachine {
+    pub fn new(mode: Mode) -> TestMachine {
+        TestMachine {
             device: device(mode),
             current: None,
             sessions: Vec::new(),

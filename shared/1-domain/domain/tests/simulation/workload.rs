@@ -46,7 +46,7 @@ impl Sim {
         let modes = [Mode::PayFirst, Mode::PurchaseFirst, Mode::Mixed];
         let n = rng.range(1, 4) as usize;
         let machines = (0..n)
-            .map(|i| Machine {
+            .map(|i| MachineRow {
                 device: Device {
                     id: DeviceId::parse(format!("vm-{i}")).expect("valid id"),
                     mode: *rng.pick(&modes),

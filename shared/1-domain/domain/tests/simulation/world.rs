@@ -6,7 +6,8 @@ use super::*;
 // The simulated store.
 // ------------------------------------------------------------------------------------------------
 
-pub(crate) struct Machine {
+/// A machine as the simulated store keeps it: the device and its current session.
+pub(crate) struct MachineRow {
     pub(crate) device: Device,
     pub(crate) current: Option<SessionId>,
 }
@@ -64,7 +65,7 @@ pub(crate) enum AlipayRefund {
 }
 
 pub(crate) struct World {
-    pub(crate) machines: Vec<Machine>,
+    pub(crate) machines: Vec<MachineRow>,
     pub(crate) sessions: BTreeMap<SessionId, Session>,
     pub(crate) trades: HashMap<TradeNo, PaymentOutcome>,
     pub(crate) requests: HashMap<(DeviceId, RequestId), PurchaseAnswer>,

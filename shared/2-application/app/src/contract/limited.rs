@@ -56,9 +56,9 @@ impl<S: Store> SessionStore for Limited<S> {
             *l = (*l).max(n);
         }
         if n > MAX_WRITE_ACTIONS {
-            return Err(StoreError::Permanent(format!(
-                "a commit of {n} actions (over {MAX_WRITE_ACTIONS})"
-            )));
+            return Err(StoreError::Permanent(
+                format!("a commit of {n} actions (over {MAX_WRITE_ACTIONS})").into(),
+            ));
         }
         self.inner.commit(c).await
     }

@@ -66,7 +66,7 @@ pub enum RefundResult {
 }
 
 #[derive(Debug, Default)]
-pub struct Ledger {
+pub struct Books {
     qrcodes: HashMap<String, QrRecord>,
     by_store: HashMap<String, Vec<String>>,
     trades: HashMap<String, Trade>,
@@ -75,14 +75,14 @@ pub struct Ledger {
     seq: u64,
 }
 
-impl Ledger {
+impl Books {
     /// Numbers trades and QR codes from `first` on. The sandbox starts from its clock, so a restarted
     /// sandbox (its trades journalled and imported again) never hands out a trade number twice — real
     /// Alipay trade numbers are unique forever, and vendpay's dedupe relies on it.
-    pub fn numbered_from(first: u64) -> Ledger {
-        Ledger {
+    pub fn numbered_from(first: u64) -> Books {
+        Books {
             seq: first,
-            ..Ledger::default()
+            ..Books::default()
         }
     }
 
@@ -274,7 +274,7 @@ mod tests {
 
     #[test]
     fn at_most_two_codes_per_store_and_the_same_code_on_repeat() {
-        let mut l = Ledger::default();
+        let mut l = Books::default();
         let a = l.create_qr(input("vm-1", "a"), "http://sb");
         assert_eq!(
             l.create_qr(input("vm-1", "a"), "http://sb").qrcode,
@@ -290,7 +290,7 @@ mod tests {
 
     #[test]
     fn refunds_stay_within_the_payment_and_ids_are_idempotent() {
-        let mut l = Ledger::default();
+        let mut l = Books::default();
         let qr = l.create_qr(input("vm-1", "a"), "http://sb").qrcode;
         let t = l
             .pay(&qr, cny(500), None, Timestamp::from_millis(0))
@@ -336,7 +336,7 @@ mod tests {
 
     #[test]
     fn stopped_codes_take_no_payments() {
-        let mut l = Ledger::default();
+        let mut l = Books::default();
         let qr = l.create_qr(input("vm-1", "a"), "http://sb").qrcode;
         l.set_status(&qr, QrCodeStatus::Stop).unwrap();
         assert_eq!(
