@@ -37,7 +37,7 @@ from check_build import rust_functions, load, TEMPLATE
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
-KEYS = ROOT / "shared" / "alipay" / "tests" / "fixtures"
+KEYS = ROOT / "shared" / "3-adapters" / "alipay" / "tests" / "fixtures"
 TIMEOUT = 120  # seconds per step; qemu is slow to start a 5 MB binary on a loaded 2-core machine
 
 

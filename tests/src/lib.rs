@@ -1,14 +1,18 @@
 //! Test helper for the end-to-end tests in `tests/`: a real `vendpay` server (the library's
 //! [`vendpay::Server`], the same code `vendpay serve` runs) on an ephemeral port with its own temporary
-//! SQLite database and the in-process Alipay sandbox, plus an HTTP client that signs device requests.
+//! SQLite database and the in-process Alipay sandbox, and helpers over the test kit client
+//! (`vendpay-client`) that fail the test on a wrong answer.
 
 // The end-to-end tests' harness: it asserts like a test, so it may unwrap, expect and panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
+use vendpay_client::{Client, ClientError, NewDevice};
+
+pub use vendpay_client::{cny, Answer, Machine};
 
 pub const TOKEN: &str = "e2e-test-admin-token-0123456789";
 
@@ -16,34 +20,19 @@ pub const TOKEN: &str = "e2e-test-admin-token-0123456789";
 pub struct Harness {
     pub url: String,
     pub http: reqwest::Client,
+    /// The test kit client every helper here goes through.
+    pub client: Client,
     server: Option<vendpay::Server>,
     _dir: tempfile::TempDir,
 }
 
-/// A registered machine and its secret.
-#[derive(Clone)]
-pub struct Machine {
-    pub id: String,
-    pub secret: String,
-    pub qrcode: String,
-}
-
-/// An HTTP answer: status and body (JSON if it parses, else the text as a JSON string).
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: u16,
-    pub body: Value,
-}
-
 pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("time")
-        .as_secs()
+    u64::try_from(vendpay_client::now_secs()).expect("time")
 }
 
-pub fn cny(minor: u64) -> Value {
-    json!({"minor": minor, "currency": "CNY"})
+/// A client error fails the test, naming what went wrong.
+fn must<T>(r: Result<T, ClientError>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
 }
 
 impl Harness {
@@ -64,9 +53,11 @@ impl Harness {
             .expect("configuration");
         assert!(config.is_sandbox(), "the e2e tests run in sandbox mode");
         let server = vendpay::Server::start(config).await.expect("server starts");
+        let client = must(Client::new(&server.local_url(), TOKEN));
         Harness {
             url: server.local_url(),
-            http: reqwest::Client::new(),
+            http: client.http().clone(),
+            client,
             server: Some(server),
             _dir: dir,
         }
@@ -86,30 +77,11 @@ impl Harness {
         headers: &[(&str, String)],
         body: String,
     ) -> Answer {
-        let mut req = self.http.request(
-            reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
-            format!("{}{path}", self.url),
-        );
-        for (k, v) in headers {
-            req = req.header(*k, v);
-        }
-        let res = req.body(body).send().await.expect("HTTP");
-        let status = res.status().as_u16();
-        let bytes = res.bytes().await.expect("body");
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Answer { status, body }
+        must(self.client.call(method, path, headers, body).await)
     }
 
     pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        self.call(
-            method,
-            path,
-            &[("authorization", format!("Bearer {TOKEN}"))],
-            body,
-        )
-        .await
+        must(self.client.admin(method, path, body.as_ref()).await)
     }
 
     /// The headers of a device request signed with `secret` at `ts`.
@@ -121,13 +93,8 @@ impl Harness {
         ts: u64,
         body: &str,
     ) -> Vec<(&'static str, String)> {
-        let ts = ts.to_string();
-        let sig = vendpay_api::auth::sign(secret, method, path, &ts, body.as_bytes());
-        vec![
-            ("x-device-id", m.id.clone()),
-            ("x-timestamp", ts),
-            ("x-signature", sig),
-        ]
+        let ts = i64::try_from(ts).expect("time");
+        vendpay_api::auth::signed_headers(&m.id, secret, method, path, body.as_bytes(), ts).to_vec()
     }
 
     /// A device request signed now with the machine's secret.
@@ -138,76 +105,44 @@ impl Harness {
         path: &str,
         body: Option<Value>,
     ) -> Answer {
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let headers = Self::signed_headers(m, &m.secret, method, path, now_secs(), &body);
-        self.call(method, path, &headers, body).await
+        must(self.client.device(m, method, path, body.as_ref()).await)
     }
 
     /// Registers a machine and creates its QR code.
     pub async fn register(&self, id: &str, mode: &str) -> Machine {
-        let a = self
-            .admin(
-                "POST",
-                "/admin/devices",
-                Some(json!({"device_id": id, "name": "E2E", "district": "Test", "currency": "CNY", "mode": mode})),
-            )
-            .await;
-        assert_eq!(a.status, 201, "{:?}", a.body);
-        let secret = a.body["secret"].as_str().expect("secret").to_owned();
-        let q = self
-            .admin("POST", &format!("/admin/devices/{id}/qrcode"), None)
-            .await;
-        assert_eq!(q.status, 200, "{:?}", q.body);
-        Machine {
-            id: id.to_owned(),
-            secret,
-            qrcode: q.body["qrcode"].as_str().expect("qrcode").to_owned(),
-        }
+        must(
+            self.client
+                .register(&NewDevice {
+                    id,
+                    name: "E2E",
+                    district: "Test",
+                    location: None,
+                    currency: "CNY",
+                    mode,
+                })
+                .await,
+        )
     }
 
     /// A customer pays `minor` fen through the sandbox; returns the receipt.
     pub async fn pay(&self, m: &Machine, minor: u64) -> Value {
-        let a = self
-            .call(
-                "POST",
-                "/sandbox/pay",
-                &[],
-                json!({"device_id": m.id, "amount": cny(minor)}).to_string(),
-            )
-            .await;
-        assert_eq!(a.status, 200, "{:?}", a.body);
-        a.body
+        must(self.client.pay(&m.id, &cny(minor)).await)
     }
 
     pub async fn faults(&self, faults: Value) {
-        let a = self
-            .call("POST", "/sandbox/faults", &[], faults.to_string())
-            .await;
-        assert_eq!(a.status, 204, "{:?}", a.body);
+        must(self.client.faults(&faults).await)
     }
 
     pub async fn session(&self, m: &Machine) -> Value {
-        let a = self
-            .device(m, "GET", &format!("/devices/{}/session", m.id), None)
-            .await;
-        assert_eq!(a.status, 200, "{:?}", a.body);
-        a.body
+        must(self.client.session(m).await)
     }
 
     pub async fn admin_session(&self, session_id: &str) -> Value {
-        let a = self
-            .admin("GET", &format!("/admin/sessions/{session_id}"), None)
-            .await;
-        assert_eq!(a.status, 200, "{:?}", a.body);
-        a.body
+        must(self.client.admin_session(session_id).await)
     }
 
     pub async fn sandbox_list(&self, what: &str) -> Vec<Value> {
-        let a = self
-            .call("GET", &format!("/sandbox/{what}"), &[], String::new())
-            .await;
-        assert_eq!(a.status, 200, "{:?}", a.body);
-        a.body.as_array().expect("a list").clone()
+        must(self.client.sandbox_list(what).await)
     }
 }
 
@@ -217,17 +152,7 @@ pub async fn wait_for<T>(
     limit: Duration,
     mut probe: impl AsyncFnMut() -> Option<T>,
 ) -> T {
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < until,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    must(vendpay_client::wait_for(what, limit, async || Ok(probe().await)).await)
 }
 
 /// The amount of `Value` money in minor units.

@@ -6,38 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_sqs::config::Credentials;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use device_api::handler::{delay, Delay};
 use device_api::RetryDelay;
-
-fn moto() -> String {
-    match std::env::var("VENDPAY_MOTO_ENDPOINT") {
-        Ok(v) if !v.trim().is_empty() => v,
-        _ => panic!(
-            "VENDPAY_MOTO_ENDPOINT is not set: this test needs moto's server. Run it through the \
-             launcher:\n\n    scripts/with-moto cargo test -p device-api\n"
-        ),
-    }
-}
-
-async fn sdk() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(moto())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
-        .load()
-        .await
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
+use vendpay_test_kit::moto;
 
 /// A message received from `url`: (message id, receipt handle, receive count).
 async fn receive(sqs: &aws_sdk_sqs::Client, url: &str) -> Option<(String, String, u32)> {
@@ -60,11 +32,11 @@ async fn receive(sqs: &aws_sdk_sqs::Client, url: &str) -> Option<(String, String
 
 #[tokio::test]
 async fn a_retried_record_comes_back_after_its_backoff_not_the_queues_visibility_timeout() {
-    let sdk = sdk().await;
+    let sdk = moto::sdk().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let url = sqs
         .create_queue()
-        .queue_name(unique("vp-device-events"))
+        .queue_name(moto::unique("vp-device-events"))
         .attributes(QueueAttributeName::VisibilityTimeout, "60")
         .send()
         .await
@@ -113,10 +85,14 @@ async fn a_retried_record_comes_back_after_its_backoff_not_the_queues_visibility
 
 #[tokio::test]
 async fn a_failed_visibility_change_is_only_logged() {
-    let sdk = sdk().await;
+    let sdk = moto::sdk().await;
     let retries = RetryDelay {
         sqs: aws_sdk_sqs::Client::new(&sdk),
-        queue_url: format!("{}/123456789012/{}", moto(), unique("vp-no-such-queue")),
+        queue_url: format!(
+            "{}/123456789012/{}",
+            moto::endpoint(),
+            moto::unique("vp-no-such-queue")
+        ),
     };
     // No queue, no such receipt: the message would simply come back after the queue's timeout.
     delay(

@@ -13,9 +13,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use aws_sdk_dynamodb::config::Credentials;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
@@ -26,6 +25,7 @@ use vendpay_alipay::PartnerId;
 use vendpay_alipay::{SignType, Signer};
 use vendpay_alipay_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
 use vendpay_lambda::Env;
+use vendpay_test_kit::moto;
 
 pub const DEVICE: &str = "vm-fixture-1";
 pub const TRADE: &str = "2026112622001400010001";
@@ -50,38 +50,6 @@ pub fn fixture(name: &str) -> Value {
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
-}
-
-pub fn moto() -> String {
-    match std::env::var("VENDPAY_MOTO_ENDPOINT") {
-        Ok(v) if !v.trim().is_empty() => v,
-        _ => panic!(
-            "VENDPAY_MOTO_ENDPOINT is not set: run through scripts/with-moto, e.g.\n\n    \
-             scripts/with-moto cargo test -p vendpay-e2e --test functions\n"
-        ),
-    }
-}
-
-pub async fn sdk_for(endpoint: &str) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
-        .load()
-        .await
-}
-
-pub fn unique(prefix: &str) -> String {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    format!(
-        "{prefix}-{:x}-{n}",
-        t ^ (u64::from(std::process::id()) << 40)
-    )
 }
 
 /// A recording proxy in front of moto.
@@ -247,16 +215,16 @@ impl World {
     /// A fresh table, three queues, two secrets (Alipay keys as JSON fields, the device key as a plain
     /// secret) and a sandbox; the settings reference the secrets as the SAM template does.
     pub async fn new(extra: &[(&str, &str)]) -> World {
-        let admin_sdk = sdk_for(&moto()).await;
-        let table = unique("vp-fn");
+        let admin_sdk = moto::sdk_for(&moto::endpoint()).await;
+        let table = moto::unique("vp-fn");
         vendpay_store_aws::create_table(&aws_sdk_dynamodb::Client::new(&admin_sdk), &table)
             .await
             .expect("create table");
-        let (deadline_queue, deadline_arn) = queue(&admin_sdk, &unique("vp-deadline")).await;
-        let (refund_queue, _) = queue(&admin_sdk, &unique("vp-refund")).await;
-        let (device_queue, _) = queue(&admin_sdk, &unique("vp-device")).await;
+        let (deadline_queue, deadline_arn) = queue(&admin_sdk, &moto::unique("vp-deadline")).await;
+        let (refund_queue, _) = queue(&admin_sdk, &moto::unique("vp-refund")).await;
+        let (device_queue, _) = queue(&admin_sdk, &moto::unique("vp-device")).await;
         let sm = aws_sdk_secretsmanager::Client::new(&admin_sdk);
-        let alipay_secret = unique("vp-alipay");
+        let alipay_secret = moto::unique("vp-alipay");
         sm.create_secret()
             .name(&alipay_secret)
             .secret_string(
@@ -270,7 +238,7 @@ impl World {
             .send()
             .await
             .expect("alipay secret");
-        let device_secret = unique("vp-device-key");
+        let device_secret = moto::unique("vp-device-key");
         sm.create_secret()
             .name(&device_secret)
             .secret_string("0123456789abcdef".repeat(4))
@@ -367,8 +335,8 @@ impl World {
         let mut proxies = BTreeMap::new();
         let mut sdks = BTreeMap::new();
         for f in FUNCTIONS {
-            let p = Proxy::start(&moto()).await;
-            sdks.insert(f, sdk_for(&p.url).await);
+            let p = Proxy::start(&moto::endpoint()).await;
+            sdks.insert(f, moto::sdk_for(&p.url).await);
             proxies.insert(f, p);
         }
         let sdk = |f: &str| sdks.get(f).cloned().expect("sdk");

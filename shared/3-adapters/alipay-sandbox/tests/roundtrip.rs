@@ -27,6 +27,7 @@ use vendpay_domain::{
     BuyerId, Clock, Currency, DeviceId, MerchantTradeNo, Money, RefundId, SystemClock, Timestamp,
     TradeNo,
 };
+use vendpay_test_kit::fixtures::cny;
 
 const PARTNER: &str = "2088000000000001";
 
@@ -189,10 +190,6 @@ impl Env {
             self.sandbox.deliveries()
         );
     }
-}
-
-fn cny(minor: u64) -> Money {
-    Money::new(minor, Currency::Cny).unwrap()
 }
 
 #[tokio::test]

@@ -13,7 +13,8 @@ use vendpay_alipay::{
     presign_string, AlipayConfig, AlipayConfigError, AlipayError, ErrorCode, SignType, Signer,
     TradeRef, Verifier,
 };
-use vendpay_domain::{Currency, MerchantTradeNo, Money, RefundId, TradeNo};
+use vendpay_domain::{MerchantTradeNo, RefundId, TradeNo};
+use vendpay_test_kit::fixtures::cny;
 
 const MD5_KEY: &str = "10000000000000000000000000000000";
 
@@ -35,10 +36,6 @@ fn signed(node: &str, fields: &[(&str, &str)]) -> Vec<u8> {
         "<alipay><is_success>T</is_success><response><{node}>{body}</{node}></response><sign>{sign}</sign><sign_type>MD5</sign_type></alipay>"
     )
     .into_bytes()
-}
-
-fn cny(minor: u64) -> Money {
-    Money::new(minor, Currency::Cny).unwrap()
 }
 
 fn refund(body: &[u8]) -> Result<vendpay_alipay::RefundOutcome, AlipayError> {

@@ -3,14 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
 
-mod common;
-
 use std::sync::Arc;
 
 use vendpay_store_aws::DynamoStore;
+use vendpay_test_kit::moto;
 
 async fn fresh_store(config: &aws_config::SdkConfig) -> Arc<DynamoStore> {
-    let store = DynamoStore::new(config, common::unique("vp-contract"));
+    let store = DynamoStore::new(config, moto::unique("vp-contract"));
     store
         .create_table()
         .await
@@ -20,6 +19,6 @@ async fn fresh_store(config: &aws_config::SdkConfig) -> Arc<DynamoStore> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dynamo_store_passes_the_contract_suite() {
-    let config = common::sdk_config().await;
+    let config = moto::sdk().await;
     vendpay_app::contract::run(|| fresh_store(&config)).await;
 }

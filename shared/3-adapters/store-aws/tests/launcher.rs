@@ -18,8 +18,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -30,6 +28,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType,
 };
 use aws_sdk_dynamodb::Client;
+use vendpay_test_kit::moto;
 
 const RACERS: usize = 16;
 const PADDING: usize = 2000;
@@ -79,7 +78,7 @@ impl Drop for Server {
 fn start(lock: bool) -> Server {
     let python = required("VENDPAY_MOTO_PYTHON");
     let launcher = required("VENDPAY_MOTO_LAUNCHER");
-    let dir = std::env::temp_dir().join(common::unique("vendpay-launcher-test"));
+    let dir = std::env::temp_dir().join(moto::unique("vendpay-launcher-test"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let port_file = dir.join("port");
     let mut cmd = Command::new(python);
@@ -119,7 +118,7 @@ fn start(lock: bool) -> Server {
 }
 
 async fn table(client: &Client) -> String {
-    let name = common::unique("vp-race");
+    let name = moto::unique("vp-race");
     client
         .create_table()
         .table_name(&name)
@@ -214,7 +213,7 @@ struct Tally {
 
 /// Races up to `max_rounds` rounds; stops at the first impossible result when `stop_at_first`.
 async fn race(endpoint: &str, racers: usize, max_rounds: usize, stop_at_first: bool) -> Tally {
-    let config = common::sdk_config_for(endpoint).await;
+    let config = moto::sdk_for(endpoint).await;
     let client = Client::new(&config);
     let table = table(&client).await;
     // Open the pool's connections first so the racers start together.

@@ -4,32 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use vendpay_app::contract::{device_record, ManualClock, Recorder, T0};
 use vendpay_app::{DeviceStore, Ledger, SessionStore};
-use vendpay_domain::{
-    Currency, DeviceId, IncomingPayment, Mode, Money, Phase, PurchaseStatus, RefundOutcome,
-    Timestamp, Windows,
-};
+use vendpay_domain::{DeviceId, Mode, Phase, PurchaseStatus, RefundOutcome, Timestamp, Windows};
 use vendpay_store_aws::DynamoStore;
-
-fn cny(minor: u64) -> Money {
-    Money::new(minor, Currency::Cny).expect("amount")
-}
-
-fn payment(trade: &str, minor: u64) -> IncomingPayment {
-    IncomingPayment {
-        trade_no: trade.parse().expect("id"),
-        merchant_trade_no: format!("M{trade}").parse().expect("id"),
-        amount: cny(minor),
-        buyer_id: None,
-        paid_at: Timestamp::from_millis(T0),
-    }
-}
+use vendpay_test_kit::fixtures::{cny, payment};
+use vendpay_test_kit::moto;
 
 struct Fixture {
     store: Arc<DynamoStore>,
@@ -40,8 +23,8 @@ struct Fixture {
 }
 
 async fn fixture(mode: Mode) -> Fixture {
-    let config = common::sdk_config().await;
-    let store = Arc::new(DynamoStore::new(&config, common::unique("vp-ledger")));
+    let config = moto::sdk().await;
+    let store = Arc::new(DynamoStore::new(&config, moto::unique("vp-ledger")));
     store.create_table().await.expect("table");
     store
         .register(&device_record("vm-1", mode))

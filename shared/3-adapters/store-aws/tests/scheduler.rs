@@ -5,8 +5,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +14,7 @@ use vendpay_app::{DeadlineMessage, DeadlineScheduler, RefundMessage, RefundQueue
 use vendpay_domain::{Clock, SystemClock, Timestamp};
 use vendpay_store_aws::queues::{route, schedule_name, Route};
 use vendpay_store_aws::{LongDeadlines, SqsDeadlineScheduler, SqsRefundQueue};
+use vendpay_test_kit::moto;
 
 struct Queue {
     url: String,
@@ -25,7 +24,7 @@ struct Queue {
 async fn queue(sqs: &aws_sdk_sqs::Client, prefix: &str) -> Queue {
     let url = sqs
         .create_queue()
-        .queue_name(common::unique(prefix))
+        .queue_name(moto::unique(prefix))
         .send()
         .await
         .expect("create queue")
@@ -75,7 +74,7 @@ fn now() -> Timestamp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_deadline_is_an_sqs_message_invisible_until_its_delay() {
-    let config = common::sdk_config().await;
+    let config = moto::sdk().await;
     let sqs = aws_sdk_sqs::Client::new(&config);
     let q = queue(&sqs, "vp-deadline").await;
     let scheduler = SqsDeadlineScheduler::new(&config, &q.url, None, Arc::new(SystemClock));
@@ -111,11 +110,11 @@ async fn a_short_deadline_is_an_sqs_message_invisible_until_its_delay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_deadline_is_a_one_time_schedule_that_delivers_to_the_deadline_queue() {
-    let config = common::sdk_config().await;
+    let config = moto::sdk().await;
     let sqs = aws_sdk_sqs::Client::new(&config);
     let scheduler_api = aws_sdk_scheduler::Client::new(&config);
     let q = queue(&sqs, "vp-deadline").await;
-    let group = common::unique("vp-group");
+    let group = moto::unique("vp-group");
     scheduler_api
         .create_schedule_group()
         .name(&group)
@@ -213,7 +212,7 @@ async fn a_long_deadline_is_a_one_time_schedule_that_delivers_to_the_deadline_qu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_deadline_without_a_scheduler_target_is_refused() {
-    let config = common::sdk_config().await;
+    let config = moto::sdk().await;
     let sqs = aws_sdk_sqs::Client::new(&config);
     let q = queue(&sqs, "vp-deadline").await;
     let scheduler = SqsDeadlineScheduler::new(&config, &q.url, None, Arc::new(SystemClock));
@@ -226,7 +225,7 @@ async fn a_long_deadline_without_a_scheduler_target_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refunds_are_queued_as_json() {
-    let config = common::sdk_config().await;
+    let config = moto::sdk().await;
     let sqs = aws_sdk_sqs::Client::new(&config);
     let q = queue(&sqs, "vp-refund").await;
     let refunds = SqsRefundQueue::new(&config, &q.url);

@@ -242,7 +242,9 @@ async fn a_corrupt_row_is_a_permanent_error_naming_it() {
         other => panic!("expected a permanent error, got {other:?}"),
     }
     match store.session(&id("S-bad")).await {
-        Err(StoreError::Permanent(m)) => assert!(m.to_string().contains("session row S-bad"), "{m}"),
+        Err(StoreError::Permanent(m)) => {
+            assert!(m.to_string().contains("session row S-bad"), "{m}")
+        }
         other => panic!("expected a permanent error, got {other:?}"),
     }
 }

@@ -136,7 +136,9 @@ async fn a_database_from_a_newer_build_is_refused() {
         .and_then(|c| c.pragma_update(None, "user_version", 99))
         .expect("bump the schema version");
     match SqliteStore::open(&path).await {
-        Err(StoreError::Permanent(m)) => assert!(m.to_string().contains("schema version 99"), "{m}"),
+        Err(StoreError::Permanent(m)) => {
+            assert!(m.to_string().contains("schema version 99"), "{m}")
+        }
         other => panic!("expected a refusal, got {other:?}"),
     }
 }

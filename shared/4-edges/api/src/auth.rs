@@ -158,6 +158,33 @@ pub fn sign(
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// The header that names the signing machine (header names as sent, lowercase).
+pub const DEVICE_ID_HEADER: &str = "x-device-id";
+/// The header with the Unix time in seconds the request was signed at.
+pub const TIMESTAMP_HEADER: &str = "x-timestamp";
+/// The header with [`sign`]'s signature.
+pub const SIGNATURE_HEADER: &str = "x-signature";
+
+/// The three headers of a machine's request signed at `unix_secs`: `(name, value)` for the device id,
+/// the timestamp and the signature, in that order. The one place a request is signed; machines, the
+/// test kit client and the tests all call it.
+pub fn signed_headers(
+    device_id: &str,
+    secret: &str,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+    unix_secs: i64,
+) -> [(&'static str, String); 3] {
+    let timestamp = unix_secs.to_string();
+    let signature = sign(secret, method, path_and_query, &timestamp, body);
+    [
+        (DEVICE_ID_HEADER, device_id.to_owned()),
+        (TIMESTAMP_HEADER, timestamp),
+        (SIGNATURE_HEADER, signature),
+    ]
+}
+
 /// The auth headers of one request, as received.
 pub struct SignedRequest<'a> {
     pub device_header: Option<&'a str>,
@@ -325,16 +352,55 @@ mod tests {
         }
     }
 
+    /// The signature [`signed_headers`] gives `req`'s method, path and body at `ts`.
+    fn signature_at(secret: &str, ts: i64) -> String {
+        let [(_, id), (_, timestamp), (_, signature)] = signed_headers(
+            "vm-1",
+            secret,
+            "POST",
+            "/devices/vm-1/purchases",
+            b"{\"a\":1}",
+            ts,
+        );
+        assert_eq!((id.as_str(), timestamp), ("vm-1", ts.to_string()));
+        signature
+    }
+
+    #[test]
+    fn signed_headers_name_the_machine_and_verify() {
+        let headers = signed_headers(
+            "vm-1",
+            "secret",
+            "POST",
+            "/devices/vm-1/purchases",
+            b"{}",
+            1_700_000_000,
+        );
+        assert_eq!(
+            headers.clone().map(|(name, _)| name),
+            [DEVICE_ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER]
+        );
+        assert_eq!(headers[1].1, "1700000000");
+        assert_eq!(
+            headers[2].1,
+            "2b91535ebf7a8d8f71c0077724cd1492c607f7340e15e6b8ccedf9f2687df7ff"
+        );
+        let request = SignedRequest {
+            device_header: Some(&headers[0].1),
+            timestamp: Some(&headers[1].1),
+            signature: Some(&headers[2].1),
+            method: "POST",
+            path_and_query: "/devices/vm-1/purchases",
+            body: b"{}",
+        };
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        assert_eq!(verify("vm-1", &request, Some("secret"), now), Ok(()));
+    }
+
     #[test]
     fn verification_order_and_outcomes() {
         let now = Timestamp::from_millis(1_700_000_000_000);
-        let good = sign(
-            "s3cret",
-            "POST",
-            "/devices/vm-1/purchases",
-            "1700000000",
-            b"{\"a\":1}",
-        );
+        let good = signature_at("s3cret", 1_700_000_000);
         assert_eq!(
             verify("vm-1", &req("1700000000", &good), Some("s3cret"), now),
             Ok(())
@@ -342,16 +408,7 @@ mod tests {
         assert_eq!(
             verify(
                 "vm-1",
-                &req(
-                    "1700000299",
-                    &sign(
-                        "s3cret",
-                        "POST",
-                        "/devices/vm-1/purchases",
-                        "1700000299",
-                        b"{\"a\":1}"
-                    )
-                ),
+                &req("1700000299", &signature_at("s3cret", 1_700_000_299)),
                 Some("s3cret"),
                 now
             ),
@@ -408,13 +465,7 @@ mod tests {
             "-9223372036854775807",
             "9223372036854775807",
         ] {
-            let sig = sign(
-                "s3cret",
-                "POST",
-                "/devices/vm-1/purchases",
-                ts,
-                b"{\"a\":1}",
-            );
+            let sig = signature_at("s3cret", ts.parse().unwrap());
             let got = verify("vm-1", &req(ts, &sig), Some("s3cret"), now);
             assert!(
                 matches!(got, Err(AuthError::Stale { .. })),
@@ -427,13 +478,7 @@ mod tests {
             Timestamp::from_millis(i64::MAX),
         ] {
             for ts in ["-9223372036854775808", "0", "9223372036854775807"] {
-                let sig = sign(
-                    "s3cret",
-                    "POST",
-                    "/devices/vm-1/purchases",
-                    ts,
-                    b"{\"a\":1}",
-                );
+                let sig = signature_at("s3cret", ts.parse().unwrap());
                 let got = verify("vm-1", &req(ts, &sig), Some("s3cret"), now);
                 assert!(
                     matches!(got, Err(AuthError::Stale { .. })),

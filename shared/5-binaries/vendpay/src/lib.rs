@@ -10,6 +10,8 @@
 //! - [`sandbox`]: the sandbox's customer routes on the server's own listener.
 //! - [`error`]: why the server did not start; [`respond`]: the HTTP helpers of the server's own routes.
 //! - [`demo`]: `vendpay demo` — both flows end to end over HTTP, printed as a timeline and checked.
+//! - [`local`]: the throwaway server (temporary SQLite, in-process sandbox) and client that `demo` and
+//!   `load` run against.
 //! - [`load`]: `vendpay load` — many machines in pay-first sessions over HTTP at once: events/s,
 //!   latency, and the money invariant of every session.
 //!
@@ -21,6 +23,7 @@ pub mod demo;
 pub mod error;
 pub mod keyfile;
 pub mod load;
+pub mod local;
 pub mod respond;
 pub mod sandbox;
 pub mod server;

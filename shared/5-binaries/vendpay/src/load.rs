@@ -19,18 +19,16 @@
 //! session holds no balance, every session closed with its refunds succeeded. [`run`] returns
 //! `Ok(false)` if any check fails or any request went wrong.
 
-use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::Semaphore;
-use vendpay_domain::{Clock, SystemClock};
+use vendpay_client::{cny, Client, ClientError, Machine, NewDevice};
 
-use crate::config::{Config, ConfigError};
-use crate::error::ServeError;
-use crate::server::Server;
+use crate::local::{self, LocalError, WindowSecs};
 
 const ADMIN_TOKEN: &str = "vendpay-load-admin-token";
 /// What each customer pays to open a session, in minor units (100.00 CNY).
@@ -115,30 +113,17 @@ fn to_usize(n: u64) -> Result<usize, String> {
 /// The benchmark could not run at all (a request or check that goes wrong is a failure, not this).
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("configuration: {0}")]
-    Config(#[from] ConfigError),
     #[error(transparent)]
-    Start(#[from] ServeError),
-    #[error("cannot create a temporary directory: {0}")]
-    TempDir(std::io::Error),
-    #[error("HTTP client: {0}")]
-    Client(String),
+    Local(#[from] LocalError),
     #[error("registering the machines: {0}")]
     Register(String),
 }
 
 type Step<T> = Result<T, String>;
 
-/// A registered machine and its secret.
-struct Machine {
-    id: String,
-    secret: String,
-}
-
 /// What every machine task shares.
 struct Shared {
-    http: reqwest::Client,
-    base: String,
+    client: Client,
     permits: Semaphore,
     stop: AtomicBool,
     events: AtomicU64,
@@ -159,32 +144,20 @@ struct Tally {
 
 /// Runs the benchmark and prints its report; `Ok(true)` when every check passed.
 pub async fn run(options: Options) -> Result<bool, LoadError> {
-    let dir = tempfile::tempdir().map_err(LoadError::TempDir)?;
-    let db = dir.path().join("load.sqlite");
     // Windows short next to the real ones but longer than any session here: sessions end because the
     // machine ends them, not because a deadline fires mid-loop.
-    let settings: HashMap<&str, String> = [
-        ("VENDPAY_LISTEN", "127.0.0.1:0".to_owned()),
-        ("VENDPAY_DB", db.display().to_string()),
-        ("PAY_FIRST_WINDOW_SECS", "60".to_owned()),
-        ("PURCHASE_FIRST_WINDOW_SECS", "5".to_owned()),
-        ("ORDER_PAYMENT_WINDOW_SECS", "10".to_owned()),
-        ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
-        ("ALIPAY_NOTIFY_VERIFY", "true".to_owned()),
-    ]
-    .into_iter()
-    .collect();
-    let config = Config::from_lookup(|n| settings.get(n).cloned())?;
-    let server = Server::start(config).await?;
+    let windows = WindowSecs {
+        pay_first: "60",
+        purchase_first: "5",
+        order_payment: "10",
+    };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(options.concurrency.max(options.machines))
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| LoadError::Client(e.to_string()))?;
+        .tcp_nodelay(true);
+    let local = local::start("load.sqlite", windows, ADMIN_TOKEN, http).await?;
     let shared = Arc::new(Shared {
-        http,
-        base: server.local_url(),
+        client: local.client.clone(),
         permits: Semaphore::new(options.concurrency),
         stop: AtomicBool::new(false),
         events: AtomicU64::new(0),
@@ -193,7 +166,7 @@ pub async fn run(options: Options) -> Result<bool, LoadError> {
     });
     println!(
         "vendpay load: server {} on a temporary SQLite database; Alipay sandbox in-process",
-        shared.base
+        shared.client.base()
     );
 
     let machines = register_all(&shared, options.machines)
@@ -243,7 +216,7 @@ pub async fn run(options: Options) -> Result<bool, LoadError> {
     let elapsed = started.elapsed();
 
     let findings = check_sessions(&shared, &all.sessions).await;
-    server.shutdown().await;
+    local.server.shutdown().await;
 
     all.latencies_us.sort_unstable();
     let pct = |p: f64| -> f64 {
@@ -332,103 +305,34 @@ async fn register_all(shared: &Arc<Shared>, n: usize) -> Step<Vec<Machine>> {
 }
 
 async fn register(shared: &Shared, id: &str) -> Step<Machine> {
-    let auth = [("authorization", format!("Bearer {ADMIN_TOKEN}"))];
-    let body = json!({"device_id": id, "name": format!("Load {id}"), "district": "Xuhui",
-        "location": "Lobby", "currency": "CNY", "mode": "pay_first"});
-    let created = ok(
-        shared,
-        "POST",
-        "/admin/devices",
-        &auth,
-        Some(body.to_string()),
-    )
-    .await?;
-    let secret = created
-        .get("secret")
-        .and_then(Value::as_str)
-        .ok_or("no secret in the registration answer")?
-        .to_owned();
-    ok(
-        shared,
-        "POST",
-        &format!("/admin/devices/{id}/qrcode"),
-        &auth,
-        None,
-    )
-    .await?;
-    Ok(Machine {
-        id: id.to_owned(),
-        secret,
-    })
+    let name = format!("Load {id}");
+    let device = NewDevice {
+        id,
+        name: &name,
+        district: "Xuhui",
+        location: Some("Lobby"),
+        currency: "CNY",
+        mode: "pay_first",
+    };
+    shared
+        .client
+        .register(&device)
+        .await
+        .map_err(|e| e.to_string())
 }
 
-/// One HTTP request; the status and the JSON answer (`null` if it is not JSON).
-async fn request(
+/// One request to the server, holding a permit; returns the answer and its latency in µs.
+async fn timed<T>(
     shared: &Shared,
-    method: &str,
-    path: &str,
-    headers: &[(&str, String)],
-    body: Option<String>,
-) -> Step<(u16, Value)> {
-    let method = reqwest::Method::from_bytes(method.as_bytes())
-        .map_err(|e| format!("method {method}: {e}"))?;
-    let mut req = shared
-        .http
-        .request(method, format!("{}{path}", shared.base));
-    for (k, v) in headers {
-        req = req.header(*k, v.as_str());
-    }
-    if let Some(b) = body {
-        req = req.header("content-type", "application/json").body(b);
-    }
-    let res = req.send().await.map_err(|e| format!("{path}: {e}"))?;
-    let status = res.status().as_u16();
-    let bytes = res.bytes().await.map_err(|e| format!("{path}: {e}"))?;
-    Ok((
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    ))
-}
-
-/// A request whose answer must be 2xx.
-async fn ok(
-    shared: &Shared,
-    method: &str,
-    path: &str,
-    headers: &[(&str, String)],
-    body: Option<String>,
-) -> Step<Value> {
-    let (status, value) = request(shared, method, path, headers, body).await?;
-    if (200..300).contains(&status) {
-        Ok(value)
-    } else {
-        Err(format!("{method} {path} answered {status}: {value}"))
-    }
-}
-
-/// A signed device request, holding a permit; returns the answer and its latency in µs.
-async fn device(
-    shared: &Shared,
-    m: &Machine,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> Step<(Value, u32)> {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let ts = SystemClock.now().secs().to_string();
-    let signature = vendpay_api::auth::sign(&m.secret, method, path, &ts, body.as_bytes());
-    let headers = [
-        ("x-device-id", m.id.clone()),
-        ("x-timestamp", ts),
-        ("x-signature", signature),
-    ];
+    request: impl Future<Output = Result<T, ClientError>>,
+) -> Step<(T, u32)> {
     let _permit = shared
         .permits
         .acquire()
         .await
         .map_err(|e| format!("permits: {e}"))?;
     let t = Instant::now();
-    let v = ok(shared, method, path, &headers, Some(body)).await?;
+    let v = request.await.map_err(|e| e.to_string())?;
     let us = u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX);
     Ok((v, us))
 }
@@ -472,19 +376,11 @@ async fn drive(shared: &Shared, m: &Machine) -> Tally {
 
 /// One pay-first session: pay, wait for it to open, `rounds` purchases, end.
 async fn session(shared: &Shared, m: &Machine, tally: &mut Tally, n: &mut u64) -> Step<()> {
-    let status_path = format!("/devices/{}/session", m.id);
-    let pay = json!({"device_id": m.id, "amount": {"minor": PAYMENT, "currency": "CNY"}});
-    {
-        let _permit = shared
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| format!("permits: {e}"))?;
-        ok(shared, "POST", "/sandbox/pay", &[], Some(pay.to_string())).await?;
-    }
+    let client = &shared.client;
+    timed(shared, client.pay(&m.id, &cny(PAYMENT))).await?;
     let until = Instant::now() + SETTLE_TIMEOUT;
     let id = loop {
-        let (s, _) = device(shared, m, "GET", &status_path, None).await?;
+        let (s, _) = timed(shared, client.session(m)).await?;
         tally.polls += 1;
         if s["state"] == "open" && minor(&s["balance"]) >= PAYMENT {
             break text(&s, "session_id").to_owned();
@@ -495,16 +391,14 @@ async fn session(shared: &Shared, m: &Machine, tally: &mut Tally, n: &mut u64) -
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     tally.sessions.push(id.clone());
-    let purchases = format!("/devices/{}/purchases", m.id);
     for _ in 0..shared.rounds {
         if shared.stopped() {
             break;
         }
         *n += 1;
         let request_id = format!("p{n}");
-        let body = json!({"request_id": request_id, "slot": "A1",
-            "price": {"minor": PRICE, "currency": "CNY"}});
-        let (a, us) = device(shared, m, "POST", &purchases, Some(body)).await?;
+        let price = cny(PRICE);
+        let (a, us) = timed(shared, client.purchase(m, &request_id, "A1", &price)).await?;
         shared.count(tally, us);
         if a["decision"] != "approved" {
             tally.declined += 1;
@@ -516,26 +410,12 @@ async fn session(shared: &Shared, m: &Machine, tally: &mut Tally, n: &mut u64) -
             ));
         }
         let delivered = !n.is_multiple_of(FAIL_EVERY);
-        let (_, us) = device(
-            shared,
-            m,
-            "POST",
-            &format!("{purchases}/{request_id}/result"),
-            Some(json!({ "delivered": delivered })),
-        )
-        .await?;
+        let (_, us) = timed(shared, client.vend(m, &request_id, delivered)).await?;
         shared.count(tally, us);
-        let (_, us) = device(shared, m, "GET", &status_path, None).await?;
+        let (_, us) = timed(shared, client.session(m)).await?;
         shared.count(tally, us);
     }
-    let (_, us) = device(
-        shared,
-        m,
-        "POST",
-        &format!("/devices/{}/session/end", m.id),
-        None,
-    )
-    .await?;
+    let (_, us) = timed(shared, client.end_session(m, None)).await?;
     shared.count(tally, us);
     Ok(())
 }
@@ -578,10 +458,8 @@ async fn check_sessions(shared: &Arc<Shared>, ids: &[String]) -> Vec<String> {
 
 /// `None` when the session is right.
 async fn check_session(shared: &Shared, id: &str, until: Instant) -> Option<String> {
-    let auth = [("authorization", format!("Bearer {ADMIN_TOKEN}"))];
-    let path = format!("/admin/sessions/{id}");
     let s = loop {
-        let s = match ok(shared, "GET", &path, &auth, None).await {
+        let s = match shared.client.admin_session(id).await {
             Ok(s) => s,
             Err(e) => return Some(format!("session {id}: {e}")),
         };

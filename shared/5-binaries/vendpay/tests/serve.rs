@@ -21,6 +21,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
+use vendpay_client::{cny, poll_until, Client, ClientError, Machine, NewDevice, POLL_INTERVAL};
 
 const TOKEN: &str = "serve-smoke-test-admin-token";
 
@@ -77,140 +78,80 @@ fn start_with(db: &Path, args: &[&str], env: &[(&str, String)]) -> Serve {
     Serve { child, url }
 }
 
+impl Serve {
+    /// A client of this server with the admin token.
+    fn client(&self) -> Client {
+        must(Client::new(&self.url, TOKEN))
+    }
+}
+
+/// A client error fails the test, naming what went wrong.
+fn must<T>(r: Result<T, ClientError>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// One request sent as given: the status and the answer.
 async fn call(
-    http: &reqwest::Client,
-    url: &str,
+    client: &Client,
     method: &str,
     path: &str,
     headers: &[(&str, String)],
     body: String,
 ) -> (u16, Value) {
-    let mut req = http.request(
-        reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
-        format!("{url}{path}"),
+    let a = must(client.call(method, path, headers, body).await);
+    (a.status, a.body)
+}
+
+/// A machine's request signed now, without a body: the status and the answer.
+async fn device(client: &Client, m: &Machine, method: &str, path: &str) -> (u16, Value) {
+    let a = must(client.device(m, method, path, None).await);
+    (a.status, a.body)
+}
+
+async fn register(client: &Client, id: &str) -> Machine {
+    let m = must(
+        client
+            .register(&NewDevice {
+                id,
+                name: "Smoke",
+                district: "Test",
+                location: None,
+                currency: "CNY",
+                mode: "pay_first",
+            })
+            .await,
     );
-    for (k, v) in headers {
-        req = req.header(*k, v);
-    }
-    let res = req.body(body).send().await.expect("HTTP");
-    let status = res.status().as_u16();
-    let bytes = res.bytes().await.expect("body");
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    assert!(m.qrcode.starts_with("https://"), "{}", m.qrcode);
+    m
+}
+
+async fn wait_open(client: &Client, m: &Machine) -> Value {
+    must(
+        vendpay_client::wait_for("the balance", Duration::from_secs(10), async || {
+            let s = client.session(m).await?;
+            Ok((s["state"] == "open").then_some(s))
+        })
+        .await,
     )
 }
 
-async fn admin(
-    http: &reqwest::Client,
-    url: &str,
-    method: &str,
-    path: &str,
-    body: Value,
-) -> (u16, Value) {
-    let body = if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
+async fn wait_refunded(client: &Client, session: &str, limit: Duration) -> Value {
+    let done = |s: &Value| {
+        let refunded = s["refunds"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty() && r.iter().all(|r| r["status"] == "succeeded"));
+        s["phase"] == "closed" && refunded
     };
-    call(
-        http,
-        url,
-        method,
-        path,
-        &[("authorization", format!("Bearer {TOKEN}"))],
-        body,
+    must(
+        poll_until(
+            &format!("the refund of {session}"),
+            limit,
+            POLL_INTERVAL,
+            async || client.admin_session(session).await,
+            done,
+        )
+        .await,
     )
-    .await
-}
-
-async fn device(
-    http: &reqwest::Client,
-    url: &str,
-    id: &str,
-    secret: &str,
-    method: &str,
-    path: &str,
-) -> (u16, Value) {
-    let ts = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("time")
-        .as_secs()
-        .to_string();
-    let sig = vendpay_api::auth::sign(secret, method, path, &ts, b"");
-    let headers = [
-        ("x-device-id", id.to_owned()),
-        ("x-timestamp", ts),
-        ("x-signature", sig),
-    ];
-    call(http, url, method, path, &headers, String::new()).await
-}
-
-async fn wait_for(
-    what: &str,
-    limit: Duration,
-    mut probe: impl AsyncFnMut() -> Option<Value>,
-) -> Value {
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn register(http: &reqwest::Client, url: &str, id: &str) -> (String, String) {
-    let (status, body) = admin(http, url, "POST", "/admin/devices",
-        json!({"device_id": id, "name": "Smoke", "district": "Test", "currency": "CNY", "mode": "pay_first"})).await;
-    assert_eq!(status, 201, "{body}");
-    let secret = body["secret"].as_str().expect("secret").to_owned();
-    let (status, body) = admin(
-        http,
-        url,
-        "POST",
-        &format!("/admin/devices/{id}/qrcode"),
-        Value::Null,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let qrcode = body["qrcode"].as_str().expect("qrcode").to_owned();
-    assert!(qrcode.starts_with("https://"), "{body}");
-    (secret, qrcode)
-}
-
-async fn wait_open(http: &reqwest::Client, url: &str, id: &str, secret: &str) -> Value {
-    let path = format!("/devices/{id}/session");
-    wait_for("the balance", Duration::from_secs(10), async || {
-        let (status, s) = device(http, url, id, secret, "GET", &path).await;
-        assert_eq!(status, 200, "{s}");
-        (s["state"] == "open").then_some(s)
-    })
-    .await
-}
-
-async fn wait_refunded(http: &reqwest::Client, url: &str, session: &str, limit: Duration) -> Value {
-    let path = format!("/admin/sessions/{session}");
-    let last = std::cell::RefCell::new(Value::Null);
-    let what = format!("the refund of {session}");
-    let found = tokio::time::timeout(
-        limit,
-        wait_for(&what, limit + Duration::from_secs(1), async || {
-            let (status, s) = admin(http, url, "GET", &path, Value::Null).await;
-            last.replace(s.clone());
-            assert_eq!(status, 200, "{s}");
-            let done = s["refunds"]
-                .as_array()
-                .is_some_and(|r| !r.is_empty() && r.iter().all(|r| r["status"] == "succeeded"));
-            (s["phase"] == "closed" && done).then_some(s)
-        }),
-    )
-    .await;
-    match found {
-        Ok(s) => s,
-        Err(_) => panic!("timed out waiting for {what}; last seen: {}", last.borrow()),
-    }
 }
 
 fn sigterm_and_wait(server: &mut Serve) -> std::process::ExitStatus {
@@ -237,14 +178,12 @@ fn sigterm_and_wait(server: &mut Serve) -> std::process::ExitStatus {
 async fn serve_in_sandbox_mode_over_http() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("smoke.sqlite");
-    let http = reqwest::Client::new();
     let mut server = start(&db, &[]);
-    let url = server.url.clone();
+    let client = server.client();
 
-    let (secret, _) = register(&http, &url, "vm-smoke").await;
+    let m = register(&client, "vm-smoke").await;
     let (status, _) = call(
-        &http,
-        &url,
+        &client,
         "GET",
         "/admin/devices/vm-smoke",
         &[],
@@ -255,8 +194,7 @@ async fn serve_in_sandbox_mode_over_http() {
 
     // A customer pays 8.88 CNY through the sandbox, on our own listener.
     let (status, receipt) = call(
-        &http,
-        &url,
+        &client,
         "POST",
         "/sandbox/pay",
         &[],
@@ -265,24 +203,19 @@ async fn serve_in_sandbox_mode_over_http() {
     .await;
     assert_eq!(status, 200, "{receipt}");
     let trade = receipt["trade_no"].as_str().expect("trade").to_owned();
-    let session = wait_open(&http, &url, "vm-smoke", &secret).await;
+    let session = wait_open(&client, &m).await;
     assert_eq!(session["balance"], json!({"minor": 888, "currency": "CNY"}));
     assert_eq!(session["session_id"], format!("s:{trade}"));
 
     // A badly signed request is refused; an oversized body is 413 with the JSON error shape.
-    let (status, _) = device(
-        &http,
-        &url,
-        "vm-smoke",
-        "wrong-secret",
-        "GET",
-        "/devices/vm-smoke/session",
-    )
-    .await;
+    let forged = Machine {
+        secret: "wrong-secret".to_owned(),
+        ..m.clone()
+    };
+    let (status, _) = device(&client, &forged, "GET", "/devices/vm-smoke/session").await;
     assert_eq!(status, 401);
     let (status, body) = call(
-        &http,
-        &url,
+        &client,
         "POST",
         "/admin/devices",
         &[("authorization", format!("Bearer {TOKEN}"))],
@@ -291,33 +224,23 @@ async fn serve_in_sandbox_mode_over_http() {
     .await;
     assert_eq!(status, 413);
     assert_eq!(body["error"]["code"], "body_too_large");
-    let (status, body) = call(&http, &url, "POST", "/sandbox/pay", &[], "{}".into()).await;
+    let (status, body) = call(&client, "POST", "/sandbox/pay", &[], "{}".into()).await;
     assert_eq!(status, 400, "{body}");
 
     // "Return change": the refund goes to the sandbox at once.
-    let (status, body) = device(
-        &http,
-        &url,
-        "vm-smoke",
-        &secret,
-        "POST",
-        "/devices/vm-smoke/session/end",
-    )
-    .await;
+    let (status, body) = device(&client, &m, "POST", "/devices/vm-smoke/session/end").await;
     assert_eq!(status, 200, "{body}");
-    let closed = wait_refunded(&http, &url, &format!("s:{trade}"), Duration::from_secs(10)).await;
+    let closed = wait_refunded(&client, &format!("s:{trade}"), Duration::from_secs(10)).await;
     assert_eq!(
         closed["refunds"][0]["amount"],
         json!({"minor": 888, "currency": "CNY"})
     );
-    let (_, refunds) = call(&http, &url, "GET", "/sandbox/refunds", &[], String::new()).await;
+    let refunds = must(client.sandbox_list("refunds").await);
     let confirmed = refunds
-        .as_array()
-        .expect("refund log")
         .iter()
         .filter(|r| r["trade_no"] == trade.as_str() && r["verdict"] == "succeeded")
         .count();
-    assert_eq!(confirmed, 1, "{refunds}");
+    assert_eq!(confirmed, 1, "{refunds:?}");
 
     let status = sigterm_and_wait(&mut server);
     assert!(status.success(), "{status}");
@@ -354,22 +277,21 @@ async fn gateway_mode_survives_sigkill_and_restart() {
     ];
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("restart.sqlite");
-    let http = reqwest::Client::new();
     let server = start(&db, &env);
-    let url = server.url.clone();
+    let client = server.client();
     // In gateway mode the sandbox routes are not ours.
-    let (status, _) = call(&http, &url, "POST", "/sandbox/pay", &[], "{}".into()).await;
+    let (status, _) = call(&client, "POST", "/sandbox/pay", &[], "{}".into()).await;
     assert_eq!(status, 404);
 
-    let (secret, qrcode) = register(&http, &url, "vm-restart").await;
+    let m = register(&client, "vm-restart").await;
     let receipt = sandbox
         .pay(
-            &qrcode,
+            &m.qrcode,
             Money::new(1234, Currency::Cny).expect("money"),
             None,
         )
         .expect("pay");
-    let session = wait_open(&http, &url, "vm-restart", &secret).await;
+    let session = wait_open(&client, &m).await;
     assert_eq!(
         session["balance"],
         json!({"minor": 1234, "currency": "CNY"})
@@ -378,16 +300,8 @@ async fn gateway_mode_survives_sigkill_and_restart() {
     // SIGKILL (Drop kills), then start again on the same database.
     drop(server);
     let server = start(&db, &env);
-    let url = server.url.clone();
-    let (status, s) = device(
-        &http,
-        &url,
-        "vm-restart",
-        &secret,
-        "GET",
-        "/devices/vm-restart/session",
-    )
-    .await;
+    let client = server.client();
+    let (status, s) = device(&client, &m, "GET", "/devices/vm-restart/session").await;
     assert_eq!(
         status, 200,
         "the machine's secret still verifies after a restart: {s}"
@@ -396,8 +310,7 @@ async fn gateway_mode_survives_sigkill_and_restart() {
 
     // The re-armed deadline refunds the whole balance through the gateway.
     let closed = wait_refunded(
-        &http,
-        &url,
+        &client,
         &format!("s:{}", receipt.trade_no),
         Duration::from_secs(20),
     )
@@ -410,28 +323,18 @@ async fn gateway_mode_survives_sigkill_and_restart() {
     drop(server);
 }
 
-async fn pay_in_sandbox(http: &reqwest::Client, url: &str, id: &str, minor: u64) -> String {
-    let (status, receipt) = call(
-        http,
-        url,
-        "POST",
-        "/sandbox/pay",
-        &[],
-        json!({"device_id": id, "amount": {"minor": minor, "currency": "CNY"}}).to_string(),
-    )
-    .await;
-    assert_eq!(status, 200, "{receipt}");
+async fn pay_in_sandbox(client: &Client, id: &str, minor: u64) -> String {
+    let receipt = must(client.pay(id, &cny(minor)).await);
     receipt["trade_no"].as_str().expect("trade").to_owned()
 }
 
 /// SIGKILL mid-session and restart, then the deadline: the balance, the secret and the refund survive.
 async fn kill_restart_and_settle(db: &Path, args: &[&str], env: &[(&str, String)], id: &str) {
-    let http = reqwest::Client::new();
     let server = start_with(db, args, env);
-    let url = server.url.clone();
-    let (secret, _) = register(&http, &url, id).await;
-    let trade = pay_in_sandbox(&http, &url, id, 1234).await;
-    let session = wait_open(&http, &url, id, &secret).await;
+    let client = server.client();
+    let m = register(&client, id).await;
+    let trade = pay_in_sandbox(&client, id, 1234).await;
+    let session = wait_open(&client, &m).await;
     assert_eq!(
         session["balance"],
         json!({"minor": 1234, "currency": "CNY"})
@@ -440,16 +343,8 @@ async fn kill_restart_and_settle(db: &Path, args: &[&str], env: &[(&str, String)
     // SIGKILL (Drop kills), then start again on the same database (and table).
     drop(server);
     let server = start_with(db, args, env);
-    let url = server.url.clone();
-    let (status, s) = device(
-        &http,
-        &url,
-        id,
-        &secret,
-        "GET",
-        &format!("/devices/{id}/session"),
-    )
-    .await;
+    let client = server.client();
+    let (status, s) = device(&client, &m, "GET", &format!("/devices/{id}/session")).await;
     assert_eq!(
         status, 200,
         "the machine's secret still verifies after a restart: {s}"
@@ -464,7 +359,7 @@ async fn kill_restart_and_settle(db: &Path, args: &[&str], env: &[(&str, String)
     // The deadline refunds the whole balance, through the new in-process sandbox. On AWS a long poll
     // the killed process left open may have taken the deadline message: it then comes back after the
     // queue's visibility timeout (30 s), hence the long limit.
-    let closed = wait_refunded(&http, &url, &format!("s:{trade}"), Duration::from_secs(60)).await;
+    let closed = wait_refunded(&client, &format!("s:{trade}"), Duration::from_secs(60)).await;
     let refunds = closed["refunds"].as_array().expect("refunds");
     assert_eq!(refunds.len(), 1, "{closed}");
     assert_eq!(
@@ -518,24 +413,14 @@ async fn aws_store_on_a_fresh_moto_survives_sigkill_and_restart() {
     {
         let db = dir.path().join("aws-end.sqlite");
         let env = [("TABLE_NAME", moto_table())];
-        let http = reqwest::Client::new();
         let server = start_with(&db, &args, &env);
-        let url = server.url.clone();
-        let (secret, _) = register(&http, &url, "vm-aws-end").await;
-        let trade = pay_in_sandbox(&http, &url, "vm-aws-end", 500).await;
-        wait_open(&http, &url, "vm-aws-end", &secret).await;
-        let (status, body) = device(
-            &http,
-            &url,
-            "vm-aws-end",
-            &secret,
-            "POST",
-            "/devices/vm-aws-end/session/end",
-        )
-        .await;
+        let client = server.client();
+        let m = register(&client, "vm-aws-end").await;
+        let trade = pay_in_sandbox(&client, "vm-aws-end", 500).await;
+        wait_open(&client, &m).await;
+        let (status, body) = device(&client, &m, "POST", "/devices/vm-aws-end/session/end").await;
         assert_eq!(status, 200, "{body}");
-        let closed =
-            wait_refunded(&http, &url, &format!("s:{trade}"), Duration::from_secs(20)).await;
+        let closed = wait_refunded(&client, &format!("s:{trade}"), Duration::from_secs(20)).await;
         assert_eq!(
             closed["refunds"][0]["amount"],
             json!({"minor": 500, "currency": "CNY"})
@@ -633,7 +518,6 @@ async fn aws_setup_creates_once_and_prints_the_settings() {
         &["--store", "aws", "--sandbox"],
         &env,
     );
-    let http = reqwest::Client::new();
-    let (secret, _) = register(&http, &server.url, "vm-setup").await;
-    assert!(!secret.is_empty());
+    let m = register(&server.client(), "vm-setup").await;
+    assert!(!m.secret.is_empty());
 }

@@ -3,15 +3,7 @@
 
 use vendpay_domain::*;
 
-pub const T0: i64 = 1_700_000_000_000;
-
-pub fn at(secs: i64) -> Timestamp {
-    Timestamp::from_millis(T0 + secs * 1000)
-}
-
-pub fn cny(minor: u64) -> Money {
-    Money::new(minor, Currency::Cny).expect("small amount")
-}
+pub use vendpay_test_kit::fixtures::{at, cny};
 
 pub fn device(mode: Mode) -> Device {
     Device {
@@ -22,13 +14,7 @@ pub fn device(mode: Mode) -> Device {
 }
 
 pub fn payment(trade: &str, amount: Money, buyer: Option<&str>, secs: i64) -> IncomingPayment {
-    IncomingPayment {
-        trade_no: TradeNo::parse(trade).expect("trade"),
-        merchant_trade_no: MerchantTradeNo::parse(format!("M{trade}")).expect("out trade"),
-        amount,
-        buyer_id: buyer.map(|b| BuyerId::parse(b).expect("buyer")),
-        paid_at: at(secs),
-    }
+    vendpay_test_kit::fixtures::payment_of(trade, amount, buyer, at(secs))
 }
 
 pub fn req(id: &str) -> RequestId {

@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use vendpay_app::{RefundGateway, RefundOrder, RefundVerdict};
-use vendpay_domain::{Clock, Currency, IncomingPayment, Money, Timestamp};
+use vendpay_domain::{Clock, IncomingPayment, Timestamp};
 
 pub use vendpay_app::contract::{device_record, T0};
+pub use vendpay_test_kit::fixtures::{cny, id, payment_of};
 
 /// Wall-clock time that moves with tokio's clock, so paused-time tests move both together.
 pub struct TokioClock {
@@ -33,25 +34,9 @@ impl Clock for TokioClock {
     }
 }
 
-pub fn id<T: std::str::FromStr>(s: &str) -> T
-where
-    T::Err: std::fmt::Debug,
-{
-    s.parse().expect("valid id")
-}
-
-pub fn cny(minor: u64) -> Money {
-    Money::new(minor, Currency::Cny).expect("small amount")
-}
-
+/// Trade `trade` of `minor` fen, anonymous, paid at `at`.
 pub fn payment(trade: &str, minor: u64, at: Timestamp) -> IncomingPayment {
-    IncomingPayment {
-        trade_no: id(trade),
-        merchant_trade_no: id(&format!("M{trade}")),
-        amount: cny(minor),
-        buyer_id: None,
-        paid_at: at,
-    }
+    payment_of(trade, cny(minor), None, at)
 }
 
 /// Answers refunds from a script (then `Succeeded`), recording each call and when it came.

@@ -1,35 +1,34 @@
-//! What every moto-backed test needs: the endpoint (or a loud failure saying how to start moto), one
-//! SDK configuration pointing at it, and unique resource names so tests never share a table or queue.
-
-#![allow(dead_code)] // each test binary uses a different part
+//! The moto emulator, as `scripts/with-moto` starts it: it exports `VENDPAY_MOTO_ENDPOINT` (and
+//! `AWS_ENDPOINT_URL`, dummy credentials and a region for code that reads the standard settings).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_dynamodb::config::Credentials;
+use aws_sdk_sqs::config::Credentials;
 
+/// Where `scripts/with-moto` says moto listens.
 pub const ENDPOINT_VAR: &str = "VENDPAY_MOTO_ENDPOINT";
 
-/// The moto endpoint; a missing one fails the test (never a silent pass).
+/// The moto endpoint. A missing one fails the test with the command that runs it properly.
 pub fn endpoint() -> String {
     match std::env::var(ENDPOINT_VAR) {
         Ok(v) if !v.trim().is_empty() => v,
         _ => panic!(
-            "{ENDPOINT_VAR} is not set: these tests need moto's server. Run them through the launcher, \
+            "{ENDPOINT_VAR} is not set: this test needs moto's server. Run it through the launcher, \
              which installs moto on first use and stops it afterwards:\n\n    \
-             scripts/with-moto cargo test -p vendpay-store-aws\n"
+             scripts/with-moto cargo test -p <crate>\n"
         ),
     }
 }
 
 /// One SDK configuration for moto: its endpoint, dummy credentials, a region; nothing read from the
 /// machine's AWS profile or instance metadata.
-pub async fn sdk_config() -> SdkConfig {
-    sdk_config_for(&endpoint()).await
+pub async fn sdk() -> SdkConfig {
+    sdk_for(&endpoint()).await
 }
 
-pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
+pub async fn sdk_for(endpoint: &str) -> SdkConfig {
     let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".to_owned());
     aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(endpoint)
@@ -39,7 +38,8 @@ pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
         .await
 }
 
-/// `prefix-<random>`: unique across tests, test binaries and runs against one moto.
+/// `prefix-<random>-<n>`: unique across tests, test binaries and runs against one moto, so tests
+/// never share a table or a queue.
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
