@@ -27,7 +27,7 @@ FUNCTIONS_DIR = ROOT / "functions"
 # Most AWS API operations are authorised by the IAM action of the same name. The exceptions the functions
 # use are here: a DynamoDB transaction has no IAM action of its own; each of its parts is authorised by the
 # item-level action of that part, on the part's table. Our transactions are made of Put, Update and
-# ConditionCheck parts (shared/3-adapters/store-aws/src/dynamo.rs); a Delete part would need dynamodb:DeleteItem added
+# ConditionCheck parts (shared/3-adapters/store-aws/src/dynamo/actions.rs); a Delete part would need dynamodb:DeleteItem added
 # below — deliberately absent: nothing deletes money records.
 #
 #   operation called                 IAM actions needed

@@ -10,6 +10,9 @@
 //!
 //! Input layouts are textual so that seeds can be read and written by hand; each target documents its
 //! own.
+//!
+//! One file on purpose: it is included both by cargo-fuzz (this crate) and by the corpus replay test
+//! (`tests/tests/fuzz_corpus.rs`, through `#[path]`), which a module tree would complicate.
 
 use std::sync::OnceLock;
 

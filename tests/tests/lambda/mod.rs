@@ -5,6 +5,9 @@
 //! moto: every AWS operation a function's code really calls is recorded (from `X-Amz-Target`, or the
 //! REST path for Scheduler) and compared with the function's `functions/<name>/aws-calls.json`, which
 //! the SAM template's IAM policies are checked against (scripts/check-infra).
+//!
+//! One file on purpose: it is the harness of all five functions on moto (resources, settings, the
+//! recording proxy, invocation helpers), shared by the test binaries that include it.
 
 #![allow(dead_code)] // each test binary uses a different part
 

@@ -1,5 +1,8 @@
 //! One example per money rule (see `docs/contract.md`, “Money rules”), readable as a
 //! specification.
+//!
+//! Longer than most files on purpose: it is the rulebook, one section per rule in the order of the
+//! contract, and a reader checks a rule by reading its section; every test stands alone.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
 

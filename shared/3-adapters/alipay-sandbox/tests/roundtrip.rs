@@ -1,5 +1,8 @@
 //! The real client against the sandbox, in process on an ephemeral port: signatures both ways,
 //! Alipay's rules, notifications and their resends, and every fault switch.
+//!
+//! Longer than most files on purpose: each fault switch is tested beside the round trip it breaks,
+//! so the file reads as the sandbox's behaviour list; every test starts its own sandbox.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
 

@@ -15,6 +15,9 @@
 //! (`vendpay_lambda::Env`: `TABLE_NAME`, `DEADLINE_QUEUE_URL`, `REFUND_QUEUE_URL`, optional
 //! `DEADLINE_QUEUE_ARN` + `SCHEDULER_ROLE_ARN` + `SCHEDULE_GROUP_NAME`), and `VENDPAY_AWS_CREATE=true`
 //! (or `--create-missing`) lets the server create the table and queues that do not exist yet.
+//!
+//! Every setting of the binary is parsed here, once, so each error names its setting; the length is
+//! the list of settings and their tests.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -15,12 +15,15 @@
 //! time. Lookups that span sessions (has this trade been seen, which session holds this request or
 //! refund) are the caller's, through storage; the functions here only decide.
 //!
-//! The module is in three parts: [`types`] (the records, effects, replies and limits), `aggregate`
-//! (the session's own rules, shared by every command) and [`commands`] (one function per command).
+//! The module is in four parts: [`types`] (the records, effects, replies and limits), `aggregate`
+//! (the session's own rules, shared by every command), [`commands`] (the device-level commands) and
+//! [`session_commands`] (those addressed to one session: vend results, deadlines, refund verdicts).
 
 mod aggregate;
 pub mod commands;
+pub mod session_commands;
 pub mod types;
 
 pub use commands::*;
+pub use session_commands::*;
 pub use types::*;

@@ -1,4 +1,7 @@
 //! The workload: customers, machines, Alipay and the queues on virtual time.
+//!
+//! One file on purpose: it is one decision table (what each actor may do next, and how likely), and
+//! splitting it would part each action from its odds and from the faults that interleave with it.
 
 use super::*;
 
