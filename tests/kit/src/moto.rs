@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_sqs::config::Credentials;
+use aws_sdk_sqs::types::QueueAttributeName;
 
 /// Where `scripts/with-moto` says moto listens.
 pub const ENDPOINT_VAR: &str = "VENDPAY_MOTO_ENDPOINT";
@@ -51,4 +52,35 @@ pub fn unique(prefix: &str) -> String {
         ^ (u64::from(std::process::id()) << 32)
         ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     format!("{prefix}-{mix:016x}-{n}")
+}
+
+/// A new SQS queue named `prefix-<unique>` on moto: its URL and its ARN.
+pub async fn queue(sdk: &SdkConfig, prefix: &str) -> Queue {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let url = sqs
+        .create_queue()
+        .queue_name(unique(prefix))
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("queue url");
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("queue arn");
+    Queue { url, arn }
+}
+
+/// A queue made by [`queue`].
+#[derive(Clone, Debug)]
+pub struct Queue {
+    pub url: String,
+    pub arn: String,
 }

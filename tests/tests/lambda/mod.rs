@@ -188,32 +188,6 @@ pub struct World {
     pub settings: BTreeMap<String, String>,
 }
 
-async fn queue(sdk: &SdkConfig, name: &str) -> (String, String) {
-    let sqs = aws_sdk_sqs::Client::new(sdk);
-    let url = sqs
-        .create_queue()
-        .queue_name(name)
-        .send()
-        .await
-        .expect("create queue")
-        .queue_url
-        .expect("queue url");
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("queue attributes")
-        .attributes
-        .and_then(|a| {
-            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .cloned()
-        })
-        .expect("queue arn");
-    (url, arn)
-}
-
 impl World {
     /// A fresh table, three queues, two secrets (Alipay keys as JSON fields, the device key as a plain
     /// secret) and a sandbox; the settings reference the secrets as the SAM template does.
@@ -223,9 +197,12 @@ impl World {
         vendpay_store_aws::create_table(&aws_sdk_dynamodb::Client::new(&admin_sdk), &table)
             .await
             .expect("create table");
-        let (deadline_queue, deadline_arn) = queue(&admin_sdk, &moto::unique("vp-deadline")).await;
-        let (refund_queue, _) = queue(&admin_sdk, &moto::unique("vp-refund")).await;
-        let (device_queue, _) = queue(&admin_sdk, &moto::unique("vp-device")).await;
+        let moto::Queue {
+            url: deadline_queue,
+            arn: deadline_arn,
+        } = moto::queue(&admin_sdk, "vp-deadline").await;
+        let refund_queue = moto::queue(&admin_sdk, "vp-refund").await.url;
+        let device_queue = moto::queue(&admin_sdk, "vp-device").await.url;
         let sm = aws_sdk_secretsmanager::Client::new(&admin_sdk);
         let alipay_secret = moto::unique("vp-alipay");
         sm.create_secret()

@@ -9,39 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_scheduler::types::{ActionAfterCompletion, FlexibleTimeWindowMode};
-use aws_sdk_sqs::types::QueueAttributeName;
 use vendpay_app::{DeadlineMessage, DeadlineScheduler, RefundMessage, RefundQueue};
 use vendpay_domain::{Clock, SystemClock, Timestamp};
 use vendpay_store_aws::queues::{route, schedule_name, Route};
 use vendpay_store_aws::{LongDeadlines, SqsDeadlineScheduler, SqsRefundQueue};
 use vendpay_test_kit::moto;
-
-struct Queue {
-    url: String,
-    arn: String,
-}
-
-async fn queue(sqs: &aws_sdk_sqs::Client, prefix: &str) -> Queue {
-    let url = sqs
-        .create_queue()
-        .queue_name(moto::unique(prefix))
-        .send()
-        .await
-        .expect("create queue")
-        .queue_url
-        .expect("queue url");
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("queue attributes")
-        .attributes
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .expect("queue arn");
-    Queue { url, arn }
-}
 
 /// Receives what is visible now (no waiting), deleting it.
 async fn receive_now(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
@@ -76,7 +48,7 @@ fn now() -> Timestamp {
 async fn a_short_deadline_is_an_sqs_message_invisible_until_its_delay() {
     let config = moto::sdk().await;
     let sqs = aws_sdk_sqs::Client::new(&config);
-    let q = queue(&sqs, "vp-deadline").await;
+    let q = moto::queue(&config, "vp-deadline").await;
     let scheduler = SqsDeadlineScheduler::new(&config, &q.url, None, Arc::new(SystemClock));
 
     let message = DeadlineMessage {
@@ -113,7 +85,7 @@ async fn a_long_deadline_is_a_one_time_schedule_that_delivers_to_the_deadline_qu
     let config = moto::sdk().await;
     let sqs = aws_sdk_sqs::Client::new(&config);
     let scheduler_api = aws_sdk_scheduler::Client::new(&config);
-    let q = queue(&sqs, "vp-deadline").await;
+    let q = moto::queue(&config, "vp-deadline").await;
     let group = moto::unique("vp-group");
     scheduler_api
         .create_schedule_group()
@@ -213,8 +185,7 @@ async fn a_long_deadline_is_a_one_time_schedule_that_delivers_to_the_deadline_qu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_deadline_without_a_scheduler_target_is_refused() {
     let config = moto::sdk().await;
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let q = queue(&sqs, "vp-deadline").await;
+    let q = moto::queue(&config, "vp-deadline").await;
     let scheduler = SqsDeadlineScheduler::new(&config, &q.url, None, Arc::new(SystemClock));
     let message = DeadlineMessage {
         session: "s:T-none".parse().expect("id"),
@@ -227,7 +198,7 @@ async fn a_long_deadline_without_a_scheduler_target_is_refused() {
 async fn refunds_are_queued_as_json() {
     let config = moto::sdk().await;
     let sqs = aws_sdk_sqs::Client::new(&config);
-    let q = queue(&sqs, "vp-refund").await;
+    let q = moto::queue(&config, "vp-refund").await;
     let refunds = SqsRefundQueue::new(&config, &q.url);
     let message = RefundMessage {
         refund_id: "R1".parse().expect("id"),

@@ -6,41 +6,10 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
-use vendpay_app::contract::Recorder;
-use vendpay_app::{AppError, Commit, DeviceStore, Ledger, SessionStore, StoreError};
-use vendpay_domain::{Clock, DeviceId, Mode, PurchaseStatus, Session, SystemClock, Windows};
+use vendpay_app::{AppError, Commit, SessionStore, StoreError};
+use vendpay_domain::{DeviceId, PurchaseStatus, Session};
 use vendpay_store_sqlite::SqliteStore;
-
-async fn open_session_on(store: &SqliteStore) -> Session {
-    store
-        .register(&device_record("vm-1", Mode::PayFirst))
-        .await
-        .expect("register");
-    let ledger = ledger(store);
-    let out = ledger
-        .payment(&id("vm-1"), &payment("T1", 1000, SystemClock.now()))
-        .await
-        .expect("pay");
-    store
-        .session(&out.session)
-        .await
-        .expect("read")
-        .expect("session")
-}
-
-fn ledger(store: &SqliteStore) -> Ledger {
-    let rec = Arc::new(Recorder::default());
-    Ledger::new(
-        Arc::new(store.clone()),
-        rec.clone(),
-        rec,
-        Arc::new(SystemClock),
-        Windows::default(),
-    )
-}
 
 /// Races `stores.len()` writers of `version` (one per store handle) and returns how many won.
 async fn race(stores: &[SqliteStore], base: &Session) -> usize {
@@ -80,7 +49,7 @@ async fn racing_writes_through_separate_connections_let_exactly_one_win() {
     for _ in 0..8 {
         stores.push(SqliteStore::open(&path).await.expect("open"));
     }
-    let s = open_session_on(&stores[0]).await;
+    let s = open_session_on(&stores[0], 1000).await;
     let mut current = s.clone();
     for round in 0..20 {
         let wins = race(&stores, &current).await;
@@ -108,7 +77,7 @@ async fn racing_writes_through_one_shared_store_let_exactly_one_win() {
     let store = SqliteStore::open(dir.path().join("shared.sqlite"))
         .await
         .expect("open");
-    let s = open_session_on(&store).await;
+    let s = open_session_on(&store, 1000).await;
     let handles = vec![store.clone(); 10];
     assert_eq!(race(&handles, &s).await, 1);
 }
@@ -123,7 +92,7 @@ async fn fifty_concurrent_purchases_approve_exactly_what_the_balance_covers() {
     for _ in 0..5 {
         stores.push(SqliteStore::open(&path).await.expect("open"));
     }
-    let s = open_session_on(&stores[0]).await;
+    let s = open_session_on(&stores[0], 1000).await;
     let dev: DeviceId = id("vm-1");
     let mut tasks = Vec::new();
     for i in 0..50 {

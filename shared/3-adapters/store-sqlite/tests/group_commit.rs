@@ -8,37 +8,10 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
-use vendpay_app::contract::Recorder;
-use vendpay_app::{Commit, DeviceStore, Ledger, RequestRecord, SessionStore, StoreError};
-use vendpay_domain::{Clock, Mode, Reply, Session, SessionId, SystemClock, Windows};
+use vendpay_app::{Commit, RequestRecord, SessionStore, StoreError};
+use vendpay_domain::{Clock, Reply, Session, SessionId, SystemClock};
 use vendpay_store_sqlite::SqliteStore;
-
-async fn open_session_on(store: &SqliteStore) -> Session {
-    store
-        .register(&device_record("vm-1", Mode::PayFirst))
-        .await
-        .expect("register");
-    let rec = Arc::new(Recorder::default());
-    let ledger = Ledger::new(
-        Arc::new(store.clone()),
-        rec.clone(),
-        rec,
-        Arc::new(SystemClock),
-        Windows::default(),
-    );
-    let out = ledger
-        .payment(&id("vm-1"), &payment("T1", 10_000, SystemClock.now()))
-        .await
-        .expect("pay");
-    store
-        .session(&out.session)
-        .await
-        .expect("read")
-        .expect("session")
-}
 
 /// A new session (version 1) named `name`, otherwise a copy of `base`.
 fn fresh(base: &Session, name: &str) -> Session {
@@ -64,7 +37,7 @@ async fn grouped_commits_are_judged_one_by_one_and_losers_leave_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("group.sqlite");
     let store = SqliteStore::open(&path).await.expect("open");
-    let base = open_session_on(&store).await;
+    let base = open_session_on(&store, 10_000).await;
 
     let mut tasks = Vec::new();
     for i in 0..N {

@@ -7,8 +7,10 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use vendpay_app::{RefundGateway, RefundOrder, RefundVerdict};
-use vendpay_domain::{Clock, IncomingPayment, Timestamp};
+use vendpay_app::contract::Recorder;
+use vendpay_app::{DeviceStore, Ledger, RefundGateway, RefundOrder, RefundVerdict, SessionStore};
+use vendpay_domain::{Clock, IncomingPayment, Mode, Session, SystemClock, Timestamp, Windows};
+use vendpay_store_sqlite::SqliteStore;
 
 pub use vendpay_app::contract::{device_record, T0};
 pub use vendpay_test_kit::fixtures::{cny, id, payment_of};
@@ -88,4 +90,34 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     check().await
+}
+
+/// A ledger on `store` with recorded (not carried out) effects, on the system clock.
+pub fn ledger(store: &SqliteStore) -> Ledger {
+    let rec = Arc::new(Recorder::default());
+    Ledger::new(
+        Arc::new(store.clone()),
+        rec.clone(),
+        rec,
+        Arc::new(SystemClock),
+        Windows::default(),
+    )
+}
+
+/// Registers machine `vm-1` (pay first) on `store` and opens its session with a payment of `minor`
+/// fen through the ledger; the session as stored.
+pub async fn open_session_on(store: &SqliteStore, minor: u64) -> Session {
+    store
+        .register(&device_record("vm-1", Mode::PayFirst))
+        .await
+        .expect("register");
+    let out = ledger(store)
+        .payment(&id("vm-1"), &payment("T1", minor, SystemClock.now()))
+        .await
+        .expect("pay");
+    store
+        .session(&out.session)
+        .await
+        .expect("read")
+        .expect("session")
 }
