@@ -487,7 +487,7 @@ const SECRET: &str = "s3cret";
 /// method, path, then the body (the rest). A missing line is a missing header. A `now` that is not an
 /// integer is 2023-11-14T22:13:20Z; an `X-Signature` of `*` is the right signature for the request.
 ///
-/// - Nothing panics, whatever the timestamp or the clock (finding 8: `-9223372036854775808`).
+/// - Nothing panics, whatever the timestamp or the clock (e.g. `-9223372036854775808`, once a panic).
 /// - `verify` answers what `docs/contract.md` (“Machine authentication”) says, in its order: 403
 ///   for another device id, then missing
 ///   headers, a timestamp that is not an integer, one more than 300 s away from the server's clock

@@ -454,7 +454,7 @@ mod tests {
         );
     }
 
-    /// Finding 8: `i64::MIN` has no absolute value. The freshness check negated it (a panic in debug
+    /// A review found this: `i64::MIN` has no absolute value. The freshness check negated it (a panic in debug
     /// builds, before authentication; in release it wrapped to a negative skew and passed), so a request
     /// signed over `X-Timestamp: -9223372036854775808` was fresh forever.
     #[test]
