@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use vendpay_client::{Client, ClientError, NewDevice};
 
-pub use vendpay_client::{cny, Answer, Machine};
+pub use vendpay_client::{cny, Answer, MachineKeys};
 
 pub const TOKEN: &str = "e2e-test-admin-token-0123456789";
 
@@ -86,7 +86,7 @@ impl Harness {
 
     /// The headers of a device request signed with `secret` at `ts`.
     pub fn signed_headers(
-        m: &Machine,
+        m: &MachineKeys,
         secret: &str,
         method: &str,
         path: &str,
@@ -100,7 +100,7 @@ impl Harness {
     /// A device request signed now with the machine's secret.
     pub async fn device(
         &self,
-        m: &Machine,
+        m: &MachineKeys,
         method: &str,
         path: &str,
         body: Option<Value>,
@@ -109,7 +109,7 @@ impl Harness {
     }
 
     /// Registers a machine and creates its QR code.
-    pub async fn register(&self, id: &str, mode: &str) -> Machine {
+    pub async fn register(&self, id: &str, mode: &str) -> MachineKeys {
         must(
             self.client
                 .register(&NewDevice {
@@ -125,7 +125,7 @@ impl Harness {
     }
 
     /// A customer pays `minor` fen through the sandbox; returns the receipt.
-    pub async fn pay(&self, m: &Machine, minor: u64) -> Value {
+    pub async fn pay(&self, m: &MachineKeys, minor: u64) -> Value {
         must(self.client.pay(&m.id, &cny(minor)).await)
     }
 
@@ -133,7 +133,7 @@ impl Harness {
         must(self.client.faults(&faults).await)
     }
 
-    pub async fn session(&self, m: &Machine) -> Value {
+    pub async fn session(&self, m: &MachineKeys) -> Value {
         must(self.client.session(m).await)
     }
 

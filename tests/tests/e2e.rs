@@ -12,11 +12,11 @@ use vendpay_alipay::notify::signed_form;
 use vendpay_alipay::{SignType, Signer};
 use vendpay_alipay_sandbox::{TEST_ALIPAY_PRIVATE_KEY, TEST_MERCHANT_PRIVATE_KEY};
 use vendpay_domain::{Clock, SystemClock};
-use vendpay_e2e::{cny, minor, now_secs, wait_for, Harness, Machine};
+use vendpay_e2e::{cny, minor, now_secs, wait_for, Harness, MachineKeys};
 
 const SOON: Duration = Duration::from_secs(10);
 
-async fn wait_open(h: &Harness, m: &Machine, balance: u64) -> Value {
+async fn wait_open(h: &Harness, m: &MachineKeys, balance: u64) -> Value {
     wait_for(&format!("{} open with {balance}", m.id), SOON, async || {
         let s = h.session(m).await;
         (s["state"] == "open" && s["balance"] == cny(balance)).then_some(s)

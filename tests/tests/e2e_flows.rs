@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use vendpay_e2e::{cny, minor, wait_for, Harness, Machine};
+use vendpay_e2e::{cny, minor, wait_for, Harness, MachineKeys};
 
 /// How long a refund or a notification may take: SQS long polls answer within a second of a message
 /// arriving, so this is slack for a busy 2-core machine.
@@ -155,7 +155,7 @@ async fn pay_first(h: &Harness, id: &str) {
 
 /// Purchase first: order 4.00, pay 5.00 → 1.00 refunded at once (before the vend), deliver, closed.
 async fn purchase_first(h: &Harness, id: &str) {
-    let m: Machine = h.register(id, "purchase_first").await;
+    let m: MachineKeys = h.register(id, "purchase_first").await;
     let o = h
         .device(
             &m,

@@ -101,9 +101,10 @@ fn text_field(body: &Value, field: &'static str, request: &str) -> Result<String
         })
 }
 
-/// A registered machine: its id, the secret it signs with, and its Alipay QR code.
+/// What the caller keeps of a registered machine: its id, the secret it signs with, and its Alipay QR
+/// code (the port's `vendpay_app::Machine` is the stored machine and its session, another idea).
 #[derive(Clone)]
-pub struct Machine {
+pub struct MachineKeys {
     pub id: String,
     pub secret: String,
     pub qrcode: String,
@@ -253,14 +254,14 @@ impl Client {
     }
 
     /// Registers a machine (`201`) and creates its QR code (`200`).
-    pub async fn register(&self, device: &NewDevice<'_>) -> Result<Machine, ClientError> {
+    pub async fn register(&self, device: &NewDevice<'_>) -> Result<MachineKeys, ClientError> {
         let created = self
             .admin("POST", "/admin/devices", Some(&device.to_json()))
             .await?
             .require(201)?;
         let secret = text_field(&created, "secret", "POST /admin/devices")?;
         let qr = self.qrcode(device.id).await?;
-        Ok(Machine {
+        Ok(MachineKeys {
             id: device.id.to_owned(),
             secret,
             qrcode: text_field(&qr, "qrcode", "POST /admin/devices/{id}/qrcode")?,
@@ -297,7 +298,7 @@ impl Client {
     /// A machine's request signed now with its secret; any status is an answer.
     pub async fn device(
         &self,
-        m: &Machine,
+        m: &MachineKeys,
         method: &str,
         path: &str,
         body: Option<&Value>,
@@ -315,7 +316,7 @@ impl Client {
     }
 
     /// `GET /devices/{id}/session`: what the machine should show (2xx).
-    pub async fn session(&self, m: &Machine) -> Result<Value, ClientError> {
+    pub async fn session(&self, m: &MachineKeys) -> Result<Value, ClientError> {
         self.device(m, "GET", &format!("/devices/{}/session", m.id), None)
             .await?
             .success()
@@ -324,7 +325,7 @@ impl Client {
     /// A machine's signed `POST /devices/{id}/{tail}` whose answer must be 2xx.
     async fn device_post(
         &self,
-        m: &Machine,
+        m: &MachineKeys,
         tail: &str,
         body: Option<&Value>,
     ) -> Result<Value, ClientError> {
@@ -335,7 +336,7 @@ impl Client {
     /// `POST /devices/{id}/purchases` (2xx): the decision.
     pub async fn purchase(
         &self,
-        m: &Machine,
+        m: &MachineKeys,
         request_id: &str,
         slot: &str,
         price: &Value,
@@ -347,7 +348,7 @@ impl Client {
     /// `POST /devices/{id}/purchases/{request_id}/result` (2xx): the session view.
     pub async fn vend(
         &self,
-        m: &Machine,
+        m: &MachineKeys,
         request_id: &str,
         delivered: bool,
     ) -> Result<Value, ClientError> {
@@ -359,7 +360,7 @@ impl Client {
     /// `POST /devices/{id}/orders` (2xx): the order's view.
     pub async fn order(
         &self,
-        m: &Machine,
+        m: &MachineKeys,
         order_id: &str,
         slot: &str,
         price: &Value,
@@ -372,7 +373,7 @@ impl Client {
     /// session's view.
     pub async fn end_session(
         &self,
-        m: &Machine,
+        m: &MachineKeys,
         session_id: Option<&str>,
     ) -> Result<Value, ClientError> {
         let body = session_id.map(|s| json!({ "session_id": s }));

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::Semaphore;
-use vendpay_client::{cny, Client, ClientError, Machine, NewDevice};
+use vendpay_client::{cny, Client, ClientError, MachineKeys, NewDevice};
 
 use crate::local::{self, LocalError, WindowSecs};
 
@@ -286,7 +286,7 @@ pub async fn run(options: Options) -> Result<bool, LoadError> {
 }
 
 /// Registers the machines, a few at a time, each with its QR code.
-async fn register_all(shared: &Arc<Shared>, n: usize) -> Step<Vec<Machine>> {
+async fn register_all(shared: &Arc<Shared>, n: usize) -> Step<Vec<MachineKeys>> {
     let gate = Arc::new(Semaphore::new(16));
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
@@ -304,7 +304,7 @@ async fn register_all(shared: &Arc<Shared>, n: usize) -> Step<Vec<Machine>> {
     Ok(machines)
 }
 
-async fn register(shared: &Shared, id: &str) -> Step<Machine> {
+async fn register(shared: &Shared, id: &str) -> Step<MachineKeys> {
     let name = format!("Load {id}");
     let device = NewDevice {
         id,
@@ -362,7 +362,7 @@ impl Shared {
 }
 
 /// One machine: sessions back to back until the stop flag is set.
-async fn drive(shared: &Shared, m: &Machine) -> Tally {
+async fn drive(shared: &Shared, m: &MachineKeys) -> Tally {
     let mut tally = Tally::default();
     let mut n: u64 = 0;
     while !shared.stopped() {
@@ -375,7 +375,7 @@ async fn drive(shared: &Shared, m: &Machine) -> Tally {
 }
 
 /// One pay-first session: pay, wait for it to open, `rounds` purchases, end.
-async fn session(shared: &Shared, m: &Machine, tally: &mut Tally, n: &mut u64) -> Step<()> {
+async fn session(shared: &Shared, m: &MachineKeys, tally: &mut Tally, n: &mut u64) -> Step<()> {
     let client = &shared.client;
     timed(shared, client.pay(&m.id, &cny(PAYMENT))).await?;
     let until = Instant::now() + SETTLE_TIMEOUT;

@@ -21,7 +21,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use vendpay_client::{cny, poll_until, Client, ClientError, Machine, NewDevice, POLL_INTERVAL};
+use vendpay_client::{cny, poll_until, Client, ClientError, MachineKeys, NewDevice, POLL_INTERVAL};
 
 const TOKEN: &str = "serve-smoke-test-admin-token";
 
@@ -103,12 +103,12 @@ async fn call(
 }
 
 /// A machine's request signed now, without a body: the status and the answer.
-async fn device(client: &Client, m: &Machine, method: &str, path: &str) -> (u16, Value) {
+async fn device(client: &Client, m: &MachineKeys, method: &str, path: &str) -> (u16, Value) {
     let a = must(client.device(m, method, path, None).await);
     (a.status, a.body)
 }
 
-async fn register(client: &Client, id: &str) -> Machine {
+async fn register(client: &Client, id: &str) -> MachineKeys {
     let m = must(
         client
             .register(&NewDevice {
@@ -125,7 +125,7 @@ async fn register(client: &Client, id: &str) -> Machine {
     m
 }
 
-async fn wait_open(client: &Client, m: &Machine) -> Value {
+async fn wait_open(client: &Client, m: &MachineKeys) -> Value {
     must(
         vendpay_client::wait_for("the balance", Duration::from_secs(10), async || {
             let s = client.session(m).await?;
@@ -208,7 +208,7 @@ async fn serve_in_sandbox_mode_over_http() {
     assert_eq!(session["session_id"], format!("s:{trade}"));
 
     // A badly signed request is refused; an oversized body is 413 with the JSON error shape.
-    let forged = Machine {
+    let forged = MachineKeys {
         secret: "wrong-secret".to_owned(),
         ..m.clone()
     };

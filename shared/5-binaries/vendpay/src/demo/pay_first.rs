@@ -2,7 +2,7 @@
 //! notification credited once.
 
 use serde_json::{json, Value};
-use vendpay_client::{poll_until, Machine, POLL_INTERVAL};
+use vendpay_client::{poll_until, MachineKeys, POLL_INTERVAL};
 
 use super::checks::Expect;
 use super::view::{clock_time, minor, money, text};
@@ -10,7 +10,7 @@ use super::{Demo, Step};
 
 /// Registers a pay-first machine and pays `amount`; waits for the session to open with it. Returns the
 /// machine, the trade number and the machine's view.
-async fn open(d: &Demo, id: &str, amount: u64) -> Step<(Machine, String, Value)> {
+async fn open(d: &Demo, id: &str, amount: u64) -> Step<(MachineKeys, String, Value)> {
     let m = d.register(id, "pay_first").await?;
     let trade = d.pay(&m, amount).await?;
     let s = d

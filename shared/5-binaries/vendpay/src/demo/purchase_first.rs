@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use vendpay_client::Machine;
+use vendpay_client::MachineKeys;
 
 use super::checks::Expect;
 use super::view::{list, minor, money, text};
@@ -11,7 +11,7 @@ use super::{Demo, Step};
 
 /// Registers a purchase-first machine and places order `o-1` for `slot` at `price`. Returns the
 /// machine and the order's session id.
-async fn ordered(d: &Demo, id: &str, slot: &str, price: u64) -> Step<(Machine, String)> {
+async fn ordered(d: &Demo, id: &str, slot: &str, price: u64) -> Step<(MachineKeys, String)> {
     let m = d.register(id, "purchase_first").await?;
     let o = d.place_order(&m, "o-1", slot, price).await?;
     Ok((m, text(&o, "session_id").to_owned()))

@@ -5,14 +5,14 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use serde_json::Value;
-use vendpay_client::{cny, poll_until, Machine, NewDevice, POLL_INTERVAL};
+use vendpay_client::{cny, poll_until, MachineKeys, NewDevice, POLL_INTERVAL};
 
 use super::view::{clock_time, fen, money, summary, text};
 use super::{Demo, Step};
 
 impl Demo {
     /// The operator registers a machine (CNY) and creates its QR code.
-    pub(super) async fn register(&self, id: &str, mode: &str) -> Step<Machine> {
+    pub(super) async fn register(&self, id: &str, mode: &str) -> Step<MachineKeys> {
         let name = format!("Demo {id}");
         let m = self
             .client
@@ -33,7 +33,7 @@ impl Demo {
     }
 
     /// A customer pays the machine's QR code; returns the trade number.
-    pub(super) async fn pay(&self, m: &Machine, amount: u64) -> Step<String> {
+    pub(super) async fn pay(&self, m: &MachineKeys, amount: u64) -> Step<String> {
         let receipt = self.client.pay(&m.id, &cny(amount)).await?;
         let trade = text(&receipt, "trade_no").to_owned();
         self.say(format!(
@@ -45,7 +45,7 @@ impl Demo {
     }
 
     /// What the machine sees: `GET /devices/{id}/session`.
-    pub(super) async fn status(&self, m: &Machine) -> Step<Value> {
+    pub(super) async fn status(&self, m: &MachineKeys) -> Step<Value> {
         self.client.session(m).await
     }
 
@@ -57,7 +57,7 @@ impl Demo {
     /// Polls the machine's view until `done`.
     pub(super) async fn wait_status(
         &self,
-        m: &Machine,
+        m: &MachineKeys,
         what: &str,
         timeout: Duration,
         done: impl Fn(&Value) -> bool,
@@ -99,7 +99,7 @@ impl Demo {
     /// The machine asks to sell `slot` at `price`.
     pub(super) async fn buy(
         &self,
-        m: &Machine,
+        m: &MachineKeys,
         request: &str,
         slot: &str,
         price: u64,
@@ -115,7 +115,12 @@ impl Demo {
     }
 
     /// The machine reports a vend.
-    pub(super) async fn vend(&self, m: &Machine, request: &str, delivered: bool) -> Step<Value> {
+    pub(super) async fn vend(
+        &self,
+        m: &MachineKeys,
+        request: &str,
+        delivered: bool,
+    ) -> Step<Value> {
         let s = self.client.vend(m, request, delivered).await?;
         let detail = if text(&s, "mode") == "purchase_first" {
             format!("order {}", text(&s, "state"))
@@ -142,7 +147,7 @@ impl Demo {
     /// The customer picks a slot and the machine registers the order.
     pub(super) async fn place_order(
         &self,
-        m: &Machine,
+        m: &MachineKeys,
         order: &str,
         slot: &str,
         price: u64,
