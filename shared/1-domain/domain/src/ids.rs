@@ -148,6 +148,10 @@ id_type!(
     Slot, "slot", 32, ['.', ':'], "letters, digits, '-', '_', '.' and ':'"
 );
 id_type!(
+    /// A product of the catalogue (1–64 of letters, digits, `.`, `-`, `_`).
+    Sku, "sku", 64, ['.'], "letters, digits, '-', '_' and '.'"
+);
+id_type!(
     /// Alipay's buyer identity (`buyer_id`), when the notification carries one.
     BuyerId, "buyer_id", 64, ['.', '@', '*'], "letters, digits, '-', '_', '.', '@' and '*'"
 );

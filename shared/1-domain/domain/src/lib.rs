@@ -3,6 +3,7 @@
 //! - [`money`]: `Money` (integer minor units + ISO 4217 currency) and Alipay's decimal strings.
 //! - [`ids`]: identifiers parsed at the edge (`DeviceId`, `TradeNo`, `RefundId`, ...).
 //! - [`device`]: a machine's mode and currency.
+//! - [`inventory`]: the catalogue, a machine's slot map (planogram), stock and reservations.
 //! - [`session`]: the pay-first session and purchase-first order state machine (see
 //!   `docs/contract.md`, “Money rules”) as pure functions from (state, command, now) to (new
 //!   state, effects, reply).
@@ -13,14 +14,18 @@
 
 pub mod device;
 pub mod ids;
+pub mod inventory;
 pub mod money;
 pub mod session;
 pub mod time;
 
 pub use device::{Device, Mode};
 pub use ids::{
-    BuyerId, DeviceId, IdError, MerchantTradeNo, OrderId, RefundId, RequestId, SessionId, Slot,
-    TradeNo,
+    BuyerId, DeviceId, IdError, MerchantTradeNo, OrderId, RefundId, RequestId, SessionId, Sku,
+    Slot, TradeNo,
+};
+pub use inventory::{
+    InventoryError, Product, SlotSpec, SlotStock, SlotWrites, StockChange, StockCount,
 };
 pub use money::{Currency, Money, MoneyError};
 pub use session::*;

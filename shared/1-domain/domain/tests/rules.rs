@@ -315,7 +315,8 @@ fn a_payment_while_an_order_is_being_delivered_is_refunded_machine_busy() {
         m.current(),
         &order("o2"),
         &slot("B1"),
-        cny(100),
+        Some(cny(100)),
+        &Shelves::NONE,
         &m.windows,
         at(3),
     );
@@ -380,6 +381,7 @@ fn machine_requests_are_checked() {
         &m.device,
         m.current(),
         &buy_req("r1", "A", usd, None),
+        &Shelves::NONE,
         &m.windows,
         at(1),
     );
@@ -394,6 +396,7 @@ fn machine_requests_are_checked() {
         &m.device,
         m.current(),
         &buy_req("r1", "A", cny(0), None),
+        &Shelves::NONE,
         &m.windows,
         at(1),
     );
@@ -403,6 +406,7 @@ fn machine_requests_are_checked() {
         &m.device,
         m.current(),
         &buy_req("r1", "A1", cny(200), None),
+        &Shelves::NONE,
         &m.windows,
         at(3),
     );
@@ -412,7 +416,8 @@ fn machine_requests_are_checked() {
         m.current(),
         &order("o"),
         &slot("A"),
-        cny(1),
+        Some(cny(1)),
+        &Shelves::NONE,
         &m.windows,
         at(3),
     );
@@ -525,7 +530,15 @@ fn every_command_applied_twice_changes_nothing_the_second_time() {
     let p = payment("T1", cny(1000), None, 0);
     let t = m.pay(&p, 0);
     let s = outcome(&t).session;
-    let again = receive_payment(&m.device, m.current(), &p, &m.windows, at(1)).expect("ok");
+    let again = receive_payment(
+        &m.device,
+        m.current(),
+        &p,
+        &Shelves::NONE,
+        &m.windows,
+        at(1),
+    )
+    .expect("ok");
     assert!(again.is_noop());
     assert_eq!(again.reply, t.reply);
 
@@ -534,6 +547,7 @@ fn every_command_applied_twice_changes_nothing_the_second_time() {
         &m.device,
         m.current(),
         &buy_req("r1", "A1", cny(300), None),
+        &Shelves::NONE,
         &m.windows,
         at(3),
     )
@@ -542,13 +556,13 @@ fn every_command_applied_twice_changes_nothing_the_second_time() {
     assert_eq!(again.reply, t.reply);
 
     let t = m.vend(&s, "r1", true, 4);
-    let again = report_vend(m.session(&s), &req("r1"), true, at(5)).expect("ok");
+    let again = report_vend(m.session(&s), &req("r1"), true, &Shelves::NONE, at(5)).expect("ok");
     assert!(again.is_noop());
     assert_eq!(again.reply, t.reply);
 
     let t = m.deadline(&s, 300);
     assert!(!t.is_noop());
-    let again = deadline_due(m.session(&s), at(301)).expect("ok");
+    let again = deadline_due(m.session(&s), &Shelves::NONE, at(301)).expect("ok");
     assert!(again.is_noop());
     assert_eq!(again.reply, t.reply);
 
@@ -561,8 +575,8 @@ fn refund_ids_are_the_same_when_a_decision_is_recomputed() {
     // After a lost write the caller re-reads and re-applies: the refund ids must not change.
     let mut m = TestMachine::new(Mode::PayFirst);
     m.pay(&payment("T1", cny(1000), None, 0), 0);
-    let first = end_session(&m.device, m.current(), None, at(10)).expect("ok");
-    let second = end_session(&m.device, m.current(), None, at(11)).expect("ok");
+    let first = end_session(&m.device, m.current(), None, &Shelves::NONE, at(10)).expect("ok");
+    let second = end_session(&m.device, m.current(), None, &Shelves::NONE, at(11)).expect("ok");
     assert_eq!(refunds(&first), refunds(&second));
     let ids = |t: &Transition| -> Vec<_> {
         t.effects

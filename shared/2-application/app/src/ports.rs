@@ -9,8 +9,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use vendpay_domain::{
-    Device, DeviceId, Money, PaymentOutcome, RefundId, RefundStatus, Reply, RequestId, Session,
-    SessionId, Timestamp, TradeNo,
+    Device, DeviceId, Money, PaymentOutcome, Product, RefundId, RefundStatus, Reply, RequestId,
+    Session, SessionId, Sku, SlotStock, SlotWrites, Timestamp, TradeNo,
 };
 
 /// Why storage failed. `Conflict` is not a failure of storage: a condition the write was computed under
@@ -150,11 +150,13 @@ pub struct DeviceRecord {
     pub version: u64,
 }
 
-/// A machine with its current session, as device-level commands read it.
+/// A machine with its current session and its slot rows, as device-level commands read it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Machine {
     pub record: DeviceRecord,
     pub current: Option<Session>,
+    /// The planogram with stock and reservations (empty: none), ordered by slot.
+    pub slots: Vec<SlotStock>,
 }
 
 /// The device part of a commit: the version the command read, and the new current session if any.
@@ -212,6 +214,9 @@ pub struct Commit {
     pub refunds: Vec<RefundRecord>,
     /// A change to one pending refund's send schedule, alone in its commit (it moves no money).
     pub send: Option<RefundSend>,
+    /// Slot rows whose stock or reservations the decision changes; each written only if the stored
+    /// row's version is `version - 1` (the row exists: only a planogram creates rows).
+    pub stock: Vec<SlotStock>,
 }
 
 /// Who may send a pending refund to Alipay, and when. Beside its money, every refund row carries its send
@@ -274,6 +279,10 @@ pub trait SessionStore: Send + Sync {
         request_id: &RequestId,
     ) -> Result<Option<RequestRecord>, StoreError>;
     async fn refund(&self, refund_id: &RefundId) -> Result<Option<RefundRecord>, StoreError>;
+    /// A machine's slot rows, ordered by slot (empty: no planogram).
+    async fn slots(&self, device: &DeviceId) -> Result<Vec<SlotStock>, StoreError>;
+    /// A product of the catalogue (a purchase of a slot without its own price needs its price).
+    async fn product(&self, sku: &Sku) -> Result<Option<Product>, StoreError>;
     /// Writes a command's decision atomically; `Conflict` when any condition fails.
     async fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
     /// Sessions whose deadline is at or before `now` (the sparse deadline index), oldest first.
@@ -286,6 +295,23 @@ pub trait SessionStore: Send + Sync {
         due_by: Timestamp,
         limit: usize,
     ) -> Result<Vec<RefundRecord>, StoreError>;
+}
+
+/// The catalogue and the planograms, as operators change them. Stock changes made by money decisions
+/// go through [`SessionStore::commit`] instead, in the same write as the session.
+#[async_trait]
+pub trait InventoryStore: Send + Sync {
+    /// Creates or replaces a product (idempotent).
+    async fn put_product(&self, product: &Product) -> Result<(), StoreError>;
+    /// Every product, ordered by sku.
+    async fn products(&self) -> Result<Vec<Product>, StoreError>;
+    /// Writes and removes slot rows of one machine atomically: a written row only if the stored
+    /// version is `version - 1` (absent when `version == 1`), a removed row only if the stored version
+    /// is its `version`; `Conflict` when any condition fails. Keeps [`InventoryStore::stocked_devices`]
+    /// up to date.
+    async fn write_slots(&self, device: &DeviceId, writes: &SlotWrites) -> Result<(), StoreError>;
+    /// The machines that have a planogram, ordered by id.
+    async fn stocked_devices(&self) -> Result<Vec<DeviceId>, StoreError>;
 }
 
 /// Why a queue or scheduler refused a message.

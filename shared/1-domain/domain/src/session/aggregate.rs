@@ -1,9 +1,11 @@
 //! The session aggregate's own rules (settling, refunding, closing, flagging), shared by every command,
 //! and the `Builder` that turns one command's changes into a [`Transition`].
 
+use super::shelves::Shelves;
 use super::types::*;
 use crate::device::Device;
-use crate::ids::{BuyerId, DeviceId, RefundId, RequestId, SessionId};
+use crate::ids::{BuyerId, DeviceId, RefundId, RequestId, SessionId, Slot};
+use crate::inventory::StockChange;
 use crate::money::{Currency, Money, MoneyError};
 use crate::time::Timestamp;
 
@@ -288,7 +290,7 @@ impl Session {
                 }
             }
             Some(OrderStatus::AwaitingPayment) => {
-                self.set_order_status(OrderStatus::Expired);
+                self.end_unpaid_order(OrderStatus::Expired, effects);
                 self.phase = Phase::Settling;
             }
             Some(OrderStatus::Paid) => {
@@ -328,10 +330,13 @@ impl Session {
         {
             p.status = PurchaseStatus::Unconfirmed;
             released = released.checked_add(p.price)?;
-            flagged.push(p.request_id.clone());
+            flagged.push((p.request_id.clone(), p.reserved.then(|| p.slot.clone())));
         }
         self.held = self.held.checked_sub(released)?;
-        for request_id in flagged {
+        for (request_id, reserved) in flagged {
+            if let Some(slot) = reserved {
+                self.stock(&slot, StockChange::Release, effects);
+            }
             effects.push(Effect::HoldSettled {
                 session: self.id.clone(),
                 request_id: request_id.clone(),
@@ -346,6 +351,41 @@ impl Session {
         if let Some(o) = self.order_mut() {
             o.status = status;
         }
+    }
+
+    /// An order that was never paid ends (expired, cancelled): the item it reserved is available again.
+    pub(crate) fn end_unpaid_order(&mut self, status: OrderStatus, effects: &mut Vec<Effect>) {
+        let reserved = self
+            .order()
+            .filter(|o| o.reserved && o.status == OrderStatus::AwaitingPayment)
+            .map(|o| o.slot.clone());
+        self.set_order_status(status);
+        if let Some(slot) = reserved {
+            self.stock(&slot, StockChange::Release, effects);
+        }
+    }
+
+    /// One item of a planogram slot of this session's machine is reserved, released or delivered.
+    pub(crate) fn stock(&self, slot: &Slot, change: StockChange, effects: &mut Vec<Effect>) {
+        effects.push(Effect::Stock {
+            device: self.device_id.clone(),
+            slot: slot.clone(),
+            change,
+        });
+    }
+
+    /// Whether any purchase or the order of this session reserved an item: a command on it may then
+    /// change slot rows, and must read them.
+    pub fn reserves_stock(&self) -> bool {
+        self.purchases.iter().any(|p| p.reserved) || self.order().is_some_and(|o| o.reserved)
+    }
+
+    /// Purchases held now that reserved an item (each a slot row a deadline may have to release).
+    pub(crate) fn reserved_holds(&self) -> usize {
+        self.purchases
+            .iter()
+            .filter(|p| p.reserved && p.status == PurchaseStatus::Held)
+            .count()
     }
 
     pub(crate) fn record_payment(
@@ -380,16 +420,19 @@ impl Session {
     }
 }
 
-/// Collects the sessions a command touches and bumps each one's version once.
-pub(crate) struct Builder {
+/// Collects the sessions a command touches and bumps each one's version once; at the end, folds the
+/// command's stock effects into the slot rows it read.
+pub(crate) struct Builder<'a> {
+    pub(crate) shelves: &'a Shelves,
     pub(crate) sessions: Vec<Session>,
     pub(crate) current: Option<SessionId>,
     pub(crate) effects: Vec<Effect>,
 }
 
-impl Builder {
-    pub(crate) fn new() -> Builder {
+impl<'a> Builder<'a> {
+    pub(crate) fn new(shelves: &'a Shelves) -> Builder<'a> {
         Builder {
+            shelves,
             sessions: Vec::new(),
             current: None,
             effects: Vec::new(),
@@ -402,11 +445,13 @@ impl Builder {
     }
 
     pub(crate) fn finish(self, reply: Reply) -> Decision {
+        let stock = self.shelves.apply(&self.effects);
         Ok(Transition {
             sessions: self.sessions,
             current: self.current,
             effects: self.effects,
             reply,
+            stock,
         })
     }
 }
@@ -417,6 +462,7 @@ pub(crate) fn noop(reply: Reply) -> Decision {
         current: None,
         effects: Vec::new(),
         reply,
+        stock: Vec::new(),
     })
 }
 

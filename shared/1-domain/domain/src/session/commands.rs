@@ -5,9 +5,11 @@
 //! refund verdicts) are in `session_commands.rs`.
 
 use super::aggregate::*;
+use super::shelves::Shelves;
 use super::types::*;
 use crate::device::Device;
 use crate::ids::{OrderId, RequestId, SessionId, Slot};
+use crate::inventory::{StockChange, MAX_RESERVED_HOLDS};
 use crate::money::Money;
 use crate::time::{Timestamp, Windows};
 
@@ -21,10 +23,11 @@ pub fn receive_payment(
     device: &Device,
     current: Option<&Session>,
     payment: &IncomingPayment,
+    shelves: &Shelves,
     windows: &Windows,
     now: Timestamp,
 ) -> Decision {
-    let mut b = Builder::new();
+    let mut b = Builder::new(shelves);
     let current = live(device, current)?;
     if let Some(s) = current {
         if s.payments.iter().any(|p| p.trade_no == payment.trade_no) {
@@ -100,6 +103,7 @@ pub fn receive_payment(
                 let price = o.price;
                 let order_id = o.order_id.clone();
                 let slot = o.slot.clone();
+                let reserved = o.reserved;
                 s.record_payment(payment, now, &mut b.effects)?;
                 s.balance = s.balance.checked_sub(price)?;
                 s.held = s.held.checked_add(price)?;
@@ -111,6 +115,7 @@ pub fn receive_payment(
                     status: PurchaseStatus::Held,
                     balance_after: Money::zero(s.currency),
                     late_report: None,
+                    reserved,
                 });
                 s.set_order_status(OrderStatus::Paid);
                 b.effects.push(Effect::Approve {
@@ -196,7 +201,11 @@ pub(crate) fn refused_session(
     Ok(s)
 }
 
-pub(crate) fn finish_refused(mut b: Builder, refused: Session, reason: RefusalReason) -> Decision {
+pub(crate) fn finish_refused(
+    mut b: Builder<'_>,
+    refused: Session,
+    reason: RefusalReason,
+) -> Decision {
     let reply = PaymentOutcome {
         session: refused.id.clone(),
         disposition: Disposition::Refused(reason),
@@ -210,7 +219,8 @@ pub(crate) fn finish_refused(mut b: Builder, refused: Session, reason: RefusalRe
 pub struct PurchaseRequest {
     pub request_id: RequestId,
     pub slot: Slot,
-    pub price: Money,
+    /// May be omitted for a slot of the planogram (its price is used); must be given for any other.
+    pub price: Option<Money>,
     /// The session the machine means (see `docs/contract.md`, “Machine routes”). When it is not the
     /// open session the purchase is declined `session_closed`: a late retry never holds the next
     /// customer's money.
@@ -221,26 +231,32 @@ pub struct PurchaseRequest {
 /// `request_id` it has already answered from its idempotency record.
 ///
 /// Approval holds the price and moves the deadline to at least now + the purchase-first window, so a
-/// purchase approved in the last second still has its full vend time.
+/// purchase approved in the last second still has its full vend time. For a slot of the planogram the
+/// price is the slot's (a different one is refused), and approval reserves one of its items in the
+/// same write; with none available the purchase is declined `sold_out`.
 pub fn request_purchase(
     device: &Device,
     current: Option<&Session>,
     req: &PurchaseRequest,
+    shelves: &Shelves,
     windows: &Windows,
     now: Timestamp,
 ) -> Decision {
-    let (request_id, slot, price) = (&req.request_id, &req.slot, req.price);
-    check_price(device, price)?;
+    let (request_id, slot) = (&req.request_id, &req.slot);
+    if let Some(asked) = req.price {
+        check_price(device, asked)?;
+    }
     let current = live(device, current)?;
-    let mut b = Builder::new();
+    let mut b = Builder::new(shelves);
     if let Some(s) = current {
         if let Some(p) = s.purchase(request_id) {
-            if p.price != price || &p.slot != slot {
+            if req.price.is_some_and(|asked| asked != p.price) || &p.slot != slot {
                 return Err(Rejection::RequestConflict(request_id.to_string()));
             }
             return noop(Reply::Purchase(answer(s, p)));
         }
     }
+    let price = settle_price(slot, req.price, shelves)?;
     let unrecorded = |b: &mut Builder, reason: DeclineReason| {
         b.effects.push(Effect::Decline {
             request_id: request_id.clone(),
@@ -276,10 +292,15 @@ pub fn request_purchase(
         .iter()
         .filter(|p| !matches!(p.status, PurchaseStatus::Declined(_)))
         .count();
+    let available = shelves.available_after(slot, &b.effects);
     let reason = if !s.spendable(now) {
         Some(DeclineReason::SessionClosed)
-    } else if approved >= MAX_APPROVED_PURCHASES {
+    } else if approved >= MAX_APPROVED_PURCHASES
+        || (available.is_some() && s.reserved_holds() >= MAX_RESERVED_HOLDS)
+    {
         Some(DeclineReason::SessionFull)
+    } else if available == Some(0) {
+        Some(DeclineReason::SoldOut)
     } else if s.balance.minor() >= price.minor() {
         None
     } else {
@@ -301,6 +322,9 @@ pub fn request_purchase(
                 request_id: request_id.clone(),
                 price,
             });
+            if available.is_some() {
+                s.stock(slot, StockChange::Reserve, &mut b.effects);
+            }
             let vend_by = now.plus(windows.purchase_first);
             if s.deadline_at.is_none_or(|d| d < vend_by) {
                 s.deadline_at = Some(vend_by);
@@ -320,6 +344,7 @@ pub fn request_purchase(
         status,
         balance_after: s.balance,
         late_report: None,
+        reserved: status == PurchaseStatus::Held && available.is_some(),
     };
     let reply = answer(&s, &purchase);
     // Kept in the session so operators see it (declines only up to a bound: the request's idempotency
@@ -336,6 +361,21 @@ pub fn request_purchase(
     b.finish(Reply::Purchase(reply))
 }
 
+/// The price of a purchase or order: the slot's for a slot of the planogram (a request naming another
+/// is refused), else the one the machine gives, which it then must.
+fn settle_price(slot: &Slot, asked: Option<Money>, shelves: &Shelves) -> Result<Money, Rejection> {
+    match (asked, shelves.price(slot)?) {
+        (Some(asked), Some(price)) if asked != price => Err(Rejection::PriceMismatch {
+            slot: slot.clone(),
+            asked,
+            price,
+        }),
+        (_, Some(price)) => Ok(price),
+        (Some(asked), None) => Ok(asked),
+        (None, None) => Err(Rejection::MissingPrice(slot.clone())),
+    }
+}
+
 pub(crate) fn answer(s: &Session, p: &Purchase) -> PurchaseAnswer {
     PurchaseAnswer {
         request_id: p.request_id.clone(),
@@ -350,13 +390,17 @@ pub(crate) fn answer(s: &Session, p: &Purchase) -> PurchaseAnswer {
     }
 }
 
-/// Purchase first: the machine registers an order and waits for its payment.
+/// Purchase first: the machine registers an order and waits for its payment. For a slot of the
+/// planogram the price is the slot's and placing the order reserves one of its items (none available:
+/// [`Rejection::SoldOut`]).
+#[allow(clippy::too_many_arguments)]
 pub fn place_order(
     device: &Device,
     current: Option<&Session>,
     order_id: &OrderId,
     slot: &Slot,
-    price: Money,
+    asked: Option<Money>,
+    shelves: &Shelves,
     windows: &Windows,
     now: Timestamp,
 ) -> Decision {
@@ -366,19 +410,24 @@ pub fn place_order(
             flow: "orders (purchase first)",
         });
     }
-    check_price(device, price)?;
+    if let Some(asked) = asked {
+        check_price(device, asked)?;
+    }
     let id = SessionId::for_order(&device.id, order_id);
     // The same order again, whatever became of it since, is answered as before.
     if let Some(s) = current.filter(|s| s.id == id && s.device_id == device.id) {
         return match s.order() {
-            Some(o) if o.price == price && &o.slot == slot => noop(Reply::Session {
-                session: s.id.clone(),
-            }),
+            Some(o) if asked.is_none_or(|p| p == o.price) && &o.slot == slot => {
+                noop(Reply::Session {
+                    session: s.id.clone(),
+                })
+            }
             _ => Err(Rejection::RequestConflict(order_id.to_string())),
         };
     }
+    let price = settle_price(slot, asked, shelves)?;
     let current = live(device, current)?;
-    let mut b = Builder::new();
+    let mut b = Builder::new(shelves);
     if let Some(s) = current {
         let mut s = s.clone();
         let changed = s.settle_if_due(now, &mut b.effects)?;
@@ -393,7 +442,7 @@ pub fn place_order(
             }
             (SessionKind::Order(o), Phase::Open) if o.status == OrderStatus::AwaitingPayment => {
                 // The customer picked something else: the unpaid order gives way to the new one.
-                s.set_order_status(OrderStatus::Cancelled);
+                s.end_unpaid_order(OrderStatus::Cancelled, &mut b.effects);
                 s.phase = Phase::Settling;
                 s.deadline_at = None;
                 s.close_if_done(&mut b.effects);
@@ -402,6 +451,10 @@ pub fn place_order(
             _ if changed => b.write(s),
             _ => {}
         }
+    }
+    let available = shelves.available_after(slot, &b.effects);
+    if available == Some(0) {
+        return Err(Rejection::SoldOut(slot.clone()));
     }
     let expires_at = now.plus(windows.order_payment);
     let mut s = Session::new(
@@ -415,9 +468,13 @@ pub fn place_order(
             placed_at: now,
             expires_at,
             status: OrderStatus::AwaitingPayment,
+            reserved: available.is_some(),
         }),
         now,
     );
+    if available.is_some() {
+        s.stock(slot, StockChange::Reserve, &mut b.effects);
+    }
     s.deadline_at = Some(expires_at);
     b.effects.push(Effect::ScheduleDeadline {
         session: s.id.clone(),
@@ -440,6 +497,7 @@ pub fn end_session(
     device: &Device,
     current: Option<&Session>,
     expected: Option<&SessionId>,
+    shelves: &Shelves,
     now: Timestamp,
 ) -> Decision {
     if let Some(expected) = expected {
@@ -458,7 +516,7 @@ pub fn end_session(
             session: s.id.clone(),
         });
     }
-    let mut b = Builder::new();
+    let mut b = Builder::new(shelves);
     let mut s = s.clone();
     let mut changed = s.settle_if_due(now, &mut b.effects)?;
     if s.phase == Phase::Open {
@@ -476,7 +534,7 @@ pub fn end_session(
                 changed = true;
             }
             Some(OrderStatus::AwaitingPayment) => {
-                s.set_order_status(OrderStatus::Cancelled);
+                s.end_unpaid_order(OrderStatus::Cancelled, &mut b.effects);
                 s.phase = Phase::Settling;
                 s.deadline_at = None;
                 s.close_if_done(&mut b.effects);

@@ -22,8 +22,10 @@
 mod aggregate;
 pub mod commands;
 pub mod session_commands;
+mod shelves;
 pub mod types;
 
 pub use commands::*;
 pub use session_commands::*;
+pub use shelves::Shelves;
 pub use types::*;

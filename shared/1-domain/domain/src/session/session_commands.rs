@@ -3,22 +3,30 @@
 //! (session, command, now) → [`Decision`], as the device-level commands in `commands.rs`.
 
 use super::aggregate::*;
+use super::shelves::Shelves;
 use super::types::*;
 use crate::ids::{RefundId, RequestId};
+use crate::inventory::StockChange;
 use crate::time::Timestamp;
+
+/// Refund verdicts never touch stock.
+static NO_SHELVES: Shelves = Shelves::NONE;
 
 // ---------------------------------------------------------------------------------------------------
 // Session-level commands: addressed to one session (found by request id, refund id or deadline).
 // ---------------------------------------------------------------------------------------------------
 
-/// The machine reports the vend of a purchase (or of a paid order, whose id is the request id).
+/// The machine reports the vend of a purchase (or of a paid order, whose id is the request id). A
+/// purchase that reserved an item ends its reservation: delivered → one item fewer in the slot
+/// (already 0: flagged `stock_mismatch`, stays 0); failed → the item is available again.
 pub fn report_vend(
     session: &Session,
     request_id: &RequestId,
     delivered: bool,
+    shelves: &Shelves,
     now: Timestamp,
 ) -> Decision {
-    let mut b = Builder::new();
+    let mut b = Builder::new(shelves);
     let mut s = session.clone();
     let Some(idx) = s.purchases.iter().position(|p| &p.request_id == request_id) else {
         return match s.order() {
@@ -42,6 +50,14 @@ pub fn report_vend(
                 request_id: request_id.clone(),
                 delivered,
             });
+            if purchase.reserved {
+                let change = if delivered {
+                    StockChange::Deliver
+                } else {
+                    StockChange::Release
+                };
+                vend_stock(&mut s, &purchase, change, shelves, now, &mut b.effects);
+            }
             if delivered {
                 s.spent = s.spent.checked_add(price)?;
                 s.purchases[idx].status = PurchaseStatus::Delivered;
@@ -72,6 +88,17 @@ pub fn report_vend(
         }
         PurchaseStatus::Unconfirmed if s.purchases[idx].late_report.is_none() => {
             s.purchases[idx].late_report = Some(delivered);
+            if purchase.reserved && delivered {
+                // Its reservation ended at the deadline, but the item did go out.
+                vend_stock(
+                    &mut s,
+                    &purchase,
+                    StockChange::Remove,
+                    shelves,
+                    now,
+                    &mut b.effects,
+                );
+            }
             s.flag(
                 AnomalyKind::LateVendReport {
                     request_id: request_id.clone(),
@@ -95,10 +122,34 @@ pub fn report_vend(
     b.finish(reply)
 }
 
+/// Applies a vend's stock change to the purchase's slot; an item reported out of a slot whose stock
+/// is already 0 is flagged (`stock_mismatch`): the count was wrong, and it stays 0.
+fn vend_stock(
+    s: &mut Session,
+    purchase: &Purchase,
+    change: StockChange,
+    shelves: &Shelves,
+    now: Timestamp,
+    effects: &mut Vec<Effect>,
+) {
+    let takes_an_item = matches!(change, StockChange::Deliver | StockChange::Remove);
+    if takes_an_item && shelves.row(&purchase.slot).is_some_and(|r| r.stock == 0) {
+        s.flag(
+            AnomalyKind::StockMismatch {
+                slot: purchase.slot.clone(),
+                request_id: purchase.request_id.clone(),
+            },
+            now,
+            effects,
+        );
+    }
+    s.stock(&purchase.slot, change, effects);
+}
+
 /// A deadline message (delayed SQS message, schedule or sweep) for this session. Late, early, stale and
 /// repeated deliveries are harmless: only a deadline that has really passed is acted on, once.
-pub fn deadline_due(session: &Session, now: Timestamp) -> Decision {
-    let mut b = Builder::new();
+pub fn deadline_due(session: &Session, shelves: &Shelves, now: Timestamp) -> Decision {
+    let mut b = Builder::new(shelves);
     let mut s = session.clone();
     let settled = s.settle_if_due(now, &mut b.effects)?;
     let reply = Reply::Deadline {
@@ -119,7 +170,7 @@ pub fn settle_refund(
     outcome: RefundOutcome,
     now: Timestamp,
 ) -> Decision {
-    let mut b = Builder::new();
+    let mut b = Builder::new(&NO_SHELVES);
     let mut s = session.clone();
     let Some(idx) = s.refunds.iter().position(|r| &r.id == refund_id) else {
         return Err(Rejection::UnknownRefund(refund_id.clone()));
@@ -171,7 +222,7 @@ pub fn settle_refund(
 /// the refund's issue; after it, the refund is raised once as [`AnomalyKind::RefundStuck`] and stays
 /// pending (still retried with the same id and amount) until a verified answer or reconciliation.
 pub fn refund_unresolved(session: &Session, refund_id: &RefundId, now: Timestamp) -> Decision {
-    let mut b = Builder::new();
+    let mut b = Builder::new(&NO_SHELVES);
     let mut s = session.clone();
     let Some(refund) = s.refund(refund_id) else {
         return Err(Rejection::UnknownRefund(refund_id.clone()));

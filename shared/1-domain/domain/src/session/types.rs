@@ -7,6 +7,7 @@ use crate::device::Mode;
 use crate::ids::{
     BuyerId, DeviceId, MerchantTradeNo, OrderId, RefundId, RequestId, SessionId, Slot, TradeNo,
 };
+use crate::inventory::{SlotStock, StockChange};
 use crate::money::{Currency, Money, MoneyError};
 use crate::time::Timestamp;
 
@@ -118,6 +119,10 @@ pub struct OrderTerms {
     pub placed_at: Timestamp,
     pub expires_at: Timestamp,
     pub status: OrderStatus,
+    /// Placing the order reserved an item of its slot (a slot of the planogram); its end gives it back
+    /// or, once paid, the order's purchase carries the reservation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reserved: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,8 +140,11 @@ pub enum DeclineReason {
     NoSession,
     /// The session is settling or closed, or the purchase named a session that is not the open one.
     SessionClosed,
-    /// The session already holds [`MAX_APPROVED_PURCHASES`] approved purchases.
+    /// The session already holds [`MAX_APPROVED_PURCHASES`] approved purchases (or
+    /// [`crate::inventory::MAX_RESERVED_HOLDS`] unreported ones of planogram slots).
     SessionFull,
+    /// Nothing available in the slot: every item is sold or promised.
+    SoldOut,
 }
 
 impl DeclineReason {
@@ -146,6 +154,7 @@ impl DeclineReason {
             DeclineReason::NoSession => "no_session",
             DeclineReason::SessionClosed => "session_closed",
             DeclineReason::SessionFull => "session_full",
+            DeclineReason::SoldOut => "sold_out",
         }
     }
 }
@@ -186,6 +195,10 @@ pub struct Purchase {
     pub balance_after: Money,
     /// A vend result that arrived after the hold was already refunded at the deadline.
     pub late_report: Option<bool>,
+    /// The approval reserved an item of its slot (a slot of the planogram); the vend result or the
+    /// deadline ends the reservation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reserved: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -267,6 +280,9 @@ pub enum AnomalyKind {
     /// still retried; a person settles it through reconciliation with Alipay, never by paying by hand
     /// while Alipay may have paid.
     RefundStuck { refund_id: RefundId },
+    /// A delivery was reported for a slot whose stock was already 0: the count was wrong (restock
+    /// missed, items added by hand). The stock stays 0.
+    StockMismatch { slot: Slot, request_id: RequestId },
     /// A kind a newer build wrote: kept readable, so a rolling deploy or a rollback never makes a
     /// session unreadable (its details are dropped on the next write).
     #[serde(other)]
@@ -348,6 +364,12 @@ pub enum Effect {
         session: SessionId,
         anomaly: Anomaly,
     },
+    /// An item of a planogram slot is reserved, released or delivered; written with the session.
+    Stock {
+        device: DeviceId,
+        slot: Slot,
+        change: StockChange,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -423,11 +445,14 @@ pub struct Transition {
     pub current: Option<SessionId>,
     pub effects: Vec<Effect>,
     pub reply: Reply,
+    /// Slot rows whose stock or reservations change, each with `version` one above what was read;
+    /// written in the same write as the sessions.
+    pub stock: Vec<SlotStock>,
 }
 
 impl Transition {
     pub fn is_noop(&self) -> bool {
-        self.sessions.is_empty() && self.current.is_none()
+        self.sessions.is_empty() && self.current.is_none() && self.stock.is_empty()
     }
 
     /// The written session with this id.
@@ -443,6 +468,16 @@ pub enum Rejection {
     CurrencyMismatch { expected: Currency, got: Currency },
     #[error("price must be greater than zero")]
     NonPositivePrice,
+    #[error("slot {slot} sells at {price}, not {asked}; omit the price to use the slot's")]
+    PriceMismatch {
+        slot: Slot,
+        asked: Money,
+        price: Money,
+    },
+    #[error("slot {0} is not in the machine's slot map, so the request must give a price")]
+    MissingPrice(Slot),
+    #[error("slot {0} is sold out")]
+    SoldOut(Slot),
     #[error("no open session or order on this machine")]
     NoSession,
     #[error("machine is in {mode} mode and does not take {flow}")]

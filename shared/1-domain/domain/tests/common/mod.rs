@@ -34,7 +34,7 @@ pub fn buy_req(
     PurchaseRequest {
         request_id: req(id),
         slot: slot(slot_name),
-        price,
+        price: Some(price),
         session: session.cloned(),
     }
 }
@@ -49,6 +49,9 @@ pub struct TestMachine {
     pub current: Option<SessionId>,
     pub sessions: Vec<Session>,
     pub windows: Windows,
+    /// The planogram rows, as storage would hold them (empty: no planogram).
+    pub slots: Vec<SlotStock>,
+    pub catalogue: std::collections::BTreeMap<Sku, Product>,
 }
 
 impl TestMachine {
@@ -58,6 +61,91 @@ impl TestMachine {
             current: None,
             sessions: Vec::new(),
             windows: Windows::default(),
+            slots: Vec::new(),
+            catalogue: Default::default(),
+        }
+    }
+
+    /// What a command reads of the machine's slots, with every catalogue price.
+    pub fn shelves(&self) -> Shelves {
+        self.catalogue
+            .values()
+            .fold(Shelves::new(self.slots.iter().cloned()), |shelves, p| {
+                shelves.with_price(p.sku.clone(), p.price)
+            })
+    }
+
+    pub fn slot_row(&self, name: &str) -> &SlotStock {
+        self.slots
+            .iter()
+            .find(|r| r.slot == slot(name))
+            .expect("slot in the planogram")
+    }
+
+    /// Puts products in the catalogue: (sku, price).
+    pub fn products(&mut self, items: &[(&str, u64)]) {
+        for (sku, price) in items {
+            let sku = Sku::parse(*sku).expect("sku");
+            let p =
+                vendpay_domain::inventory::product(sku.clone(), sku.as_str(), cny(*price), None)
+                    .expect("product");
+            self.catalogue.insert(sku, p);
+        }
+    }
+
+    /// Replaces the planogram: (slot, sku, capacity).
+    pub fn planogram(&mut self, slots: &[(&str, &str, u32)]) {
+        let spec: Vec<SlotSpec> = slots
+            .iter()
+            .map(|(s, k, c)| SlotSpec {
+                slot: slot(s),
+                sku: Sku::parse(*k).expect("sku"),
+                capacity: *c,
+                price: None,
+            })
+            .collect();
+        let w = vendpay_domain::inventory::replace_planogram(
+            &self.device,
+            &self.slots,
+            &spec,
+            &self.catalogue,
+        )
+        .expect("planogram accepted");
+        self.write_slots(w);
+    }
+
+    /// Sets the stock of slots: (slot, count).
+    pub fn restock(&mut self, counts: &[(&str, u32)]) {
+        let counts: Vec<StockCount> = counts
+            .iter()
+            .map(|(s, n)| StockCount {
+                slot: slot(s),
+                stock: *n,
+            })
+            .collect();
+        let w = vendpay_domain::inventory::restock(&self.device.id, &self.slots, &counts)
+            .expect("restock accepted");
+        self.write_slots(w);
+    }
+
+    fn write_slots(&mut self, w: SlotWrites) {
+        self.slots
+            .retain(|r| !w.remove.iter().any(|x| x.slot == r.slot));
+        for row in w.write {
+            self.put_row(row);
+        }
+    }
+
+    fn put_row(&mut self, row: SlotStock) {
+        match self.slots.iter_mut().find(|r| r.slot == row.slot) {
+            Some(old) => {
+                assert_eq!(row.version, old.version + 1, "conditional slot write");
+                *old = row;
+            }
+            None => {
+                assert_eq!(row.version, 1, "new slot");
+                self.slots.push(row);
+            }
         }
     }
 
@@ -90,11 +178,21 @@ impl TestMachine {
         if let Some(id) = &t.current {
             self.current = Some(id.clone());
         }
+        for row in &t.stock {
+            self.put_row(row.clone());
+        }
         t
     }
 
     pub fn pay(&mut self, p: &IncomingPayment, secs: i64) -> Transition {
-        let d = receive_payment(&self.device, self.current(), p, &self.windows, at(secs));
+        let d = receive_payment(
+            &self.device,
+            self.current(),
+            p,
+            &self.shelves(),
+            &self.windows,
+            at(secs),
+        );
         self.apply(d)
     }
 
@@ -103,6 +201,7 @@ impl TestMachine {
             &self.device,
             self.current(),
             &buy_req(id, "A1", cny(price), None),
+            &self.shelves(),
             &self.windows,
             at(secs),
         );
@@ -115,6 +214,7 @@ impl TestMachine {
             &self.device,
             self.current(),
             &buy_req(id, "A1", cny(price), Some(session)),
+            &self.shelves(),
             &self.windows,
             at(secs),
         );
@@ -123,7 +223,13 @@ impl TestMachine {
 
     /// Ends the named session only.
     pub fn end_of(&mut self, session: &SessionId, secs: i64) -> Transition {
-        let d = end_session(&self.device, self.current(), Some(session), at(secs));
+        let d = end_session(
+            &self.device,
+            self.current(),
+            Some(session),
+            &self.shelves(),
+            at(secs),
+        );
         self.apply(d)
     }
 
@@ -134,17 +240,29 @@ impl TestMachine {
         delivered: bool,
         secs: i64,
     ) -> Transition {
-        let d = report_vend(self.session(session), &req(id), delivered, at(secs));
+        let d = report_vend(
+            self.session(session),
+            &req(id),
+            delivered,
+            &self.shelves(),
+            at(secs),
+        );
         self.apply(d)
     }
 
     pub fn end(&mut self, secs: i64) -> Transition {
-        let d = end_session(&self.device, self.current(), None, at(secs));
+        let d = end_session(
+            &self.device,
+            self.current(),
+            None,
+            &self.shelves(),
+            at(secs),
+        );
         self.apply(d)
     }
 
     pub fn deadline(&mut self, session: &SessionId, secs: i64) -> Transition {
-        let d = deadline_due(self.session(session), at(secs));
+        let d = deadline_due(self.session(session), &self.shelves(), at(secs));
         self.apply(d)
     }
 
@@ -154,7 +272,8 @@ impl TestMachine {
             self.current(),
             &order(id),
             &slot("B2"),
-            cny(price),
+            Some(cny(price)),
+            &self.shelves(),
             &self.windows,
             at(secs),
         );

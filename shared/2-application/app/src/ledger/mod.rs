@@ -17,7 +17,7 @@ use vendpay_domain::{
     deadline_due, end_session, place_order, receive_payment, report_vend, request_purchase,
     AnomalyKind, Clock, DeviceId, Effect, IncomingPayment, Money, OrderId, PaymentOutcome,
     PurchaseAnswer, PurchaseRequest, PurchaseStatus, RefundId, Rejection, Reply, RequestId,
-    Session, SessionId, Slot, Timestamp, Transition, Windows,
+    Session, SessionId, Shelves, Slot, Timestamp, Transition, Windows,
 };
 
 use crate::ports::{
@@ -50,6 +50,9 @@ pub enum AppError {
     /// The domain refused the command; the answer is final.
     #[error(transparent)]
     Rejected(#[from] Rejection),
+    /// A catalogue or inventory request broke a rule; nothing was changed.
+    #[error(transparent)]
+    Inventory(#[from] vendpay_domain::InventoryError),
     #[error("too much contention on {0}; try again")]
     Contention(String),
     /// The refund is not final yet (Alipay unknown / transient); try again later.
@@ -117,6 +120,31 @@ impl Ledger {
             .ok_or_else(|| AppError::UnknownDevice(device.clone()))
     }
 
+    /// What a device-level command reads of the machine's slots: the rows that came with the machine
+    /// and, when the command names a slot that sells at its product's price, that price.
+    async fn shelves(&self, m: &Machine, slot: Option<&Slot>) -> Result<Shelves, AppError> {
+        let shelves = Shelves::new(m.slots.iter().cloned());
+        let Some(sku) = slot.and_then(|slot| shelves.needs_price(slot)).cloned() else {
+            return Ok(shelves);
+        };
+        match self.store.product(&sku).await? {
+            Some(p) => Ok(shelves.with_price(sku, p.price)),
+            None => Err(Rejection::Inconsistent(format!(
+                "a slot of {} sells {sku}, which is not in the catalogue",
+                m.record.device.id
+            ))
+            .into()),
+        }
+    }
+
+    /// The slot rows a session-level command may change: read only when the session reserved items.
+    async fn session_shelves(&self, s: &Session) -> Result<Shelves, AppError> {
+        if !s.reserves_stock() {
+            return Ok(Shelves::NONE);
+        }
+        Ok(Shelves::new(self.store.slots(&s.device_id).await?))
+    }
+
     async fn session(&self, id: &SessionId) -> Result<Session, AppError> {
         self.store
             .session(id)
@@ -136,10 +164,12 @@ impl Ledger {
             }
             let m = self.machine(device).await?;
             let now = self.clock.now();
+            let shelves = self.shelves(&m, None).await?;
             let t = receive_payment(
                 &m.record.device,
                 m.current.as_ref(),
                 payment,
+                &shelves,
                 &self.windows,
                 now,
             )?;
@@ -171,7 +201,7 @@ impl Ledger {
         let req = PurchaseRequest {
             request_id: request_id.clone(),
             slot: slot.clone(),
-            price,
+            price: Some(price),
             session: None,
         };
         self.purchase_in(device, &req).await
@@ -189,16 +219,20 @@ impl Ledger {
         for attempt in 0..MAX_ATTEMPTS {
             if let Some(seen) = self.store.request(device, request_id).await? {
                 return match seen.reply {
-                    Reply::Purchase(a) if a.price == price && &a.slot == slot => Ok(a),
+                    Reply::Purchase(a) if price.is_none_or(|p| p == a.price) && &a.slot == slot => {
+                        Ok(a)
+                    }
                     _ => Err(Rejection::RequestConflict(request_id.to_string()).into()),
                 };
             }
             let m = self.machine(device).await?;
+            let shelves = self.shelves(&m, Some(slot)).await?;
             let now = self.clock.now();
             let t = request_purchase(
                 &m.record.device,
                 m.current.as_ref(),
                 req,
+                &shelves,
                 &self.windows,
                 now,
             )?;
@@ -248,7 +282,8 @@ impl Ledger {
             if &s.device_id != device {
                 return Err(Rejection::UnknownPurchase(request_id.clone()).into());
             }
-            let t = report_vend(&s, request_id, delivered, self.clock.now())?;
+            let shelves = self.session_shelves(&s).await?;
+            let t = report_vend(&s, request_id, delivered, &shelves, self.clock.now())?;
             if let Some(done) = self.settle_session_command(&t, &s, attempt).await? {
                 return Ok(done);
             }
@@ -256,13 +291,14 @@ impl Ledger {
         Err(AppError::Contention(format!("vend {request_id}")))
     }
 
-    /// Purchase first: the machine registers an order. Idempotent on `order_id`.
+    /// Purchase first: the machine registers an order. Idempotent on `order_id`. The price may be
+    /// omitted for a slot of the planogram.
     pub async fn order(
         &self,
         device: &DeviceId,
         order_id: &OrderId,
         slot: &Slot,
-        price: Money,
+        price: Option<Money>,
     ) -> Result<Session, AppError> {
         let id = SessionId::for_order(device, order_id);
         let as_request = RequestId::for_order(order_id);
@@ -281,17 +317,21 @@ impl Ledger {
                 if let Some(existing) = self.store.session(&id).await? {
                     // The same order again, after it stopped being current.
                     return match existing.order() {
-                        Some(o) if o.price == price && &o.slot == slot => Ok(existing),
+                        Some(o) if price.is_none_or(|p| p == o.price) && &o.slot == slot => {
+                            Ok(existing)
+                        }
                         _ => Err(Rejection::RequestConflict(order_id.to_string()).into()),
                     };
                 }
             }
+            let shelves = self.shelves(&m, Some(slot)).await?;
             let t = place_order(
                 &m.record.device,
                 m.current.as_ref(),
                 order_id,
                 slot,
                 price,
+                &shelves,
                 &self.windows,
                 self.clock.now(),
             )?;
@@ -329,10 +369,12 @@ impl Ledger {
     ) -> Result<Session, AppError> {
         for attempt in 0..MAX_ATTEMPTS {
             let m = self.machine(device).await?;
+            let shelves = self.shelves(&m, None).await?;
             let t = end_session(
                 &m.record.device,
                 m.current.as_ref(),
                 expected,
+                &shelves,
                 self.clock.now(),
             )?;
             let Reply::Session { session } = &t.reply else {
@@ -358,7 +400,8 @@ impl Ledger {
     pub async fn deadline(&self, session: &SessionId) -> Result<bool, AppError> {
         for attempt in 0..MAX_ATTEMPTS {
             let s = self.session(session).await?;
-            let t = deadline_due(&s, self.clock.now())?;
+            let shelves = self.session_shelves(&s).await?;
+            let t = deadline_due(&s, &shelves, self.clock.now())?;
             if t.is_noop() {
                 return Ok(false);
             }
@@ -438,6 +481,7 @@ impl Ledger {
             request: None,
             refunds,
             send: None,
+            stock: t.stock.clone(),
         }
     }
 
@@ -500,13 +544,21 @@ impl Ledger {
                         refund_id = %refund_id,
                         "Alipay paid a refund recorded failed; if an operator paid the customer, recover it"
                     ),
+                    AnomalyKind::StockMismatch { slot, request_id } => tracing::warn!(
+                        alert = "stock_mismatch",
+                        session = %session,
+                        slot = %slot,
+                        request_id = %request_id,
+                        "a vend was reported for a slot whose stock was already 0; count the slot and restock"
+                    ),
                     other => tracing::warn!(session = %session, anomaly = ?other, "anomaly"),
                 },
                 Effect::Close { session } => tracing::info!(session = %session, "session closed"),
                 Effect::Credit { .. }
                 | Effect::Approve { .. }
                 | Effect::Decline { .. }
-                | Effect::HoldSettled { .. } => {}
+                | Effect::HoldSettled { .. }
+                | Effect::Stock { .. } => {}
             }
         }
     }
