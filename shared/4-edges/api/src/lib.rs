@@ -25,6 +25,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
+use vendpay_app::inventory::Inventory;
 use vendpay_app::{DeviceRecord, DeviceStore, Ledger, QrCode};
 use vendpay_domain::{
     Currency, DeviceId, Mode, OrderId, PurchaseRequest, RequestId, SessionId, Slot,
@@ -70,6 +71,8 @@ pub trait QrProvisioner: Send + Sync {
 /// What the routes are built from, once at start-up; [`Api::new`] splits it into the three route groups.
 pub struct ApiParts {
     pub ledger: Ledger,
+    /// Catalogue and inventory (design §7), over the same store as the ledger.
+    pub inventory: Inventory,
     pub devices: Arc<dyn DeviceStore>,
     pub device_key: DeviceKey,
     pub admin: AdminAuth,
@@ -83,6 +86,7 @@ pub struct ApiParts {
 #[derive(Clone)]
 pub struct DeviceRoutes {
     pub ledger: Ledger,
+    pub inventory: Inventory,
     pub devices: Arc<dyn DeviceStore>,
     pub device_key: DeviceKey,
 }
@@ -91,6 +95,7 @@ pub struct DeviceRoutes {
 #[derive(Clone)]
 pub struct AdminRoutes {
     pub ledger: Ledger,
+    pub inventory: Inventory,
     pub devices: Arc<dyn DeviceStore>,
     pub device_key: DeviceKey,
     pub admin: AdminAuth,
@@ -142,6 +147,7 @@ impl Api {
     pub fn new(parts: ApiParts) -> Api {
         let ApiParts {
             ledger,
+            inventory,
             devices,
             device_key,
             admin,
@@ -152,11 +158,13 @@ impl Api {
         Api {
             device: DeviceRoutes {
                 ledger: ledger.clone(),
+                inventory: inventory.clone(),
                 devices: devices.clone(),
                 device_key: device_key.clone(),
             },
             admin: AdminRoutes {
                 ledger: ledger.clone(),
+                inventory,
                 devices: devices.clone(),
                 device_key,
                 admin,
