@@ -11,7 +11,10 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use vendpay_app::{DeviceRecord, Failure, RefundRecord, StoreError};
-use vendpay_domain::{DeviceId, Phase, RefundId, RefundStatus, Session, SessionId, Timestamp};
+use vendpay_domain::{
+    DeviceId, Phase, Product, RefundId, RefundStatus, Session, SessionId, Sku, SlotStock,
+    Timestamp,
+};
 
 /// A refund row's send schedule columns: attempts, generation, in flight until (ms).
 pub(crate) type Schedule = (i64, i64, Option<i64>);
@@ -111,6 +114,81 @@ pub(crate) fn read_refund(
         .ctx(&what)?;
     row.map(|(body, schedule)| decode_refund(refund_id.as_str(), &body, schedule))
         .transpose()
+}
+
+/// A machine's slot rows, ordered by slot.
+pub(crate) fn read_slots(
+    conn: &Connection,
+    device: &DeviceId,
+) -> Result<Vec<SlotStock>, StoreError> {
+    let what = format!("reading the slots of device {device}");
+    let mut stmt = conn
+        .prepare_cached("SELECT slot, version, body FROM slots WHERE device = ?1 ORDER BY slot")
+        .ctx(&what)?;
+    let rows = stmt
+        .query_map([device.as_str()], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .ctx(&what)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (slot, version, body) = row.ctx(&what)?;
+        out.push(decode_slot(device, &slot, version, &body)?);
+    }
+    Ok(out)
+}
+
+/// The slot row keyed `(device, slot)`; a body naming another slot, or another version than the
+/// column's, is corrupt.
+pub(crate) fn decode_slot(
+    device: &DeviceId,
+    slot: &str,
+    version: i64,
+    body: &str,
+) -> Result<SlotStock, StoreError> {
+    let what = format!("slot row ({device}, {slot})");
+    let row: SlotStock = decode(body, &what)?;
+    if &row.device_id != device || row.slot.as_str() != slot {
+        return Err(StoreError::Permanent(
+            format!("{what} holds slot {} of device {}", row.slot, row.device_id).into(),
+        ));
+    }
+    if i64::try_from(row.version).ok() != Some(version) {
+        return Err(StoreError::Permanent(
+            format!(
+                "{what}: version column {version} disagrees with the body's {}",
+                row.version
+            )
+            .into(),
+        ));
+    }
+    Ok(row)
+}
+
+pub(crate) fn read_product(conn: &Connection, sku: &Sku) -> Result<Option<Product>, StoreError> {
+    let what = format!("product row {sku}");
+    let row: Option<String> = conn
+        .prepare_cached("SELECT body FROM products WHERE sku = ?1")
+        .and_then(|mut s| s.query_row([sku.as_str()], |r| r.get(0)).optional())
+        .ctx(&what)?;
+    row.map(|body| decode_product(sku.as_str(), &body))
+        .transpose()
+}
+
+/// The product row keyed `sku`; a body naming another product is corrupt.
+pub(crate) fn decode_product(sku: &str, body: &str) -> Result<Product, StoreError> {
+    let what = format!("product row {sku}");
+    let p: Product = decode(body, &what)?;
+    if p.sku.as_str() != sku {
+        return Err(StoreError::Permanent(
+            format!("{what} holds product {}", p.sku).into(),
+        ));
+    }
+    Ok(p)
 }
 
 pub(crate) fn decode_session(id: &str, version: i64, body: &str) -> Result<Session, StoreError> {

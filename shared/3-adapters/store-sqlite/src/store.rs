@@ -72,14 +72,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use vendpay_app::{
-    Commit, DeadlineMessage, DeviceRecord, DeviceStore, Failure, Machine, QrCode, RefundRecord,
-    RequestRecord, SessionStore, StoreError,
+    Commit, DeadlineMessage, DeviceRecord, DeviceStore, Failure, InventoryStore, Machine, QrCode,
+    RefundRecord, RequestRecord, SessionStore, StoreError,
 };
 use vendpay_domain::{
-    Clock, DeviceId, PaymentOutcome, RefundId, RequestId, Session, SessionId, SystemClock,
-    Timestamp, TradeNo,
+    Clock, DeviceId, PaymentOutcome, Product, RefundId, RequestId, Session, SessionId, Sku,
+    SlotStock, SlotWrites, SystemClock, Timestamp, TradeNo,
 };
 
 use crate::db::Queue;
@@ -88,10 +88,10 @@ use crate::db::{
 };
 use crate::group_commit;
 use crate::row_codec::{
-    decode, decode_refund, decode_session, encode, parse_id, read_device, read_refund,
-    read_session, sql_limit, to_i64, Ctx,
+    decode, decode_product, decode_refund, decode_session, encode, parse_id, read_device,
+    read_product, read_refund, read_session, read_slots, sql_limit, to_i64, Ctx,
 };
-use crate::writes::{migrate, prune};
+use crate::writes::{self, migrate, prune};
 
 /// The embedded store. Cheap to clone; clones share the writer, its commit queue and the readers.
 #[derive(Clone)]
@@ -381,8 +381,13 @@ impl SessionStore for SqliteStore {
                     )
                 })?),
             };
+            let slots = read_slots(&tx, &id)?;
             tx.commit().ctx(&what)?;
-            Ok(Some(Machine { record, current }))
+            Ok(Some(Machine {
+                record,
+                current,
+                slots,
+            }))
         })
         .await
     }
@@ -442,6 +447,16 @@ impl SessionStore for SqliteStore {
         let refund_id = refund_id.clone();
         self.read(move |conn, _| read_refund(conn, &refund_id))
             .await
+    }
+
+    async fn slots(&self, device: &DeviceId) -> Result<Vec<SlotStock>, StoreError> {
+        let device = device.clone();
+        self.read(move |conn, _| read_slots(conn, &device)).await
+    }
+
+    async fn product(&self, sku: &Sku) -> Result<Option<Product>, StoreError> {
+        let sku = sku.clone();
+        self.read(move |conn, _| read_product(conn, &sku)).await
     }
 
     /// Queues the commit for the drainer (starting one if none runs) and waits for its answer, which
@@ -509,6 +524,70 @@ impl SessionStore for SqliteStore {
                         "pending refund row skipped: it cannot be read"
                     ),
                 }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl InventoryStore for SqliteStore {
+    async fn put_product(&self, product: &Product) -> Result<(), StoreError> {
+        let product = product.clone();
+        self.write(move |w, _| writes::put_product(&w.conn, &product))
+            .await
+    }
+
+    async fn products(&self) -> Result<Vec<Product>, StoreError> {
+        self.read(|conn, _| {
+            let what = "listing products";
+            let mut stmt = conn
+                .prepare_cached("SELECT sku, body FROM products ORDER BY sku")
+                .ctx(what)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .ctx(what)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (sku, body) = row.ctx(what)?;
+                out.push(decode_product(&sku, &body)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction on the writer connection (between two groups of commits, so a
+    /// sale's commit is judged either before it or after it): every condition holds and every row is
+    /// written, or it rolls back.
+    async fn write_slots(&self, device: &DeviceId, slots: &SlotWrites) -> Result<(), StoreError> {
+        let (device, slots) = (device.clone(), slots.clone());
+        self.write(move |w, _| {
+            let what = format!("writing the slots of device {device}");
+            let tx = w
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .ctx(&what)?;
+            // On an error the transaction is dropped, which rolls it back.
+            writes::write_slots(&tx, &device, &slots)?;
+            tx.commit().ctx(&what)
+        })
+        .await
+    }
+
+    async fn stocked_devices(&self) -> Result<Vec<DeviceId>, StoreError> {
+        self.read(|conn, _| {
+            let what = "listing stocked devices";
+            let mut stmt = conn
+                .prepare_cached("SELECT DISTINCT device FROM slots ORDER BY device")
+                .ctx(what)?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .ctx(what)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(parse_id(row.ctx(what)?, "slot row")?);
             }
             Ok(out)
         })

@@ -1,17 +1,18 @@
 //! The SQL that changes the database: the schema and its migrations, the conditional writes of one
-//! commit, and the pruning of expired request rows.
+//! commit and of a planogram change, and the pruning of expired request rows.
 //!
 //! Kept together so every statement that writes a table sits next to the `CREATE TABLE` it must
 //! agree with; `store.rs`'s header lists the tables and which statement serves each access pattern.
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use vendpay_app::{Commit, RefundSend, SendCondition, StoreError};
-use vendpay_domain::{Phase, Timestamp};
+use vendpay_domain::{DeviceId, Phase, Product, SlotStock, SlotWrites, Timestamp};
 
 use crate::db::Location;
 use crate::row_codec::{encode, phase_str, refund_status_str, to_i64, to_u64, Ctx};
 
-const SCHEMA_VERSION: i64 = 2;
+/// The schema version a database is migrated to: one per migration below.
+const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 const SCHEMA: &str = "
 CREATE TABLE devices (
@@ -70,6 +71,26 @@ DROP INDEX refunds_pending;
 CREATE INDEX refunds_pending ON refunds (next_attempt_at, refund_id) WHERE status = 'pending';
 ";
 
+/// Version 3: the catalogue and the machines' slot rows (planograms with stock and reservations).
+/// The primary key of `slots` also serves the per-machine reads and the list of stocked machines.
+const SCHEMA_3: &str = "
+CREATE TABLE products (
+    sku  TEXT PRIMARY KEY NOT NULL,
+    body TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE slots (
+    device  TEXT NOT NULL,
+    slot    TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    body    TEXT NOT NULL,
+    PRIMARY KEY (device, slot)
+) STRICT;
+";
+
+/// The migrations, in order: `MIGRATIONS[v]` takes a database at schema version `v` to `v + 1`.
+const MIGRATIONS: [&str; 3] = [SCHEMA, SCHEMA_2, SCHEMA_3];
+
 pub(crate) fn migrate(conn: &mut Connection, location: &Location) -> Result<(), StoreError> {
     let what = format!("preparing the schema of {location}");
     let tx = conn
@@ -78,26 +99,23 @@ pub(crate) fn migrate(conn: &mut Connection, location: &Location) -> Result<(), 
     let version: i64 = tx
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .ctx(&what)?;
-    match version {
-        0 => {
-            tx.execute_batch(SCHEMA).ctx(&what)?;
-            tx.execute_batch(SCHEMA_2).ctx(&what)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                .ctx(&what)?;
-        }
-        1 => {
-            tx.execute_batch(SCHEMA_2).ctx(&what)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                .ctx(&what)?;
-        }
-        SCHEMA_VERSION => {}
-        other => {
-            return Err(StoreError::Permanent(
-                format!("{location} has schema version {other}; this build knows {SCHEMA_VERSION}")
-                    .into(),
-            ))
-        }
+    let Some(pending) = usize::try_from(version)
+        .ok()
+        .and_then(|v| MIGRATIONS.get(v..))
+    else {
+        return Err(StoreError::Permanent(
+            format!("{location} has schema version {version}; this build knows {SCHEMA_VERSION}")
+                .into(),
+        ));
+    };
+    if pending.is_empty() {
+        return Ok(());
     }
+    for step in pending {
+        tx.execute_batch(step).ctx(&what)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .ctx(&what)?;
     tx.commit().ctx(&what)
 }
 
@@ -284,7 +302,124 @@ pub(crate) fn apply_commit(
         })
         .ctx(&what)?;
     }
+    for row in &commit.stock {
+        // Only a planogram creates slot rows: a money decision changes rows that exist.
+        if update_slot(conn, row)? != 1 {
+            return Err(StoreError::Conflict(format!(
+                "slot {} of device {} is not at version {}",
+                row.slot,
+                row.device_id,
+                row.version.saturating_sub(1)
+            )));
+        }
+    }
     Ok(())
+}
+
+/// Creates or replaces a product.
+pub(crate) fn put_product(conn: &Connection, product: &Product) -> Result<(), StoreError> {
+    let what = format!("product row {}", product.sku);
+    let body = encode(product, &what)?;
+    conn.prepare_cached(
+        "INSERT INTO products (sku, body) VALUES (?1, ?2) \
+         ON CONFLICT (sku) DO UPDATE SET body = excluded.body",
+    )
+    .and_then(|mut s| s.execute(params![product.sku.as_str(), body]))
+    .ctx(&what)?;
+    Ok(())
+}
+
+/// Removes and writes one machine's slot rows, each under its condition (see
+/// `InventoryStore::write_slots`), inside the caller's transaction; any `Err` leaves rows written so
+/// far for the caller to roll back.
+pub(crate) fn write_slots(
+    conn: &Connection,
+    device: &DeviceId,
+    writes: &SlotWrites,
+) -> Result<(), StoreError> {
+    for row in writes.remove.iter().chain(&writes.write) {
+        if &row.device_id != device {
+            return Err(StoreError::Permanent(
+                format!(
+                    "slot {} of device {} cannot be written with the slot map of {device}",
+                    row.slot, row.device_id
+                )
+                .into(),
+            ));
+        }
+    }
+    for row in &writes.remove {
+        let what = format!("slot row ({device}, {})", row.slot);
+        let version = to_i64(row.version, &what)?;
+        let n = conn
+            .prepare_cached("DELETE FROM slots WHERE device = ?1 AND slot = ?2 AND version = ?3")
+            .and_then(|mut s| s.execute(params![device.as_str(), row.slot.as_str(), version]))
+            .ctx(&what)?;
+        if n != 1 {
+            return Err(StoreError::Conflict(format!(
+                "slot {} of device {device} is not at version {}",
+                row.slot, row.version
+            )));
+        }
+    }
+    for row in &writes.write {
+        let n = if row.version == 1 {
+            let what = format!("slot row ({device}, {})", row.slot);
+            let body = encode(row, &what)?;
+            conn.prepare_cached(
+                "INSERT INTO slots (device, slot, version, body) VALUES (?1, ?2, 1, ?3) \
+                 ON CONFLICT (device, slot) DO NOTHING",
+            )
+            .and_then(|mut s| s.execute(params![device.as_str(), row.slot.as_str(), body]))
+            .ctx(&what)?
+        } else {
+            update_slot(conn, row)?
+        };
+        if n != 1 {
+            return Err(StoreError::Conflict(if row.version == 1 {
+                format!("slot {} of device {device} exists already", row.slot)
+            } else {
+                format!(
+                    "slot {} of device {device} is not at version {}",
+                    row.slot,
+                    row.version - 1
+                )
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// Writes a slot row over the stored one at `version - 1`; the number of rows written (0: the
+/// condition failed).
+fn update_slot(conn: &Connection, row: &SlotStock) -> Result<usize, StoreError> {
+    let what = format!("slot row ({}, {})", row.device_id, row.slot);
+    if row.version < 2 {
+        // Version 1 is a new row (absent before), which only `write_slots` creates; 0 is never valid.
+        return if row.version == 0 {
+            Err(StoreError::Permanent(
+                format!("{what}: version 0 cannot be written").into(),
+            ))
+        } else {
+            Ok(0)
+        };
+    }
+    let body = encode(row, &what)?;
+    let version = to_i64(row.version, &what)?;
+    conn.prepare_cached(
+        "UPDATE slots SET version = ?3, body = ?4 \
+         WHERE device = ?1 AND slot = ?2 AND version = ?5",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            row.device_id.as_str(),
+            row.slot.as_str(),
+            version,
+            body,
+            version - 1
+        ])
+    })
+    .ctx(&what)
 }
 
 /// A change to a pending refund's send schedule, under its condition (see `RefundSend`).

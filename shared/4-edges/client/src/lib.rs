@@ -2,7 +2,7 @@
 //! reqwest, answers as JSON.
 //!
 //! It holds the operator's calls with the admin token (register a machine and create its QR code, read
-//! a session), a machine's calls signed with [`vendpay_api::auth::signed_headers`] (the one signing
+//! a session, the catalogue and inventory routes), a machine's calls signed with [`vendpay_api::auth::signed_headers`] (the one signing
 //! implementation), the sandbox's customer side (`POST /sandbox/pay`, faults, delivery and refund
 //! logs), and [`wait_for`] / [`poll_until`], polls with a deadline. [`Client::call`] sends anything
 //! else as it is given, for tests of malformed requests.
@@ -131,6 +131,45 @@ impl NewDevice<'_> {
         }
         body
     }
+}
+
+/// One slot of a planogram (`PUT /admin/devices/{id}/slots`); `price: None` sells at the product's.
+#[derive(Debug, Clone)]
+pub struct SlotPlan<'a> {
+    pub slot: &'a str,
+    pub sku: &'a str,
+    pub capacity: u32,
+    pub price: Option<Value>,
+}
+
+impl SlotPlan<'_> {
+    fn to_json(&self) -> Value {
+        let mut body = json!({"slot": self.slot, "sku": self.sku, "capacity": self.capacity});
+        if let (Some(price), Some(map)) = (&self.price, body.as_object_mut()) {
+            map.insert("price".to_owned(), price.clone());
+        }
+        body
+    }
+}
+
+/// `{"slots": [{"slot", "stock"}]}`: a slot's count after a refill (or as the machine counted it), the
+/// body of a restock and of a machine's inventory report.
+pub fn stock_counts(counts: &[(&str, u32)]) -> Value {
+    let slots: Vec<Value> = counts
+        .iter()
+        .map(|(slot, stock)| json!({"slot": slot, "stock": stock}))
+        .collect();
+    json!({ "slots": slots })
+}
+
+/// The body of a purchase (`request_id`) or an order (`order_id`): `price` only when given (a slot of
+/// the planogram may omit it).
+fn sale_body(id_field: &str, id: &str, slot: &str, price: Option<&Value>) -> Value {
+    let mut body = json!({ id_field: id, "slot": slot });
+    if let (Some(price), Some(map)) = (price, body.as_object_mut()) {
+        map.insert("price".to_owned(), price.clone());
+    }
+    body
 }
 
 /// Money as the contract writes it: `{"minor", "currency"}`.
@@ -293,6 +332,76 @@ impl Client {
         }
     }
 
+    // --- catalogue and inventory (operator) ---
+
+    /// `PUT /admin/products/{sku}` (2xx): `{"product": {...}}`.
+    pub async fn put_product(
+        &self,
+        sku: &str,
+        name: &str,
+        price: &Value,
+        category: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let mut body = json!({"name": name, "price": price});
+        if let (Some(category), Some(map)) = (category, body.as_object_mut()) {
+            map.insert("category".to_owned(), json!(category));
+        }
+        self.admin("PUT", &format!("/admin/products/{sku}"), Some(&body))
+            .await?
+            .success()
+    }
+
+    /// `GET /admin/products` (2xx): `{"products": [...]}` ordered by sku.
+    pub async fn products(&self) -> Result<Value, ClientError> {
+        self.admin("GET", "/admin/products", None).await?.success()
+    }
+
+    /// `PUT /admin/devices/{id}/slots` (2xx): replaces the machine's slot map; the inventory.
+    pub async fn set_slots(
+        &self,
+        device_id: &str,
+        slots: &[SlotPlan<'_>],
+    ) -> Result<Value, ClientError> {
+        let slots: Vec<Value> = slots.iter().map(SlotPlan::to_json).collect();
+        let body = json!({ "slots": slots });
+        self.admin("PUT", &format!("/admin/devices/{device_id}/slots"), Some(&body))
+            .await?
+            .success()
+    }
+
+    /// `GET /admin/devices/{id}/inventory` (2xx): `{"device_id", "slots": [...]}`.
+    pub async fn inventory(&self, device_id: &str) -> Result<Value, ClientError> {
+        self.admin("GET", &format!("/admin/devices/{device_id}/inventory"), None)
+            .await?
+            .success()
+    }
+
+    /// `POST /admin/devices/{id}/restock` (2xx) with each slot's count after the refill; the inventory.
+    pub async fn restock(
+        &self,
+        device_id: &str,
+        counts: &[(&str, u32)],
+    ) -> Result<Value, ClientError> {
+        let body = stock_counts(counts);
+        self.admin(
+            "POST",
+            &format!("/admin/devices/{device_id}/restock"),
+            Some(&body),
+        )
+        .await?
+        .success()
+    }
+
+    /// `GET /admin/inventory[?below=]` (2xx): the restocking round, `{"districts": [...]}`; `None`
+    /// leaves the threshold to the server (a quarter of capacity).
+    pub async fn restocking_round(&self, below: Option<f64>) -> Result<Value, ClientError> {
+        let path = match below {
+            Some(b) => format!("/admin/inventory?below={b}"),
+            None => "/admin/inventory".to_owned(),
+        };
+        self.admin("GET", &path, None).await?.success()
+    }
+
     // --- machine ---
 
     /// A machine's request signed now with its secret; any status is an answer.
@@ -333,15 +442,16 @@ impl Client {
         self.device(m, "POST", &path, body).await?.success()
     }
 
-    /// `POST /devices/{id}/purchases` (2xx): the decision.
+    /// `POST /devices/{id}/purchases` (2xx): the decision. `price: None` leaves it out, for a slot of
+    /// the planogram (the server's price).
     pub async fn purchase(
         &self,
         m: &MachineKeys,
         request_id: &str,
         slot: &str,
-        price: &Value,
+        price: Option<&Value>,
     ) -> Result<Value, ClientError> {
-        let body = json!({"request_id": request_id, "slot": slot, "price": price});
+        let body = sale_body("request_id", request_id, slot, price);
         self.device_post(m, "purchases", Some(&body)).await
     }
 
@@ -357,16 +467,28 @@ impl Client {
         self.device_post(m, &tail, Some(&body)).await
     }
 
-    /// `POST /devices/{id}/orders` (2xx): the order's view.
+    /// `POST /devices/{id}/orders` (2xx): the order's view. `price: None` leaves it out, for a slot of
+    /// the planogram. A sold-out slot is a `409 sold_out` ([`ClientError::Status`]).
     pub async fn order(
         &self,
         m: &MachineKeys,
         order_id: &str,
         slot: &str,
-        price: &Value,
+        price: Option<&Value>,
     ) -> Result<Value, ClientError> {
-        let body = json!({"order_id": order_id, "slot": slot, "price": price});
+        let body = sale_body("order_id", order_id, slot, price);
         self.device_post(m, "orders", Some(&body)).await
+    }
+
+    /// `POST /devices/{id}/inventory` (2xx), signed by the machine: the counts it took (as a restock);
+    /// the inventory.
+    pub async fn report_inventory(
+        &self,
+        m: &MachineKeys,
+        counts: &[(&str, u32)],
+    ) -> Result<Value, ClientError> {
+        let body = stock_counts(counts);
+        self.device_post(m, "inventory", Some(&body)).await
     }
 
     /// `POST /devices/{id}/session/end` (2xx), naming the session when `session_id` is given; the
@@ -495,6 +617,37 @@ mod tests {
         );
         d.location = Some("Hall");
         assert_eq!(d.to_json()["location"], "Hall");
+    }
+
+    #[test]
+    fn catalogue_bodies_leave_out_what_is_not_given() {
+        let plan = SlotPlan {
+            slot: "A1",
+            sku: "cola",
+            capacity: 8,
+            price: None,
+        };
+        assert_eq!(
+            plan.to_json(),
+            json!({"slot": "A1", "sku": "cola", "capacity": 8})
+        );
+        let priced = SlotPlan {
+            price: Some(cny(300)),
+            ..plan
+        };
+        assert_eq!(priced.to_json()["price"], cny(300));
+        assert_eq!(
+            stock_counts(&[("A1", 8), ("A2", 0)]),
+            json!({"slots": [{"slot": "A1", "stock": 8}, {"slot": "A2", "stock": 0}]})
+        );
+        assert_eq!(
+            sale_body("request_id", "p-1", "A1", None),
+            json!({"request_id": "p-1", "slot": "A1"})
+        );
+        assert_eq!(
+            sale_body("order_id", "o-1", "A1", Some(&cny(350))),
+            json!({"order_id": "o-1", "slot": "A1", "price": cny(350)})
+        );
     }
 
     #[test]

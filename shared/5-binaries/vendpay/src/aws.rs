@@ -27,6 +27,7 @@ use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use tokio::task::JoinHandle;
 use vendpay_api::alipay::Alipay;
+use vendpay_app::inventory::Inventory;
 use vendpay_app::{DeviceStore, Ledger};
 use vendpay_domain::Clock;
 use vendpay_lambda::consumers::{deadlines, refunds};
@@ -58,6 +59,8 @@ pub struct AwsResources {
 /// What [`start`] hands the server.
 pub(crate) struct Running {
     pub(crate) ledger: Ledger,
+    /// Catalogue and inventory over the same table as the ledger.
+    pub(crate) inventory: Inventory,
     pub(crate) devices: Arc<dyn DeviceStore>,
     pub(crate) resources: AwsResources,
     pub(crate) tasks: Vec<JoinHandle<()>>,
@@ -70,7 +73,7 @@ fn resource_error(setting: &'static str, reason: impl Into<String>) -> ServeErro
     }
 }
 
-/// Builds the ledger and the device store on AWS and starts the two pollers and the sweep.
+/// Builds the ledger, the inventory service and the device store on AWS and starts the two pollers and the sweep.
 pub(crate) async fn start(
     aws: &AwsConfig,
     clock: Arc<dyn Clock>,
@@ -131,9 +134,11 @@ pub(crate) async fn start(
         }
     }));
 
+    let inventory = Inventory::new(store.clone(), store.clone(), store.clone());
     let devices: Arc<dyn DeviceStore> = store;
     Ok(Running {
         ledger,
+        inventory,
         devices,
         resources,
         tasks,

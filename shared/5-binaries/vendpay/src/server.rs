@@ -30,6 +30,7 @@ use vendpay_api::alipay::{Alipay, NotifyCheck};
 use vendpay_api::auth::DeviceKey;
 use vendpay_api::notify::NotifySettings;
 use vendpay_api::{AdminAuth, Api, ApiParts};
+use vendpay_app::inventory::Inventory;
 use vendpay_app::{DeviceStore, Ledger, RefundGateway};
 use vendpay_domain::{Clock, SystemClock};
 use vendpay_store_sqlite::{channels, rearm, SqliteStore, Worker};
@@ -138,6 +139,7 @@ impl Server {
                 let running = crate::aws::start(aws, clock.clone(), alipay.clone()).await?;
                 Stores {
                     ledger: running.ledger,
+                    inventory: running.inventory,
                     devices: running.devices,
                     store: ServerStore::Aws(running.resources),
                     workers: running.tasks,
@@ -147,6 +149,7 @@ impl Server {
         let devices = stores.devices.clone();
         let api = Api::new(ApiParts {
             ledger: stores.ledger,
+            inventory: stores.inventory,
             devices: stores.devices,
             device_key,
             admin: AdminAuth::Token(admin_token.clone()),
@@ -366,6 +369,8 @@ fn admin_token(config: &Config) -> Result<(String, Option<PathBuf>), ServeError>
 /// What a store mode gives the server.
 struct Stores {
     ledger: Ledger,
+    /// Catalogue and inventory (design §7), over the same store as the ledger.
+    inventory: Inventory,
     devices: Arc<dyn DeviceStore>,
     store: ServerStore,
     /// The refund worker (SQLite), or the queue pollers and the sweep (AWS).
@@ -410,9 +415,11 @@ async fn start_sqlite(
             path: db_name,
             reason: e.to_string(),
         })?;
+    let shared = Arc::new(store.clone());
     Ok(Stores {
         ledger,
-        devices: Arc::new(store.clone()),
+        inventory: Inventory::new(shared.clone(), shared.clone(), shared.clone()),
+        devices: shared,
         store: ServerStore::Sqlite { store, rearmed },
         workers: vec![worker],
     })
