@@ -18,13 +18,14 @@ What it asserts (each failure is printed as one line naming the function/resourc
 - the table's Properties equal infra/table.json (key order ignored);
 - each function's IAM actions are exactly expansion(functions/<name>/aws-calls.json) plus the extras below,
   every action exists (cfn-lint's IAM action list), and every resource is the specific one the function is
-  configured with (see RESOURCES); no wildcard actions, no wildcard resources except a schedule group's
+  configured with (see RESOURCES) — `dynamodb:Query` on the table, and on an index only when the manifest's
+  `indexes` name it; no wildcard actions, no wildcard resources except a schedule group's
   `schedule/<group>/*` and a log group's `log-stream:*`;
 - every SQS event source mapping reports batch item failures, its queue has a dead-letter queue with a
   redrive policy and a visibility timeout >= 6 x the consumer's timeout; every DLQ has an alarm;
 - the alarms, the scheduler roles, the sweep schedule, the HTTP routes and the generated DEVICE_KEY.
 
-Then the self-test breaks the template (and the manifests) in 28 ways and asserts each is caught.
+Then the self-test breaks the template (and the manifests) in 29 ways and asserts each is caught.
 
 The checks live in the package template_checks/ beside this file (model, functions, resources, mutations);
 this script is its command line. check_build.py imports TEMPLATE and load_yaml from here.

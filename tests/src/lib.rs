@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use vendpay_client::{Client, ClientError, NewDevice};
 
-pub use vendpay_client::{cny, Answer, MachineKeys};
+pub use vendpay_client::{cny, Answer, MachineKeys, SlotPlan};
 
 pub const TOKEN: &str = "e2e-test-admin-token-0123456789";
 
@@ -61,6 +61,15 @@ impl Harness {
             server: Some(server),
             _dir: dir,
         }
+    }
+
+    /// Starts a server in sandbox mode on the embedded store, or with `aws` on `--store aws` against
+    /// moto (its own table and queues, created by the server); `extra` adds or overrides settings.
+    pub async fn start_on(aws: bool, extra: &[(&str, &str)]) -> Harness {
+        let mut env: Vec<(&str, String)> = if aws { moto_settings() } else { Vec::new() };
+        env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Harness::start(&pairs).await
     }
 
     /// Stops the server cleanly.
@@ -144,6 +153,102 @@ impl Harness {
     pub async fn sandbox_list(&self, what: &str) -> Vec<Value> {
         must(self.client.sandbox_list(what).await)
     }
+
+    // --- catalogue and inventory (design §7) ---
+
+    /// `PUT /admin/products/{sku}` at `minor` fen: the product.
+    pub async fn put_product(&self, sku: &str, name: &str, minor: u64) -> Value {
+        must(self.client.put_product(sku, name, &cny(minor), None).await)["product"].clone()
+    }
+
+    /// `PUT /admin/devices/{id}/slots`: the inventory.
+    pub async fn set_slots(&self, device_id: &str, slots: &[SlotPlan<'_>]) -> Value {
+        must(self.client.set_slots(device_id, slots).await)
+    }
+
+    /// `GET /admin/devices/{id}/inventory`.
+    pub async fn inventory(&self, device_id: &str) -> Value {
+        must(self.client.inventory(device_id).await)
+    }
+
+    /// `POST /admin/devices/{id}/restock`: the inventory.
+    pub async fn restock(&self, device_id: &str, counts: &[(&str, u32)]) -> Value {
+        must(self.client.restock(device_id, counts).await)
+    }
+
+    /// `GET /admin/inventory[?below=]`: the restocking round.
+    pub async fn restocking_round(&self, below: Option<f64>) -> Value {
+        must(self.client.restocking_round(below).await)
+    }
+}
+
+/// A slot of the planogram with the product's price.
+pub fn plan<'a>(slot: &'a str, sku: &'a str, capacity: u32) -> SlotPlan<'a> {
+    SlotPlan {
+        slot,
+        sku,
+        capacity,
+        price: None,
+    }
+}
+
+/// `(stock, reserved)` of `slot` in a machine's inventory; fails the test when there is no such slot.
+pub fn stock(inventory: &Value, slot: &str) -> (u64, u64) {
+    let line = inventory["slots"]
+        .as_array()
+        .and_then(|s| s.iter().find(|l| l["slot"] == slot))
+        .unwrap_or_else(|| panic!("no slot {slot} in {inventory}"));
+    (
+        line["stock"].as_u64().expect("stock"),
+        line["reserved"].as_u64().expect("reserved"),
+    )
+}
+
+/// Every `(district, device, slot)` of a restocking round, in its order.
+pub fn round_slots(round: &Value) -> Vec<(String, String, String)> {
+    let text = |v: &Value, f: &str| v[f].as_str().unwrap_or("?").to_owned();
+    let mut out = Vec::new();
+    for d in round["districts"].as_array().expect("districts") {
+        for m in d["machines"].as_array().expect("machines") {
+            for s in m["slots"].as_array().expect("slots") {
+                out.push((text(d, "district"), text(m, "device_id"), text(s, "slot")));
+            }
+        }
+    }
+    out
+}
+
+/// The settings of `vendpay serve --store aws --sandbox --create-missing` on moto, with a table of its
+/// own (and so its own two queues). Fails the test when moto is not running: run it through
+/// `scripts/with-moto`, which exports `VENDPAY_MOTO_ENDPOINT` and `AWS_ENDPOINT_URL`.
+pub fn moto_settings() -> Vec<(&'static str, String)> {
+    let endpoint = match std::env::var("VENDPAY_MOTO_ENDPOINT") {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => panic!(
+            "VENDPAY_MOTO_ENDPOINT is not set: the --store aws tests need moto's server. Run them through \
+             the launcher, which installs moto on first use and stops it afterwards:\n\n    \
+             scripts/with-moto cargo test -p vendpay-e2e --test e2e_flows\n"
+        ),
+    };
+    // The server's SDK reads AWS_ENDPOINT_URL: it must be moto, never a real account.
+    assert_eq!(
+        std::env::var("AWS_ENDPOINT_URL").ok().as_deref(),
+        Some(endpoint.as_str()),
+        "AWS_ENDPOINT_URL must point at moto (scripts/with-moto sets both)"
+    );
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let table = format!("vp-e2e-{:x}-{n}", t ^ (u64::from(std::process::id()) << 40));
+    vec![
+        ("VENDPAY_STORE", "aws".to_owned()),
+        ("VENDPAY_SANDBOX", "true".to_owned()),
+        ("VENDPAY_AWS_CREATE", "true".to_owned()),
+        ("TABLE_NAME", table),
+    ]
 }
 
 /// Polls `probe` every 50 ms until it answers `Some`, failing after `limit`.

@@ -5,6 +5,10 @@
 //! A genuine, verified payment that cannot be credited (wrong currency, machine busy) is not bad input:
 //! it is refunded in full (see `docs/contract.md`, “Money rules”) and tested elsewhere.
 //!
+//! The catalogue and inventory routes (design §7) are checked over `vendpay serve` itself, on the
+//! embedded store and on `--store aws` against moto: every refusal answers its precise code and leaves
+//! the catalogue, each machine's inventory, the machines' sessions and the restocking round as they were.
+//!
 //! Run with `scripts/with-moto cargo test -p vendpay-e2e --test bad_input`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
@@ -13,6 +17,7 @@ mod lambda;
 
 use lambda::*;
 use serde_json::{json, Value};
+use vendpay_e2e::MachineKeys;
 
 /// Which function a case is sent to.
 #[derive(Clone, Copy, Debug)]
@@ -280,4 +285,564 @@ async fn every_function_refuses_bad_input_clearly_and_changes_nothing() {
         f.machine_status(&ctx.secret).await["balance"]["minor"],
         1000
     );
+}
+
+// --- catalogue and inventory over `vendpay serve` (design §7) ---
+
+/// Who sends an inventory case.
+#[derive(Clone, Copy, Debug)]
+enum By {
+    /// The operator, with the admin token.
+    Admin,
+    /// Anyone, without a token.
+    Nobody,
+    /// Machine `vm-inv-a` (mixed, a pay-first session open), signing with its secret.
+    A,
+    /// Machine `vm-inv-b` (purchase first, idle), signing with its secret.
+    B,
+    /// Machine `vm-inv-a`'s secret, but claiming to be `vm-inv-b` in `X-Device-Id`.
+    AasB,
+}
+
+struct InvCase {
+    what: &'static str,
+    by: By,
+    method: &'static str,
+    path: String,
+    body: Value,
+    expect: &'static str,
+}
+
+fn inv(
+    what: &'static str,
+    by: By,
+    method: &'static str,
+    path: &str,
+    body: Value,
+    expect: &'static str,
+) -> InvCase {
+    InvCase {
+        what,
+        by,
+        method,
+        path: path.to_owned(),
+        body,
+        expect,
+    }
+}
+
+fn money(minor: i64, currency: &str) -> Value {
+    json!({"minor": minor, "currency": currency})
+}
+
+/// A slot map for `vm-inv-a` with one slot changed from the good one.
+fn slots_with(slot: Value) -> Value {
+    json!({"slots": [slot, {"slot": "A2", "sku": "water-500", "capacity": 10, "price": money(180, "CNY")}]})
+}
+
+#[rustfmt::skip]
+fn inventory_cases() -> Vec<InvCase> {
+    use By::*;
+    let a_slots = "/admin/devices/vm-inv-a/slots";
+    let a_restock = "/admin/devices/vm-inv-a/restock";
+    let cola = |capacity: Value| json!({"slot": "A1", "sku": "cola-330", "capacity": capacity});
+    let many: Vec<Value> = (0..49)
+        .map(|i| json!({"slot": format!("S{i}"), "sku": "cola-330", "capacity": 1}))
+        .collect();
+    let counts = |pairs: &[(&str, Value)]| json!({"slots": pairs.iter().map(|(s, n)| json!({"slot": s, "stock": n})).collect::<Vec<_>>()});
+    vec![
+        // The catalogue.
+        inv(
+            "product: sku with a space",
+            Admin,
+            "PUT",
+            "/admin/products/co%20ke",
+            json!({"name": "Coke", "price": money(300, "CNY")}),
+            "400 invalid_sku",
+        ),
+        inv(
+            "product: sku with '!'",
+            Admin,
+            "PUT",
+            "/admin/products/cola!1",
+            json!({"name": "Coke", "price": money(300, "CNY")}),
+            "400 invalid_sku",
+        ),
+        inv(
+            "product: sku of 65 characters",
+            Admin,
+            "PUT",
+            &format!("/admin/products/{}", "a".repeat(65)),
+            json!({"name": "Coke", "price": money(300, "CNY")}),
+            "400 invalid_sku",
+        ),
+        inv(
+            "product: empty name",
+            Admin,
+            "PUT",
+            "/admin/products/cola-330",
+            json!({"name": " ", "price": money(300, "CNY")}),
+            "400 invalid_name",
+        ),
+        inv(
+            "product: zero price",
+            Admin,
+            "PUT",
+            "/admin/products/cola-330",
+            json!({"name": "Cola", "price": money(0, "CNY")}),
+            "400 invalid_price",
+        ),
+        inv(
+            "product: negative price",
+            Admin,
+            "PUT",
+            "/admin/products/cola-330",
+            json!({"name": "Cola", "price": money(-350, "CNY")}),
+            "400 invalid_price",
+        ),
+        inv(
+            "product: no price",
+            Admin,
+            "PUT",
+            "/admin/products/cola-330",
+            json!({"name": "Cola"}),
+            "400 missing_field",
+        ),
+        inv(
+            "product: empty category",
+            Admin,
+            "PUT",
+            "/admin/products/cola-330",
+            json!({"name": "Cola", "price": money(300, "CNY"), "category": ""}),
+            "400 invalid_category",
+        ),
+        inv(
+            "product: no admin token",
+            Nobody,
+            "PUT",
+            "/admin/products/cola-330",
+            json!({"name": "Cola", "price": money(100, "CNY")}),
+            "401 unauthorized",
+        ),
+        // The slot map.
+        inv(
+            "slot map: unknown sku",
+            Admin,
+            "PUT",
+            a_slots,
+            slots_with(json!({"slot": "A1", "sku": "tea", "capacity": 4})),
+            "400 unknown_sku",
+        ),
+        inv(
+            "slot map: sku with '#'",
+            Admin,
+            "PUT",
+            a_slots,
+            slots_with(json!({"slot": "A1", "sku": "cola#1", "capacity": 4})),
+            "400 invalid_sku",
+        ),
+        inv(
+            "slot map: capacity 0",
+            Admin,
+            "PUT",
+            a_slots,
+            slots_with(cola(json!(0))),
+            "400 invalid_capacity",
+        ),
+        inv(
+            "slot map: capacity 1001",
+            Admin,
+            "PUT",
+            a_slots,
+            slots_with(cola(json!(1001))),
+            "400 invalid_capacity",
+        ),
+        inv(
+            "slot map: negative capacity",
+            Admin,
+            "PUT",
+            a_slots,
+            slots_with(cola(json!(-4))),
+            "400 invalid_capacity",
+        ),
+        inv(
+            "slot map: capacity 2.5",
+            Admin,
+            "PUT",
+            a_slots,
+            slots_with(cola(json!(2.5))),
+            "400 invalid_capacity",
+        ),
+        inv(
+            "slot map: a slot twice",
+            Admin,
+            "PUT",
+            a_slots,
+            json!({"slots": [cola(json!(4)), cola(json!(5))]}),
+            "400 duplicate_slot",
+        ),
+        inv(
+            "slot map: 49 slots",
+            Admin,
+            "PUT",
+            a_slots,
+            json!({ "slots": many }),
+            "400 too_many_slots",
+        ),
+        inv(
+            "slot map: a slot price in USD on a CNY machine",
+            Admin,
+            "PUT",
+            a_slots,
+            slots_with(
+                json!({"slot": "A1", "sku": "cola-330", "capacity": 4, "price": money(350, "USD")}),
+            ),
+            "400 currency_mismatch",
+        ),
+        inv(
+            "slot map: a USD product's price on a CNY machine",
+            Admin,
+            "PUT",
+            a_slots,
+            slots_with(json!({"slot": "A1", "sku": "usd-tea", "capacity": 4})),
+            "400 currency_mismatch",
+        ),
+        inv(
+            "slot map: a zero slot price",
+            Admin,
+            "PUT",
+            a_slots,
+            slots_with(
+                json!({"slot": "A1", "sku": "cola-330", "capacity": 4, "price": money(0, "CNY")}),
+            ),
+            "400 invalid_price",
+        ),
+        inv(
+            "slot map: no slots field",
+            Admin,
+            "PUT",
+            a_slots,
+            json!({}),
+            "400 missing_field",
+        ),
+        inv(
+            "slot map: unknown machine",
+            Admin,
+            "PUT",
+            "/admin/devices/vm-nobody/slots",
+            slots_with(cola(json!(4))),
+            "404 unknown_device",
+        ),
+        // Restocks.
+        inv(
+            "restock: stock above capacity",
+            Admin,
+            "POST",
+            a_restock,
+            counts(&[("A1", json!(5))]),
+            "400 invalid_stock",
+        ),
+        inv(
+            "restock: negative stock",
+            Admin,
+            "POST",
+            a_restock,
+            counts(&[("A1", json!(-1))]),
+            "400 invalid_stock",
+        ),
+        inv(
+            "restock: stock 1.5",
+            Admin,
+            "POST",
+            a_restock,
+            counts(&[("A1", json!(1.5))]),
+            "400 invalid_stock",
+        ),
+        inv(
+            "restock: an unknown slot",
+            Admin,
+            "POST",
+            a_restock,
+            counts(&[("B9", json!(1))]),
+            "400 unknown_slot",
+        ),
+        inv(
+            "restock: a good slot with an unknown one (refused whole)",
+            Admin,
+            "POST",
+            a_restock,
+            counts(&[("A2", json!(3)), ("B9", json!(1))]),
+            "400 unknown_slot",
+        ),
+        inv(
+            "restock: a good slot with one above capacity (refused whole)",
+            Admin,
+            "POST",
+            a_restock,
+            counts(&[("A2", json!(3)), ("A1", json!(9))]),
+            "400 invalid_stock",
+        ),
+        inv(
+            "restock: a slot twice",
+            Admin,
+            "POST",
+            a_restock,
+            counts(&[("A1", json!(1)), ("A1", json!(2))]),
+            "400 duplicate_slot",
+        ),
+        inv(
+            "restock: a machine without a slot map",
+            Admin,
+            "POST",
+            "/admin/devices/vm-inv-bare/restock",
+            counts(&[("A1", json!(1))]),
+            "400 no_slot_map",
+        ),
+        inv(
+            "restock: unknown machine",
+            Admin,
+            "POST",
+            "/admin/devices/vm-nobody/restock",
+            counts(&[("A1", json!(1))]),
+            "404 unknown_device",
+        ),
+        inv(
+            "inventory: unknown machine",
+            Admin,
+            "GET",
+            "/admin/devices/vm-nobody/inventory",
+            Value::Null,
+            "404 unknown_device",
+        ),
+        inv(
+            "restocking round: below=0",
+            Admin,
+            "GET",
+            "/admin/inventory?below=0",
+            Value::Null,
+            "400 invalid_threshold",
+        ),
+        inv(
+            "restocking round: below=1.5",
+            Admin,
+            "GET",
+            "/admin/inventory?below=1.5",
+            Value::Null,
+            "400 invalid_threshold",
+        ),
+        inv(
+            "restocking round: below=abc",
+            Admin,
+            "GET",
+            "/admin/inventory?below=abc",
+            Value::Null,
+            "400 invalid_threshold",
+        ),
+        // Machines: sales.
+        inv(
+            "purchase: another price than the slot's",
+            A,
+            "POST",
+            "/devices/vm-inv-a/purchases",
+            json!({"request_id": "bad-1", "slot": "A1", "price": money(300, "CNY")}),
+            "400 price_mismatch",
+        ),
+        inv(
+            "purchase: the slot's price in another currency",
+            A,
+            "POST",
+            "/devices/vm-inv-a/purchases",
+            json!({"request_id": "bad-2", "slot": "A1", "price": money(350, "USD")}),
+            "400 currency_mismatch",
+        ),
+        inv(
+            "purchase: a slot outside the slot map without a price",
+            A,
+            "POST",
+            "/devices/vm-inv-a/purchases",
+            json!({"request_id": "bad-3", "slot": "Z9"}),
+            "400 missing_price",
+        ),
+        inv(
+            "order: another price than the slot's",
+            B,
+            "POST",
+            "/devices/vm-inv-b/orders",
+            json!({"order_id": "bad-4", "slot": "B2", "price": money(100, "CNY")}),
+            "400 price_mismatch",
+        ),
+        inv(
+            "order: a sold-out slot",
+            B,
+            "POST",
+            "/devices/vm-inv-b/orders",
+            json!({"order_id": "bad-5", "slot": "B1"}),
+            "409 sold_out",
+        ),
+        // Machines: their own count.
+        inv(
+            "machine count: stock above capacity",
+            A,
+            "POST",
+            "/devices/vm-inv-a/inventory",
+            counts(&[("A1", json!(5))]),
+            "400 invalid_stock",
+        ),
+        inv(
+            "machine count: an unknown slot",
+            A,
+            "POST",
+            "/devices/vm-inv-a/inventory",
+            counts(&[("B9", json!(1))]),
+            "400 unknown_slot",
+        ),
+        inv(
+            "machine count: another machine's inventory",
+            A,
+            "POST",
+            "/devices/vm-inv-b/inventory",
+            counts(&[("B2", json!(0))]),
+            "403 device_mismatch",
+        ),
+        inv(
+            "machine count: another machine's id with this machine's secret",
+            AasB,
+            "POST",
+            "/devices/vm-inv-b/inventory",
+            counts(&[("B2", json!(0))]),
+            "401 bad_signature",
+        ),
+    ]
+}
+
+/// What §7 refusals must leave alone.
+async fn inventory_snapshot(h: &vendpay_e2e::Harness, a: &MachineKeys, b: &MachineKeys) -> Value {
+    let bare = h
+        .admin("GET", "/admin/devices/vm-inv-bare/inventory", None)
+        .await;
+    json!({
+        "products": h.admin("GET", "/admin/products", None).await.body,
+        "a": h.inventory("vm-inv-a").await,
+        "b": h.inventory("vm-inv-b").await,
+        "bare": [bare.status, bare.body],
+        "a_session": h.session(a).await,
+        "b_session": h.session(b).await,
+        "round": h.restocking_round(Some(1.0)).await,
+    })
+}
+
+async fn inventory_bad_input(aws: bool) {
+    use vendpay_e2e::{plan, Harness, SlotPlan};
+    let h = Harness::start_on(aws, &[]).await;
+    h.put_product("cola-330", "Cola 330 ml", 350).await;
+    h.put_product("water-500", "Water 500 ml", 200).await;
+    h.client
+        .put_product("usd-tea", "Tea", &money(300, "USD"), None)
+        .await
+        .expect("a product priced in USD");
+    let a = h.register("vm-inv-a", "mixed").await;
+    let b = h.register("vm-inv-b", "purchase_first").await;
+    h.register("vm-inv-bare", "pay_first").await;
+    h.set_slots(
+        "vm-inv-a",
+        &[
+            plan("A1", "cola-330", 4),
+            SlotPlan {
+                price: Some(vendpay_e2e::cny(180)),
+                ..plan("A2", "water-500", 10)
+            },
+        ],
+    )
+    .await;
+    h.restock("vm-inv-a", &[("A1", 2), ("A2", 10)]).await;
+    h.set_slots(
+        "vm-inv-b",
+        &[plan("B1", "water-500", 5), plan("B2", "cola-330", 5)],
+    )
+    .await;
+    h.restock("vm-inv-b", &[("B2", 3)]).await;
+    h.pay(&a, 1000).await;
+    vendpay_e2e::wait_for(
+        "vm-inv-a's session to open",
+        std::time::Duration::from_secs(20),
+        async || (h.session(&a).await["state"] == "open").then_some(()),
+    )
+    .await;
+
+    let cases = inventory_cases();
+    let mut wrong = Vec::new();
+    for case in &cases {
+        let before = inventory_snapshot(&h, &a, &b).await;
+        let body = (!case.body.is_null()).then_some(&case.body);
+        let answer = match case.by {
+            By::Admin => h.client.admin(case.method, &case.path, body).await,
+            By::Nobody => {
+                h.client
+                    .call(case.method, &case.path, &[], case.body.to_string())
+                    .await
+            }
+            By::A => h.client.device(&a, case.method, &case.path, body).await,
+            By::B => h.client.device(&b, case.method, &case.path, body).await,
+            By::AasB => {
+                let forged = MachineKeys {
+                    id: b.id.clone(),
+                    secret: a.secret.clone(),
+                    qrcode: String::new(),
+                };
+                h.client
+                    .device(&forged, case.method, &case.path, body)
+                    .await
+            }
+        }
+        .expect("HTTP");
+        let got = format!(
+            "{} {}",
+            answer.status,
+            answer.body["error"]["code"].as_str().unwrap_or("-")
+        );
+        if got != case.expect {
+            wrong.push(format!(
+                "{:?} {}: expected {:?}, got {got:?} ({})",
+                case.by, case.what, case.expect, answer.body
+            ));
+        } else if answer.body["error"]["message"]
+            .as_str()
+            .is_none_or(str::is_empty)
+        {
+            wrong.push(format!(
+                "{:?} {}: no message: {}",
+                case.by, case.what, answer.body
+            ));
+        }
+        let after = inventory_snapshot(&h, &a, &b).await;
+        if before != after {
+            wrong.push(format!(
+                "{:?} {}: state changed\n  before {before}\n  after  {after}",
+                case.by, case.what
+            ));
+        }
+    }
+    eprintln!(
+        "inventory bad-input catalogue ({}): {} cases",
+        if aws { "aws" } else { "sqlite" },
+        cases.len()
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} of {} cases wrong:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_routes_refuse_bad_input_precisely_and_change_nothing() {
+    inventory_bad_input(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_routes_refuse_bad_input_precisely_and_change_nothing_on_aws() {
+    inventory_bad_input(true).await;
 }

@@ -12,7 +12,7 @@ use vendpay_alipay::notify::signed_form;
 use vendpay_alipay::{SignType, Signer};
 use vendpay_alipay_sandbox::{TEST_ALIPAY_PRIVATE_KEY, TEST_MERCHANT_PRIVATE_KEY};
 use vendpay_domain::{Clock, SystemClock};
-use vendpay_e2e::{cny, minor, now_secs, wait_for, Harness, MachineKeys};
+use vendpay_e2e::{cny, minor, now_secs, plan, stock, wait_for, Harness, MachineKeys};
 
 const SOON: Duration = Duration::from_secs(10);
 
@@ -472,5 +472,177 @@ async fn forged_notifications_are_refused_and_move_no_money() {
         assert_eq!(a.status, 404, "no session for {trade}: {:?}", a.body);
     }
     assert!(h.sandbox_list("refunds").await.is_empty());
+    h.stop().await;
+}
+
+// 7. Catalogue and inventory (design §7).
+
+/// A signed `POST /devices/{id}/{tail}`: `(status, body)`.
+async fn device_post(h: &Harness, m: &MachineKeys, tail: &str, body: Value) -> (u16, Value) {
+    let a = h
+        .device(m, "POST", &format!("/devices/{}/{tail}", m.id), Some(body))
+        .await;
+    (a.status, a.body)
+}
+
+/// Twelve purchases of a slot with three items race in one session whose balance covers five: exactly
+/// three are approved (each reserving its item in the write of its approval), the others are declined
+/// `sold_out` and hold no money. Reports then move stock: two delivered, one failed (its item back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_purchases_of_a_slot_approve_exactly_its_stock() {
+    let h = Harness::start(&[]).await;
+    h.put_product("cola-330", "Cola 330 ml", 350).await;
+    let m = h.register("vm-shelf-race", "pay_first").await;
+    h.set_slots(&m.id, &[plan("A1", "cola-330", 10)]).await;
+    h.restock(&m.id, &[("A1", 3)]).await;
+    h.pay(&m, 2000).await;
+    wait_open(&h, &m, 2000).await;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..12 {
+        let client = h.client.clone();
+        let m = m.clone();
+        tasks.spawn(async move {
+            let body = json!({"request_id": format!("race-{i}"), "slot": "A1"});
+            let path = format!("/devices/{}/purchases", m.id);
+            client
+                .device(&m, "POST", &path, Some(&body))
+                .await
+                .expect("HTTP")
+        });
+    }
+    let mut approved = Vec::new();
+    let mut sold_out = 0;
+    while let Some(r) = tasks.join_next().await {
+        let a = r.expect("task");
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        match (a.body["decision"].as_str(), a.body["reason"].as_str()) {
+            (Some("approved"), _) => {
+                approved.push(a.body["request_id"].as_str().expect("id").to_owned())
+            }
+            (Some("declined"), Some("sold_out")) => sold_out += 1,
+            _ => panic!("unexpected answer {:?}", a.body),
+        }
+    }
+    assert_eq!((approved.len(), sold_out), (3, 9));
+    assert_eq!(stock(&h.inventory(&m.id).await, "A1"), (3, 3));
+    let s = h.session(&m).await;
+    assert_eq!((&s["balance"], &s["held"]), (&cny(950), &cny(1050)), "{s}");
+
+    for (i, request) in approved.iter().enumerate() {
+        let delivered = i != 0;
+        let tail = format!("purchases/{request}/result");
+        let (status, v) = device_post(&h, &m, &tail, json!({ "delivered": delivered })).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let inv = h.inventory(&m.id).await;
+    assert_eq!(
+        stock(&inv, "A1"),
+        (1, 0),
+        "two out, the failed one's item back: {inv}"
+    );
+    let (_, a) = device_post(
+        &h,
+        &m,
+        "purchases",
+        json!({"request_id": "after", "slot": "A1"}),
+    )
+    .await;
+    assert_eq!(a["decision"], "approved", "the released item sells: {a}");
+    h.stop().await;
+}
+
+/// Every way a promise ends without a vend gives its item back: an order that expires unpaid, and a
+/// pay-first purchase never reported, released by the session's deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_orders_and_unconfirmed_purchases_release_their_items() {
+    let h = Harness::start(&[
+        ("ORDER_PAYMENT_WINDOW_SECS", "1"),
+        ("PAY_FIRST_WINDOW_SECS", "2"),
+        // A held purchase moves the deadline to its vend confirmation, this long after it.
+        ("PURCHASE_FIRST_WINDOW_SECS", "2"),
+    ])
+    .await;
+    h.put_product("cola-330", "Cola 330 ml", 350).await;
+
+    let o = h.register("vm-order-expiry", "purchase_first").await;
+    h.set_slots(&o.id, &[plan("A1", "cola-330", 5)]).await;
+    h.restock(&o.id, &[("A1", 1)]).await;
+    let (status, v) = device_post(&h, &o, "orders", json!({"order_id": "o-1", "slot": "A1"})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(stock(&h.inventory(&o.id).await, "A1"), (1, 1));
+    wait_for("the order to expire", SOON, async || {
+        (h.session(&o).await["state"] == "idle").then_some(())
+    })
+    .await;
+    assert_eq!(
+        stock(&h.inventory(&o.id).await, "A1"),
+        (1, 0),
+        "expired: released"
+    );
+    let (status, v) = device_post(&h, &o, "orders", json!({"order_id": "o-2", "slot": "A1"})).await;
+    assert_eq!(status, 200, "the item can be ordered again: {v}");
+
+    let p = h.register("vm-unconfirmed", "pay_first").await;
+    h.set_slots(&p.id, &[plan("A1", "cola-330", 5)]).await;
+    h.restock(&p.id, &[("A1", 1)]).await;
+    let receipt = h.pay(&p, 500).await;
+    wait_open(&h, &p, 500).await;
+    let (_, a) = device_post(
+        &h,
+        &p,
+        "purchases",
+        json!({"request_id": "p-1", "slot": "A1"}),
+    )
+    .await;
+    assert_eq!(a["decision"], "approved", "{a}");
+    assert_eq!(stock(&h.inventory(&p.id).await, "A1"), (1, 1));
+    // The machine never reports the vend: the deadline refunds everything and releases the item.
+    let sid = format!("s:{}", receipt["trade_no"].as_str().expect("trade"));
+    let closed = wait_closed(&h, &sid, SOON).await;
+    assert_eq!(minor(&closed["spent"]), 0, "{closed}");
+    assert_eq!(
+        stock(&h.inventory(&p.id).await, "A1"),
+        (1, 0),
+        "unconfirmed: released"
+    );
+    h.stop().await;
+}
+
+/// A vend reported out of a slot the operator has just counted empty leaves the stock at 0 (never
+/// below) and records a `stock_mismatch` anomaly; the sale itself stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_from_an_empty_slot_is_flagged_and_stock_stays_at_zero() {
+    let h = Harness::start(&[]).await;
+    h.put_product("cola-330", "Cola 330 ml", 350).await;
+    let m = h.register("vm-miscount", "pay_first").await;
+    h.set_slots(&m.id, &[plan("A1", "cola-330", 5)]).await;
+    h.restock(&m.id, &[("A1", 1)]).await;
+    let receipt = h.pay(&m, 500).await;
+    wait_open(&h, &m, 500).await;
+    let (_, a) = device_post(
+        &h,
+        &m,
+        "purchases",
+        json!({"request_id": "p-1", "slot": "A1"}),
+    )
+    .await;
+    assert_eq!(a["decision"], "approved", "{a}");
+    // The operator counts the slot empty while the vend is on its way.
+    assert_eq!(stock(&h.restock(&m.id, &[("A1", 0)]).await, "A1"), (0, 1));
+    let (status, v) = device_post(&h, &m, "purchases/p-1/result", json!({"delivered": true})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(stock(&h.inventory(&m.id).await, "A1"), (0, 0));
+    let sid = format!("s:{}", receipt["trade_no"].as_str().expect("trade"));
+    let s = h.admin_session(&sid).await;
+    assert_eq!(minor(&s["spent"]), 350, "the sale stands: {s}");
+    let kinds: Vec<&str> = s["anomalies"]
+        .as_array()
+        .expect("anomalies")
+        .iter()
+        .filter_map(|a| a["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["stock_mismatch"], "{s}");
+    assert_eq!(s["anomalies"][0]["detail"]["slot"], "A1", "{s}");
     h.stop().await;
 }

@@ -1,6 +1,9 @@
 //! The two flows (see `docs/contract.md`, “Money rules”) end to end over HTTP, on the embedded
 //! store and on `--store aws` against moto (DynamoDB + SQS, the deadline and refund queues
-//! long-polled into the Lambda handlers), and a late payment on the embedded store.
+//! long-polled into the Lambda handlers), and a late payment on the embedded store. Catalogue and
+//! inventory (design §7) on both stores: catalogue → planogram → sale at the server's price → sold out
+//! (a purchase declined, an order refused 409) → restock → an order from the slot → the restocking
+//! round.
 //!
 //! The AWS tests need moto's server: run them through `scripts/with-moto`, which exports
 //! `VENDPAY_MOTO_ENDPOINT` and `AWS_ENDPOINT_URL`. Without it they fail, never pass silently. Each test
@@ -12,47 +15,14 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use vendpay_e2e::{cny, minor, wait_for, Harness, MachineKeys};
+use vendpay_e2e::{cny, minor, plan, round_slots, stock, wait_for, Harness, MachineKeys, SlotPlan};
 
 /// How long a refund or a notification may take: SQS long polls answer within a second of a message
 /// arriving, so this is slack for a busy 2-core machine.
 const SOON: Duration = Duration::from_secs(20);
 
-fn moto_settings() -> Vec<(&'static str, String)> {
-    let endpoint = match std::env::var("VENDPAY_MOTO_ENDPOINT") {
-        Ok(v) if !v.trim().is_empty() => v,
-        _ => panic!(
-            "VENDPAY_MOTO_ENDPOINT is not set: the --store aws tests need moto's server. Run them through \
-             the launcher, which installs moto on first use and stops it afterwards:\n\n    \
-             scripts/with-moto cargo test -p vendpay-e2e --test e2e_flows\n"
-        ),
-    };
-    // The server's SDK reads AWS_ENDPOINT_URL: it must be moto, never a real account.
-    assert_eq!(
-        std::env::var("AWS_ENDPOINT_URL").ok().as_deref(),
-        Some(endpoint.as_str()),
-        "AWS_ENDPOINT_URL must point at moto (scripts/with-moto sets both)"
-    );
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let table = format!("vp-e2e-{:x}-{n}", t ^ (u64::from(std::process::id()) << 40));
-    vec![
-        ("VENDPAY_STORE", "aws".to_owned()),
-        ("VENDPAY_SANDBOX", "true".to_owned()),
-        ("VENDPAY_AWS_CREATE", "true".to_owned()),
-        ("TABLE_NAME", table),
-    ]
-}
-
 async fn start(aws: bool, extra: &[(&str, &str)]) -> Harness {
-    let mut env: Vec<(&str, String)> = if aws { moto_settings() } else { Vec::new() };
-    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    Harness::start(&pairs).await
+    Harness::start_on(aws, extra).await
 }
 
 /// Waits for the admin view of `session_id` to satisfy `done`.
@@ -201,6 +171,205 @@ async fn purchase_first(h: &Harness, id: &str) {
     check_invariant(&closed);
     let s = h.session(&m).await;
     assert_eq!(s["state"], "idle", "{s}");
+}
+
+/// A signed `POST /devices/{id}/{tail}`: `(status, body)`.
+async fn device_post(h: &Harness, m: &MachineKeys, tail: &str, body: Value) -> (u16, Value) {
+    let a = h
+        .device(m, "POST", &format!("/devices/{}/{tail}", m.id), Some(body))
+        .await;
+    (a.status, a.body)
+}
+
+/// Catalogue → planogram → a sale of the last item at the server's price → sold out (a purchase
+/// declined `sold_out`, an order refused 409 `sold_out`, neither moving money or stock) → restock → an
+/// order from the slot, paid and delivered → the restocking round, at the default threshold and at
+/// another.
+async fn catalogue_to_restocking_round(h: &Harness, id: &str) {
+    let cola = h.put_product("cola-330", "Cola 330 ml", 350).await;
+    assert_eq!(cola["price"], cny(350), "{cola}");
+    h.put_product("water-500", "Water 500 ml", 250).await;
+    // An upsert: the same sku again replaces the product.
+    h.put_product("water-500", "Water 500 ml", 200).await;
+    let products = h.admin("GET", "/admin/products", None).await;
+    assert_eq!(products.status, 200, "{:?}", products.body);
+    let listed: Vec<(&str, u64)> = products.body["products"]
+        .as_array()
+        .expect("products")
+        .iter()
+        .map(|p| (p["sku"].as_str().expect("sku"), minor(&p["price"])))
+        .collect();
+    assert_eq!(listed, [("cola-330", 350), ("water-500", 200)]);
+
+    let m = h.register(id, "mixed").await;
+    let inv = h
+        .set_slots(
+            id,
+            &[
+                plan("A1", "cola-330", 4),
+                SlotPlan {
+                    price: Some(cny(180)),
+                    ..plan("A2", "water-500", 10)
+                },
+            ],
+        )
+        .await;
+    assert_eq!(inv["device_id"], id, "{inv}");
+    assert_eq!(stock(&inv, "A1"), (0, 0), "a new slot starts empty: {inv}");
+    assert_eq!(inv["slots"][0]["name"], "Cola 330 ml", "{inv}");
+    assert_eq!(
+        inv["slots"][0]["price"],
+        cny(350),
+        "the product's price: {inv}"
+    );
+    assert_eq!(
+        inv["slots"][1]["price"],
+        cny(180),
+        "the slot's own price: {inv}"
+    );
+    let inv = h.restock(id, &[("A1", 1), ("A2", 10)]).await;
+    assert_eq!(stock(&inv, "A1"), (1, 0), "{inv}");
+    assert_eq!(inv["slots"][0]["low"], true, "1 of 4 is low: {inv}");
+    assert_eq!(inv["slots"][1]["low"], false, "{inv}");
+
+    // A pay-first session buys the last cola without naming a price.
+    let receipt = h.pay(&m, 1000).await;
+    let sid = format!("s:{}", receipt["trade_no"].as_str().expect("trade"));
+    wait_for("the payment to open a session", SOON, async || {
+        let s = h.session(&m).await;
+        (s["state"] == "open" && s["balance"] == cny(1000)).then_some(s)
+    })
+    .await;
+    let (status, a) = device_post(
+        h,
+        &m,
+        "purchases",
+        json!({"request_id": "p-1", "slot": "A1"}),
+    )
+    .await;
+    assert_eq!((status, &a["decision"]), (200, &json!("approved")), "{a}");
+    assert_eq!(a["balance"], cny(650), "sold at the product's 3.50: {a}");
+    assert_eq!(
+        stock(&h.inventory(id).await, "A1"),
+        (1, 1),
+        "reserved with the approval"
+    );
+    let (status, s) = device_post(h, &m, "purchases/p-1/result", json!({"delivered": true})).await;
+    assert_eq!(status, 200, "{s}");
+    let inv = h.inventory(id).await;
+    assert_eq!(stock(&inv, "A1"), (0, 0), "delivered: {inv}");
+    assert_eq!(inv["slots"][0]["low"], true, "{inv}");
+
+    // Sold out: the next purchase of A1 is declined and changes nothing.
+    let (status, a) = device_post(
+        h,
+        &m,
+        "purchases",
+        json!({"request_id": "p-2", "slot": "A1"}),
+    )
+    .await;
+    assert_eq!(status, 200, "a decline is an answer: {a}");
+    assert_eq!(
+        (&a["decision"], &a["reason"]),
+        (&json!("declined"), &json!("sold_out")),
+        "{a}"
+    );
+    assert_eq!(a["balance"], cny(650), "no money moved: {a}");
+    assert_eq!(h.inventory(id).await, inv, "no stock moved");
+    // Water at the slot's own price, named by the machine.
+    let (status, a) = device_post(
+        h,
+        &m,
+        "purchases",
+        json!({"request_id": "p-3", "slot": "A2", "price": cny(180)}),
+    )
+    .await;
+    assert_eq!((status, &a["decision"]), (200, &json!("approved")), "{a}");
+    device_post(h, &m, "purchases/p-3/result", json!({"delivered": true})).await;
+    assert_eq!(stock(&h.inventory(id).await, "A2"), (9, 0));
+    let (status, _) = device_post(h, &m, "session/end", json!({ "session_id": sid })).await;
+    assert_eq!(status, 200);
+    let closed = wait_session(h, &sid, "closed with its change refunded", SOON, |s| {
+        s["phase"] == "closed" && all_succeeded(s)
+    })
+    .await;
+    assert_eq!(minor(&closed["spent"]), 530, "{closed}");
+    check_invariant(&closed);
+
+    // An order for the sold-out slot is refused 409, and nothing is opened or reserved.
+    let (status, e) = device_post(h, &m, "orders", json!({"order_id": "o-1", "slot": "A1"})).await;
+    assert_eq!(
+        (status, &e["error"]["code"]),
+        (409, &json!("sold_out")),
+        "{e}"
+    );
+    assert_eq!(h.session(&m).await["state"], "idle");
+    assert_eq!(stock(&h.inventory(id).await, "A1"), (0, 0));
+
+    // Restock; an order from the slot at the server's price reserves, is paid, delivered.
+    let inv = h.restock(id, &[("A1", 4)]).await;
+    assert_eq!(stock(&inv, "A1"), (4, 0), "{inv}");
+    assert_eq!(inv["slots"][0]["low"], false, "{inv}");
+    let (status, o) = device_post(h, &m, "orders", json!({"order_id": "o-2", "slot": "A1"})).await;
+    assert_eq!(status, 200, "{o}");
+    assert_eq!(
+        (&o["state"], &o["price"]),
+        (&json!("awaiting_payment"), &cny(350)),
+        "{o}"
+    );
+    let order_session = o["session_id"].as_str().expect("session id").to_owned();
+    assert_eq!(
+        stock(&h.inventory(id).await, "A1"),
+        (4, 1),
+        "the order reserves one"
+    );
+    h.pay(&m, 350).await;
+    wait_for("the order to be paid", SOON, async || {
+        (h.session(&m).await["state"] == "paid").then_some(())
+    })
+    .await;
+    let (status, _) = device_post(h, &m, "purchases/o-2/result", json!({"delivered": true})).await;
+    assert_eq!(status, 200);
+    let closed = wait_session(h, &order_session, "closed", SOON, |s| {
+        s["phase"] == "closed"
+    })
+    .await;
+    assert_eq!(minor(&closed["spent"]), 350, "{closed}");
+    check_invariant(&closed);
+    assert_eq!(stock(&h.inventory(id).await, "A1"), (3, 0));
+
+    // The restocking round: at a quarter of capacity nothing is low (A1 3 of 4, A2 9 of 10); a
+    // recount of A2 to 2 makes it low; at 0.8 A1 (3 of 4 = 0.75) is low too.
+    assert_eq!(round_slots(&h.restocking_round(None).await), []);
+    let inv = h.restock(id, &[("A2", 2)]).await;
+    assert_eq!(stock(&inv, "A2"), (2, 0), "{inv}");
+    let round = h.restocking_round(None).await;
+    assert_eq!(
+        round_slots(&round),
+        [("Test".to_owned(), id.to_owned(), "A2".to_owned())],
+        "{round}"
+    );
+    assert_eq!(
+        round["districts"][0]["machines"][0]["name"], "E2E",
+        "{round}"
+    );
+    let round = h.restocking_round(Some(0.8)).await;
+    let slots: Vec<String> = round_slots(&round).into_iter().map(|(_, _, s)| s).collect();
+    assert_eq!(slots, ["A1", "A2"], "{round}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalogue_and_inventory_on_the_embedded_store() {
+    let h = start(false, &[]).await;
+    catalogue_to_restocking_round(&h, "vm-inv-sqlite").await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalogue_and_inventory_on_aws() {
+    let h = start(true, &[]).await;
+    catalogue_to_restocking_round(&h, "vm-inv-aws").await;
+    h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

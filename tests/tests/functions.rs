@@ -1,6 +1,8 @@
 //! Every fixture of `events/` through its function's handler, against moto and the Alipay sandbox:
-//! a whole pay-first session, a queued device request, a refund, an order and the sweep — and the AWS
-//! calls each function made, held to its `aws-calls.json`.
+//! a whole pay-first session on a machine with a slot map (catalogue, planogram, refill, the machine's
+//! own count, the restocking round), a queued device request, a refund, an order and the sweep — and
+//! the AWS calls each function made, held to its `aws-calls.json`; and the DynamoDB requests of one
+//! purchase with and without a slot map.
 //!
 //! Run with `scripts/with-moto cargo test -p vendpay-e2e --test functions`.
 //! `VENDPAY_WRITE_FIXTURES=1` regenerates `events/alipay-notify.json` (signed with the committed test
@@ -65,6 +67,28 @@ async fn every_fixture_runs_through_its_function() {
     );
     assert!(label.text.contains(DEVICE) && label.text.contains("Lobby drinks"));
 
+    // Operator: the catalogue, the machine's slot map (A1 at the product's 3.50, A2 at its own 1.50)
+    // and a refill.
+    let a = f.admin(&fixture("admin-put-product.json")).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(
+        a.json(),
+        json!({"product": {"sku": "cola-330", "name": "Cola 330ml", "price": cny(350), "category": "drinks"}})
+    );
+    let a = f.admin(&fixture("admin-list-products.json")).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.json()["products"][0]["sku"], "cola-330", "{}", a.text);
+    let a = f.admin(&fixture("admin-set-slots.json")).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(stock(&a.json(), "A1"), (0, 0), "{}", a.text);
+    assert_eq!(a.json()["slots"][1]["price"], cny(150), "{}", a.text);
+    let a = f.admin(&fixture("admin-restock.json")).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(
+        (stock(&a.json(), "A1"), stock(&a.json(), "A2")),
+        ((10, 0), (2, 0))
+    );
+
     // Alipay: the signed notification, twice — acknowledged both times, credited once.
     let note = fixture("alipay-notify.json");
     for _ in 0..2 {
@@ -92,10 +116,16 @@ async fn every_fixture_runs_through_its_function() {
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(a.json()["decision"], "approved");
     assert_eq!(a.json()["balance"]["minor"], 650);
+    assert_eq!(
+        stock(&f.inventory().await, "A1"),
+        (10, 1),
+        "one item promised"
+    );
     let mut vend = fixture("device-vend-result.json");
     sign_http(&mut vend, &secret, now_secs());
     let a = f.device(&vend).await;
     assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(stock(&f.inventory().await, "A1"), (9, 0), "delivered");
 
     // Machine through the queue: buy 1.50 (signed; verified against the time the queue received it).
     let mut queued = fixture("device-events-sqs.json");
@@ -104,6 +134,36 @@ async fn every_fixture_runs_through_its_function() {
     let status = f.machine_status(&secret).await;
     assert_eq!(status["balance"]["minor"], 500, "{status}");
     assert_eq!(status["held"]["minor"], 150, "{status}");
+
+    // The machine counts its slots (signed like every machine request): A1 holds 8, not 9.
+    let mut count = fixture("device-inventory.json");
+    sign_http(&mut count, &secret, now_secs());
+    let a = f.device(&count).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(
+        (stock(&a.json(), "A1"), stock(&a.json(), "A2")),
+        ((8, 0), (2, 1)),
+        "{}",
+        a.text
+    );
+    let a = f.admin(&fixture("admin-get-inventory.json")).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(stock(&a.json(), "A1"), (8, 0), "{}", a.text);
+    // The restocking round: A2 has 1 of 8 available (≤ 25 %), A1 is fine.
+    let a = f.admin(&fixture("admin-fleet-inventory.json")).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let round = a.json();
+    assert_eq!(round["districts"][0]["district"], "Xuhui", "{round}");
+    let machine = &round["districts"][0]["machines"][0];
+    assert_eq!(machine["device_id"], DEVICE, "{round}");
+    assert_eq!(machine["location"], "Building A, 1F", "{round}");
+    assert_eq!(
+        machine["slots"]
+            .as_array()
+            .map(|ls| ls.iter().map(|l| l["slot"].clone()).collect::<Vec<_>>()),
+        Some(vec![json!("A2")]),
+        "{round}"
+    );
 
     // The deadline message arrives early (the session is not due): a no-op, acknowledged.
     assert_eq!(
@@ -189,19 +249,7 @@ async fn every_fixture_runs_through_its_function() {
     assert_eq!(a.json()["state"], "awaiting_payment", "{}", a.text);
 
     // Each function called only what its manifest (and so its IAM policy) allows.
-    for (name, proxy) in &f.proxies {
-        let called = proxy.calls();
-        let allowed = manifest(name);
-        let extra: Vec<_> = called.difference(&allowed).collect();
-        assert!(
-            extra.is_empty(),
-            "{name} called {extra:?}, which functions/{name}/aws-calls.json does not list"
-        );
-        eprintln!(
-            "{name}: called {called:?}; listed but not exercised here: {:?}",
-            allowed.difference(&called).collect::<Vec<_>>()
-        );
-    }
+    assert_calls_listed(&f);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,6 +294,7 @@ async fn a_due_deadline_refunds_and_long_windows_go_through_the_scheduler() {
         .unwrap_or_default();
     assert!(calls.contains("scheduler:CreateSchedule"), "{calls:?}");
     let _ = aws_sdk_scheduler::Client::new(&world.admin_sdk);
+    assert_calls_listed(&f);
 }
 
 /// What each function's code reads is exactly what the SAM template sets (infra/function-env.json,
@@ -344,6 +393,7 @@ async fn a_queued_command_processed_too_late_is_refused_and_changes_nothing() {
         status["held"]["minor"], 0,
         "delivered: the hold is spent: {status}"
     );
+    assert_calls_listed(&f);
 }
 
 #[test]
@@ -358,4 +408,176 @@ fn held_back_device_events_are_tried_before_the_queue_dead_letters_them() {
         .find_map(|l| l.trim().strip_prefix("maxReceiveCount:"))
         .and_then(|v| v.trim().parse::<u32>().ok());
     assert_eq!(limit, Some(vendpay_lambda::sqs::MAX_RECEIVE_COUNT));
+}
+
+/// The machine's purchase event for `request_id` on `slot`, with `price` (minor CNY) or none.
+fn purchase(secret: &str, request_id: &str, slot: &str, price: Option<u64>) -> Value {
+    let mut ev = fixture("device-purchase.json");
+    let mut body = json!({"request_id": request_id, "slot": slot});
+    if let Some(p) = price {
+        body["price"] = cny(p);
+    }
+    ev["body"] = json!(body.to_string());
+    sign_http(&mut ev, secret, now_secs());
+    ev
+}
+
+/// The DynamoDB requests that write.
+fn writes(requests: &[String]) -> Vec<&str> {
+    requests
+        .iter()
+        .map(String::as_str)
+        .filter(|r| {
+            matches!(
+                *r,
+                "dynamodb:TransactWriteItems"
+                    | "dynamodb:PutItem"
+                    | "dynamodb:UpdateItem"
+                    | "dynamodb:DeleteItem"
+                    | "dynamodb:BatchWriteItem"
+            )
+        })
+        .collect()
+}
+
+fn sorted_dynamodb(requests: &[String]) -> Vec<&str> {
+    let mut out: Vec<&str> = requests
+        .iter()
+        .map(String::as_str)
+        .filter(|r| r.starts_with("dynamodb:"))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// The purchase hot path on device-api (issue 15, "Performance"): a slot map adds the slot row to the
+/// purchase's one write, never a second write; a slot at its product's price reads the product (one
+/// `GetItem`), a slot with its own price reads nothing more than a machine without a slot map.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_is_one_write_with_or_without_a_slot_map() {
+    let world = World::new(&[]).await;
+    let f = world.functions().await;
+    let reg = f.admin(&fixture("admin-register-device.json")).await;
+    assert_eq!(reg.status, 201, "{}", reg.text);
+    let secret = reg.json()["secret"].as_str().expect("secret").to_owned();
+    assert_eq!(
+        f.notify(&fixture("alipay-notify.json")).await.text,
+        "success"
+    );
+    let device = f.proxy("device-api");
+
+    // A machine without a slot map: the machine names the price.
+    let (a, no_map) = device
+        .during(f.device(&purchase(&secret, "m-1", "A1", Some(350))))
+        .await;
+    assert_eq!(a.json()["decision"], "approved", "{}", a.text);
+
+    for name in [
+        "admin-put-product.json",
+        "admin-set-slots.json",
+        "admin-restock.json",
+    ] {
+        let a = f.admin(&fixture(name)).await;
+        assert_eq!(a.status, 200, "{name}: {}", a.text);
+    }
+    // A1 sells at its product's price, A2 at its own; the machine omits the price.
+    let (a, product_price) = device
+        .during(f.device(&purchase(&secret, "m-2", "A1", None)))
+        .await;
+    assert_eq!(a.json()["decision"], "approved", "{}", a.text);
+    let (a, own_price) = device
+        .during(f.device(&purchase(&secret, "m-3", "A2", None)))
+        .await;
+    assert_eq!(a.json()["decision"], "approved", "{}", a.text);
+    assert_eq!(a.json()["balance"]["minor"], 1000 - 350 - 350 - 150);
+    assert_eq!(
+        (
+            stock(&f.inventory().await, "A1"),
+            stock(&f.inventory().await, "A2")
+        ),
+        ((10, 1), (2, 1))
+    );
+    eprintln!("device-api requests of one purchase:");
+    for (what, r) in [
+        ("machine without a slot map", &no_map),
+        ("slot map, slot at its product's price", &product_price),
+        ("slot map, slot with its own price", &own_price),
+    ] {
+        eprintln!("  {what}: {} requests", r.ops.len());
+        for d in &r.detailed {
+            eprintln!("    {d}");
+        }
+    }
+    let (no_map, product_price, own_price) = (no_map.ops, product_price.ops, own_price.ops);
+
+    for (what, requests) in [
+        ("no slot map", &no_map),
+        ("product's price", &product_price),
+        ("own price", &own_price),
+    ] {
+        assert_eq!(
+            writes(requests),
+            vec!["dynamodb:TransactWriteItems"],
+            "{what}: one write, a transaction: {requests:?}"
+        );
+    }
+    assert_eq!(
+        sorted_dynamodb(&own_price),
+        sorted_dynamodb(&no_map),
+        "a slot with its own price reads nothing more"
+    );
+    let mut plus_product = sorted_dynamodb(&no_map);
+    plus_product.push("dynamodb:GetItem");
+    plus_product.sort_unstable();
+    assert_eq!(
+        sorted_dynamodb(&product_price),
+        plus_product,
+        "a slot at its product's price reads the product, once"
+    );
+
+    // An operator drops A2 from the slot map: its row is deleted in qr-provision's transaction.
+    let mut one_slot = fixture("admin-set-slots.json");
+    one_slot["body"] =
+        json!(json!({"slots": [{"slot": "A1", "sku": "cola-330", "capacity": 10}]}).to_string());
+    let a = f.admin(&one_slot).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(
+        a.json()["slots"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        a.text
+    );
+    assert!(
+        f.proxy("qr-provision")
+            .calls()
+            .contains("dynamodb:DeleteItem"),
+        "{:?}",
+        f.proxy("qr-provision").log().detailed
+    );
+    assert_calls_listed(&f);
+}
+
+/// Every fixture of `events/` is run by a test of this file (or its harness) and listed in
+/// events/README.md's table.
+#[test]
+fn every_fixture_is_run_here() {
+    let source = [include_str!("functions.rs"), include_str!("lambda/mod.rs")].concat();
+    let readme = std::fs::read_to_string(root().join("events/README.md")).expect("README");
+    let mut names: Vec<String> = std::fs::read_dir(root().join("events"))
+        .expect("events/")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 22, "{names:?}");
+    for n in &names {
+        assert!(
+            source.contains(&format!("\"{n}\"")),
+            "events/{n} is run by no test of tests/tests/functions.rs (nor named by its harness)"
+        );
+        assert!(
+            readme.contains(&format!("`{n}`")),
+            "events/README.md does not list {n}"
+        );
+    }
 }

@@ -4,7 +4,7 @@
 //! The routes are `vendpay_api::DeviceRoutes`, the code the local server runs: HMAC request
 //! signatures (±300 s, constant-time comparison; the store keeps only a salt, the secret is derived
 //! from `DEVICE_KEY`), purchases idempotent on `request_id`, orders on `order_id`, vend results,
-//! end-session and the session read. A queued command that must be retried is brought back after a
+//! end-session, the session read and the machine's own count of its slots (`POST .../inventory`). A queued command that must be retried is brought back after a
 //! short backoff (`handler::backoff`) instead of the queue's visibility timeout, so the retry can still
 //! land within the minute a queued command may act in.
 
@@ -60,6 +60,7 @@ pub fn build(sdk: &SdkConfig, env: &Env) -> Result<DeviceApi, StartError> {
     Ok(DeviceApi {
         routes: DeviceRoutes {
             ledger,
+            inventory: wiring::inventory(store.clone()),
             devices: store,
             device_key: DeviceKey::from_hex("DEVICE_KEY", &env.required("DEVICE_KEY")?)?,
         },

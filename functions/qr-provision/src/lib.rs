@@ -1,6 +1,7 @@
 //! `qr-provision`: the operator routes `/admin/...` on Lambda — register a machine (its secret shown
 //! once), create its Alipay QR code (`notify_url = PUBLIC_BASE_URL + /alipay/notify/{device_id}`,
-//! idempotent), the printable SVG label, session inspection.
+//! idempotent), the printable SVG label, session inspection, and catalogue and inventory (products,
+//! slot maps, restocks, a machine's inventory, the fleet's restocking round).
 //!
 //! The routes are `vendpay_api::AdminRoutes`, the code the local server runs. On AWS the routes carry
 //! API Gateway's IAM authorization and the handler refuses a request that did not come through it; with
@@ -44,6 +45,7 @@ pub fn build(sdk: &SdkConfig, env: &Env) -> Result<AdminRoutes, StartError> {
     };
     Ok(AdminRoutes {
         ledger,
+        inventory: wiring::inventory(store.clone()),
         devices: store,
         device_key: DeviceKey::from_hex("DEVICE_KEY", &env.required("DEVICE_KEY")?)?,
         admin,

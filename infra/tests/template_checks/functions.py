@@ -311,6 +311,12 @@ def expected_actions(t: _Template, f: _Function) -> set[str] | None:
         t.err(f"{f.who}: {calls}")
         return None
     calls = calls or []
+    gsi = {g["IndexName"] for g in t.table_def.get("GlobalSecondaryIndexes", [])}
+    for i in getattr(calls, "indexes", []):
+        if i not in gsi:
+            t.err(f"{f.who}: aws-calls.json queries index {i!r}, which infra/table.json does not define")
+        if "dynamodb:Query" not in calls:
+            t.err(f"{f.who}: aws-calls.json names index {i!r} but no dynamodb:Query")
     expected: set[str] = set(LOGS_ACTIONS)
     for c in calls:
         if not re.fullmatch(r"[a-z0-9-]+:[A-Za-z0-9]+", c):
@@ -364,7 +370,9 @@ def check_iam_resources(t: _Template, f: _Function, granted: dict[str, set[tuple
         if a in LOGS_ACTIONS:
             allowed = {("log-streams", f.own_log_group)}
         elif a == "dynamodb:Query":
-            allowed = {("arn", f.table)} | {("index", f.table, g) for g in gsi}
+            # The table, and an index only for a function whose manifest says it queries that index.
+            queried = getattr(t.manifests.get(f.binary), "indexes", [])
+            allowed = {("arn", f.table)} | {("index", f.table, g) for g in gsi if g in queried}
         elif svc == "dynamodb":
             allowed = {("arn", f.table)}
         elif a in OWN_QUEUE_ACTIONS and f.own_queue:

@@ -27,8 +27,11 @@ FUNCTIONS_DIR = ROOT / "functions"
 # Most AWS API operations are authorised by the IAM action of the same name. The exceptions the functions
 # use are here: a DynamoDB transaction has no IAM action of its own; each of its parts is authorised by the
 # item-level action of that part, on the part's table. Our transactions are made of Put, Update and
-# ConditionCheck parts (shared/3-adapters/store-aws/src/dynamo/actions.rs); a Delete part would need dynamodb:DeleteItem added
-# below — deliberately absent: nothing deletes money records.
+# ConditionCheck parts (shared/3-adapters/store-aws/src/dynamo/actions.rs), and — only in qr-provision's
+# slot map replacements — Delete parts: the recording proxy (tests/tests/lambda/mod.rs) records a
+# transaction with a Delete part as dynamodb:DeleteItem too, so only a function whose manifest lists it is
+# granted dynamodb:DeleteItem (qr-provision's, restricted to slot rows and the stocked-machines listing by
+# a dynamodb:LeadingKeys condition). No money record is ever deleted.
 #
 #   operation called                 IAM actions needed
 #   dynamodb:TransactWriteItems  ->  dynamodb:PutItem, dynamodb:UpdateItem, dynamodb:ConditionCheckItem
@@ -76,7 +79,9 @@ ALERTS = {
         "refund_stuck",
         "refund_succeeded_after_failure",
     },
-    "device-api": {"device_event_refused"},
+    # stock_mismatch is logged by vendpay-app's ledger when a vend result (device-api) reports a
+    # delivery from a slot whose stock was already 0.
+    "device-api": {"device_event_refused", "stock_mismatch"},
     # deadline_failed is logged by the sweep in vendpay-app, which the deadline function runs.
     # ... and unreadable_row by the stores when the sweep lists pending refunds.
     "deadline": {"deadline_message_refused", "deadline_failed", "unreadable_row"},
@@ -100,11 +105,18 @@ ROUTES = {
     "POST /devices/{device_id}/purchases/{request_id}/result": ("device-api", "NONE"),
     "POST /devices/{device_id}/orders": ("device-api", "NONE"),
     "POST /devices/{device_id}/session/end": ("device-api", "NONE"),
+    "POST /devices/{device_id}/inventory": ("device-api", "NONE"),
     "POST /admin/devices": ("qr-provision", "AWS_IAM"),
     "GET /admin/devices/{device_id}": ("qr-provision", "AWS_IAM"),
     "POST /admin/devices/{device_id}/qrcode": ("qr-provision", "AWS_IAM"),
     "GET /admin/devices/{device_id}/label.svg": ("qr-provision", "AWS_IAM"),
     "GET /admin/sessions/{session_id}": ("qr-provision", "AWS_IAM"),
+    "PUT /admin/products/{sku}": ("qr-provision", "AWS_IAM"),
+    "GET /admin/products": ("qr-provision", "AWS_IAM"),
+    "PUT /admin/devices/{device_id}/slots": ("qr-provision", "AWS_IAM"),
+    "GET /admin/devices/{device_id}/inventory": ("qr-provision", "AWS_IAM"),
+    "POST /admin/devices/{device_id}/restock": ("qr-provision", "AWS_IAM"),
+    "GET /admin/inventory": ("qr-provision", "AWS_IAM"),
 }
 
 REQUIRED_OUTPUTS = [
@@ -185,20 +197,32 @@ def crate_binaries(functions_dir: Path) -> dict[str, Path]:
     return out
 
 
+class Manifest(list):
+    """A function's aws-calls.json: the operations its code calls ("calls", this list) and the table's
+    secondary indexes it queries ("indexes", optional; a dynamodb:Query names the table otherwise)."""
+
+    def __init__(self, calls=(), indexes=()):
+        super().__init__(calls)
+        self.indexes = list(indexes)
+
+
 def load_manifests(functions_dir: Path, binaries: list[str], crates: dict[str, Path]) -> dict[str, object]:
-    """binary -> list of calls (or an error string)."""
+    """binary -> Manifest (or an error string)."""
     out: dict[str, object] = {}
     for b in binaries:
         path = (crates.get(b) or functions_dir / b) / "aws-calls.json"
         try:
-            calls = json.loads(path.read_text())["calls"]
+            data = json.loads(path.read_text())
+            calls, indexes = data["calls"], data.get("indexes", [])
             if not isinstance(calls, list) or not all(isinstance(c, str) for c in calls):
                 raise ValueError('"calls" must be a list of strings')
-            out[b] = calls
+            if not isinstance(indexes, list) or not all(isinstance(i, str) for i in indexes):
+                raise ValueError('"indexes" must be a list of strings')
+            out[b] = Manifest(calls, indexes)
         except FileNotFoundError:
             out[b] = f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} is missing"
         except (ValueError, KeyError, json.JSONDecodeError) as e:
-            out[b] = f"{path}: not {{\"calls\": [...]}}: {e}"
+            out[b] = f"{path}: not {{\"calls\": [...], \"indexes\"?: [...]}}: {e}"
     return out
 
 

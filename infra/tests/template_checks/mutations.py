@@ -57,6 +57,13 @@ MUTATIONS = [
         "device-api: dynamodb:GetItem on ['Table', 'Table/index/gsi1']",
     ),
     (
+        "the GSI granted to a function that queries only the table",
+        lambda t, m: _stmt(t, "QrProvisionRole", "Query").__setitem__(
+            "Resource", [{"Fn::GetAtt": ["Table", "Arn"]}, {"Fn::Sub": "${Table.Arn}/index/gsi1"}]
+        ),
+        "qr-provision: dynamodb:Query on ['Table', 'Table/index/gsi1'], must be exactly ['Table']",
+    ),
+    (
         "SendMessage to a queue the function is not configured with",
         lambda t, m: _stmt(t, "AlipayNotifyRole", "Queues")["Resource"].append({"Fn::GetAtt": ["DeviceEventsQueue", "Arn"]}),
         "alipay-notify: sqs:SendMessage on",

@@ -4,7 +4,12 @@
 //! Each function gets its own SDK configuration whose endpoint is a small recording proxy in front of
 //! moto: every AWS operation a function's code really calls is recorded (from `X-Amz-Target`, or the
 //! REST path for Scheduler) and compared with the function's `functions/<name>/aws-calls.json`, which
-//! the SAM template's IAM policies are checked against (scripts/check-infra).
+//! the SAM template's IAM policies are checked against (scripts/check-infra). A `TransactWriteItems`
+//! with a `Delete` part is recorded `dynamodb:DeleteItem` too: that part needs the IAM action, which the
+//! other functions' transactions (Put, Update, ConditionCheck parts only) are not granted. A `Query`
+//! naming a secondary index records that index, which the manifest's `indexes` must list (the template
+//! grants `dynamodb:Query` on an index only to those functions). The proxy also keeps every request in
+//! order ([`Proxy::log`]), to count the requests of one route.
 //!
 //! One file on purpose: it is the harness of all five functions on moto (resources, settings, the
 //! recording proxy, invocation helpers), shared by the test binaries that include it.
@@ -60,6 +65,19 @@ pub fn fixture(name: &str) -> Value {
 pub struct Proxy {
     pub url: String,
     pub calls: Arc<Mutex<BTreeSet<String>>>,
+    /// The table's secondary indexes queried.
+    pub indexes: Arc<Mutex<BTreeSet<String>>>,
+    /// Every request, in order: its operation (as [`Proxy::calls`] names it) and what it names.
+    pub requests: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+/// The requests of one stretch of a test, in order.
+#[derive(Clone, Debug, Default)]
+pub struct Requests {
+    /// Operations, as [`Proxy::calls`] names them.
+    pub ops: Vec<String>,
+    /// Each operation with the items it names (`dynamodb:GetItem dev#vm-1/device`).
+    pub detailed: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -67,6 +85,8 @@ struct ProxyState {
     upstream: String,
     http: reqwest::Client,
     calls: Arc<Mutex<BTreeSet<String>>>,
+    indexes: Arc<Mutex<BTreeSet<String>>>,
+    requests: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 /// The IAM action of one AWS API request.
@@ -95,6 +115,69 @@ fn action(method: &str, path: &str, target: Option<&str>) -> String {
     format!("?:{method} {path}")
 }
 
+/// The items a DynamoDB request names (`pk/sk` of its key or item, a query's key values, a transaction's
+/// parts); empty for other services.
+fn describe(body: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return String::new();
+    };
+    let key = |k: &Value| {
+        format!(
+            "{}/{}",
+            k["pk"]["S"].as_str().unwrap_or("?"),
+            k["sk"]["S"].as_str().unwrap_or("?")
+        )
+    };
+    if let Some(parts) = v["TransactItems"].as_array() {
+        let parts: Vec<String> = parts
+            .iter()
+            .filter_map(|p| p.as_object()?.iter().next())
+            .map(|(kind, part)| {
+                let k = if part.get("Item").is_some() {
+                    &part["Item"]
+                } else {
+                    &part["Key"]
+                };
+                format!("{kind} {}", key(k))
+            })
+            .collect();
+        return format!("[{}]", parts.join(", "));
+    }
+    if v.get("Key").is_some() {
+        return key(&v["Key"]);
+    }
+    if v.get("Item").is_some() {
+        return key(&v["Item"]);
+    }
+    if let Some(values) = v["ExpressionAttributeValues"].as_object() {
+        let mut shown: Vec<String> = values
+            .values()
+            .map(|x| {
+                x["S"]
+                    .as_str()
+                    .or(x["N"].as_str())
+                    .unwrap_or("?")
+                    .to_owned()
+            })
+            .collect();
+        shown.sort();
+        let index = v["IndexName"]
+            .as_str()
+            .map(|i| format!(" on {i}"))
+            .unwrap_or_default();
+        return format!("{}{index}", shown.join(" "));
+    }
+    String::new()
+}
+
+/// Whether a `TransactWriteItems` request body has a `Delete` part.
+fn transaction_deletes(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["TransactItems"].as_array().cloned())
+        .is_some_and(|parts| parts.iter().any(|p| p.get("Delete").is_some()))
+}
+
 async fn forward(State(s): State<ProxyState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let target = parts
@@ -103,12 +186,28 @@ async fn forward(State(s): State<ProxyState>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let path = parts.uri.path().to_owned();
-    if let Ok(mut c) = s.calls.lock() {
-        c.insert(action(parts.method.as_str(), &path, target.as_deref()));
-    }
     let bytes = axum::body::to_bytes(body, 1 << 24)
         .await
         .unwrap_or_default();
+    let op = action(parts.method.as_str(), &path, target.as_deref());
+    let deletes = op == "dynamodb:TransactWriteItems" && transaction_deletes(&bytes);
+    if let Ok(mut c) = s.calls.lock() {
+        c.insert(op.clone());
+        if deletes {
+            c.insert("dynamodb:DeleteItem".to_owned());
+        }
+    }
+    if op == "dynamodb:Query" {
+        let index = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v["IndexName"].as_str().map(str::to_owned));
+        if let (Some(index), Ok(mut i)) = (index, s.indexes.lock()) {
+            i.insert(index);
+        }
+    }
+    if let Ok(mut r) = s.requests.lock() {
+        r.push((op, describe(&bytes)));
+    }
     let url = format!(
         "{}{}",
         s.upstream.trim_end_matches('/'),
@@ -142,10 +241,14 @@ async fn forward(State(s): State<ProxyState>, req: Request) -> Response {
 impl Proxy {
     pub async fn start(upstream: &str) -> Proxy {
         let calls = Arc::new(Mutex::new(BTreeSet::new()));
+        let indexes = Arc::new(Mutex::new(BTreeSet::new()));
+        let requests = Arc::new(Mutex::new(Vec::new()));
         let state = ProxyState {
             upstream: upstream.to_owned(),
             http: reqwest::Client::new(),
             calls: calls.clone(),
+            indexes: indexes.clone(),
+            requests: requests.clone(),
         };
         let app = axum::Router::new().fallback(forward).with_state(state);
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -158,11 +261,46 @@ impl Proxy {
         Proxy {
             url: format!("http://{addr}"),
             calls,
+            indexes,
+            requests,
         }
+    }
+
+    pub fn indexes(&self) -> BTreeSet<String> {
+        self.indexes.lock().map(|i| i.clone()).unwrap_or_default()
     }
 
     pub fn calls(&self) -> BTreeSet<String> {
         self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Every request so far, in order.
+    pub fn log(&self) -> Requests {
+        self.requests
+            .lock()
+            .map(|r| Requests {
+                ops: r.iter().map(|(op, _)| op.clone()).collect(),
+                detailed: r
+                    .iter()
+                    .map(|(op, what)| format!("{op} {what}").trim_end().to_owned())
+                    .collect(),
+            })
+            .unwrap_or_default()
+    }
+
+    /// The requests made while `f` ran (nothing else may use this proxy meanwhile).
+    pub async fn during<T>(&self, f: impl std::future::Future<Output = T>) -> (T, Requests) {
+        let from = self.log().ops.len();
+        let out = f.await;
+        let log = self.log();
+        let since = |v: &[String]| v.get(from..).map(<[String]>::to_vec).unwrap_or_default();
+        (
+            out,
+            Requests {
+                ops: since(&log.ops),
+                detailed: since(&log.detailed),
+            },
+        )
     }
 }
 
@@ -493,6 +631,20 @@ impl Functions {
         self.admin(&ev).await.json()
     }
 
+    /// The fixture machine's inventory, as an operator reads it.
+    pub async fn inventory(&self) -> Value {
+        let a = self.admin(&fixture("admin-get-inventory.json")).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        a.json()
+    }
+
+    /// The recording proxy of one function.
+    pub fn proxy(&self, function: &str) -> &Proxy {
+        self.proxies
+            .get(function)
+            .unwrap_or_else(|| panic!("no function {function}"))
+    }
+
     pub async fn machine_status(&self, secret: &str) -> Value {
         let mut ev = fixture("device-get-session.json");
         sign_http(&mut ev, secret, now_secs());
@@ -507,8 +659,17 @@ pub fn failures(r: SqsBatchResponse) -> Vec<String> {
         .collect()
 }
 
-/// `functions/<name>/aws-calls.json`.
+/// `functions/<name>/aws-calls.json`: its `calls`.
 pub fn manifest(function: &str) -> BTreeSet<String> {
+    manifest_list(function, "calls")
+}
+
+/// `functions/<name>/aws-calls.json`: its `indexes` (the table's secondary indexes it queries).
+pub fn manifest_indexes(function: &str) -> BTreeSet<String> {
+    manifest_list(function, "indexes")
+}
+
+fn manifest_list(function: &str, key: &str) -> BTreeSet<String> {
     let path = root()
         .join("functions")
         .join(function)
@@ -517,12 +678,60 @@ pub fn manifest(function: &str) -> BTreeSet<String> {
         &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
     )
     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    v["calls"]
+    v[key]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|c| c.as_str().map(str::to_owned))
         .collect()
+}
+
+/// Each function's manifest holds every operation it called (the IAM policies are checked against
+/// the manifests by scripts/check-infra). Prints what each called, then fails naming every gap.
+pub fn assert_calls_listed(f: &Functions) {
+    let mut gaps = Vec::new();
+    for (name, proxy) in &f.proxies {
+        let called = proxy.calls();
+        let allowed = manifest(name);
+        eprintln!(
+            "{name}: called {called:?}, queried the indexes {:?}; listed but not exercised here: {:?}",
+            proxy.indexes(),
+            allowed.difference(&called).collect::<Vec<_>>()
+        );
+        let extra: Vec<_> = called.difference(&allowed).cloned().collect();
+        if !extra.is_empty() {
+            gaps.push(format!(
+                "{name} called {extra:?}, which functions/{name}/aws-calls.json does not list"
+            ));
+        }
+        let indexes: Vec<_> = proxy
+            .indexes()
+            .difference(&manifest_indexes(name))
+            .cloned()
+            .collect();
+        if !indexes.is_empty() {
+            gaps.push(format!(
+                "{name} queried the indexes {indexes:?}, which the \"indexes\" of functions/{name}/aws-calls.json do not list"
+            ));
+        }
+    }
+    assert!(gaps.is_empty(), "{}", gaps.join("; "));
+}
+
+pub fn cny(minor: u64) -> Value {
+    json!({"minor": minor, "currency": "CNY"})
+}
+
+/// `(stock, reserved)` of `slot` in an inventory answer.
+pub fn stock(inventory: &Value, slot: &str) -> (u64, u64) {
+    let line = inventory["slots"]
+        .as_array()
+        .and_then(|ls| ls.iter().find(|l| l["slot"] == slot))
+        .unwrap_or_else(|| panic!("no slot {slot} in {inventory}"));
+    (
+        line["stock"].as_u64().unwrap_or(u64::MAX),
+        line["reserved"].as_u64().unwrap_or(u64::MAX),
+    )
 }
 
 pub fn body_bytes(s: &str) -> Bytes {

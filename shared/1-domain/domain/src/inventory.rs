@@ -122,8 +122,14 @@ pub enum InventoryError {
     DuplicateSlot(Slot),
     #[error("{count} slots; a machine has at most {MAX_SLOTS}")]
     TooManySlots { count: usize },
-    #[error("price is in {got} but the machine takes {expected}")]
-    CurrencyMismatch { expected: Currency, got: Currency },
+    #[error("slot {slot}: {whose} price is in {got} but the machine takes {expected}")]
+    CurrencyMismatch {
+        slot: Slot,
+        /// "its" (the slot's own price) or "product <sku>'s".
+        whose: String,
+        expected: Currency,
+        got: Currency,
+    },
     #[error("price must be greater than zero")]
     NonPositivePrice,
     #[error("name must be 1 to {MAX_NAME_CHARS} characters")]
@@ -217,13 +223,15 @@ pub fn replace_planogram(
             });
         }
         if let Some(p) = s.price {
-            check_price(device.currency, p)?;
+            check_price(device.currency, p, &s.slot, || "its".to_owned())?;
         }
     }
     // The catalogue's price must be in the machine's currency too, where a slot relies on it.
     for s in spec.iter().filter(|s| s.price.is_none()) {
         if let Some(p) = catalogue.get(&s.sku) {
-            check_price(device.currency, p.price)?;
+            check_price(device.currency, p.price, &s.slot, || {
+                format!("product {}'s", s.sku)
+            })?;
         }
     }
     let old: BTreeMap<&Slot, &SlotStock> = current.iter().map(|r| (&r.slot, r)).collect();
@@ -319,9 +327,17 @@ pub fn restock(
     })
 }
 
-fn check_price(currency: Currency, price: Money) -> Result<(), InventoryError> {
+/// A slot's price (its own, or its product's: `whose`) must be in the machine's currency.
+fn check_price(
+    currency: Currency,
+    price: Money,
+    slot: &Slot,
+    whose: impl FnOnce() -> String,
+) -> Result<(), InventoryError> {
     if price.currency() != currency {
         return Err(InventoryError::CurrencyMismatch {
+            slot: slot.clone(),
+            whose: whose(),
             expected: currency,
             got: price.currency(),
         });

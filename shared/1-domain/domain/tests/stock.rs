@@ -1,6 +1,7 @@
 //! Catalogue and inventory rules at the domain level (see `docs/contract.md`, “Catalogue and
 //! inventory”): price authority, reservations in the same decision as the money, `sold_out`, and the
 //! slot counts after every way a purchase or order can end.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
 
 mod common;
 
@@ -246,4 +247,22 @@ fn a_session_holds_a_bounded_number_of_reserved_items() {
     }
     let t = m.apply(ask(&m, "over", "A1", None));
     assert_eq!(purchase(&t).declined, Some(DeclineReason::SessionFull));
+}
+
+#[test]
+fn a_catalogue_price_in_another_currency_is_refused_not_mixed_in() {
+    let mut m = stocked(Mode::PayFirst, 5, 5);
+    m.pay(&payment("T1", cny(1000), None, 0), 0);
+    let usd = Money::new(350, Currency::Usd).expect("usd");
+    let cola = Sku::parse("cola").expect("sku");
+    if let Some(p) = m.catalogue.get_mut(&cola) {
+        p.price = usd;
+    }
+    assert_eq!(
+        ask(&m, "r1", "A1", None).err(),
+        Some(Rejection::CurrencyMismatch {
+            expected: Currency::Cny,
+            got: Currency::Usd
+        })
+    );
 }

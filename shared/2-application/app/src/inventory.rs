@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use vendpay_domain::inventory::{self, LOW_SHARE};
 use vendpay_domain::{
-    DeviceId, InventoryError, Money, Product, Sku, Slot, SlotSpec, SlotStock, StockCount,
+    DeviceId, Money, Product, Rejection, Sku, Slot, SlotSpec, SlotStock, StockCount,
 };
 
 use crate::ledger::AppError;
@@ -218,9 +218,14 @@ fn lines(
         if only_low && !low {
             continue;
         }
-        let product = catalogue
-            .get(&r.sku)
-            .ok_or_else(|| InventoryError::UnknownSku(r.sku.clone()))?;
+        // Products are never deleted and a slot map only names known ones: a missing product is a
+        // store that cannot be right, not a client's mistake.
+        let product = catalogue.get(&r.sku).ok_or_else(|| {
+            Rejection::Inconsistent(format!(
+                "slot {} of {} sells {}, which is not in the catalogue",
+                r.slot, r.device_id, r.sku
+            ))
+        })?;
         out.push(InventoryLine {
             slot: r.slot.clone(),
             sku: r.sku.clone(),

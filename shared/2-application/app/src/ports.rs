@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use vendpay_domain::{
     Device, DeviceId, Money, PaymentOutcome, Product, RefundId, RefundStatus, Reply, RequestId,
-    Session, SessionId, Sku, SlotStock, SlotWrites, Timestamp, TradeNo,
+    Session, SessionId, Sku, Slot, SlotStock, SlotWrites, Timestamp, TradeNo,
 };
 
 /// Why storage failed. `Conflict` is not a failure of storage: a condition the write was computed under
@@ -270,6 +270,14 @@ pub trait DeviceStore: Send + Sync {
 pub trait SessionStore: Send + Sync {
     /// The machine and its current session, in one consistent read where the store allows.
     async fn machine(&self, id: &DeviceId) -> Result<Option<Machine>, StoreError>;
+    /// [`SessionStore::machine`] for a command naming `slot`, with the catalogue entry of the product
+    /// that slot sells when the slot has no price of its own (`None` otherwise, or outside the slot
+    /// map). The product is read beside the session, never after it: no extra round trip.
+    async fn machine_selling(
+        &self,
+        id: &DeviceId,
+        slot: &Slot,
+    ) -> Result<Option<(Machine, Option<Product>)>, StoreError>;
     async fn session(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
     /// How a trade was dealt with, if it was ever seen.
     async fn trade(&self, trade_no: &TradeNo) -> Result<Option<PaymentOutcome>, StoreError>;

@@ -1,8 +1,8 @@
 //! vendpay's AWS adapters: the storage ports on one DynamoDB table, the deadline scheduler on SQS delays
 //! (EventBridge Scheduler beyond 15 minutes) and the refund queue on SQS.
 //!
-//! - [`dynamo`]: [`DynamoStore`], `DeviceStore` + `SessionStore`; the key design and every access
-//!   pattern are in its header.
+//! - [`dynamo`]: [`DynamoStore`], `DeviceStore` + `SessionStore` + `InventoryStore`; the key design
+//!   and every access pattern are in its header.
 //! - [`table`]: the table's one definition, `infra/table.json` (compiled in), and [`create_table`].
 //! - [`queues`]: [`SqsDeadlineScheduler`], [`SqsRefundQueue`].
 //! - [`error`]: how AWS answers map onto `StoreError` (conflict / retry / permanent).

@@ -42,7 +42,8 @@ impl Display for Location {
 /// Shared by every clone; `group_commit` reaches the writer, the queue and the clock through it.
 pub(crate) struct Inner {
     /// The one connection that writes. Only the group-commit drainer and the rare direct writes
-    /// (`register`, `set_qrcode`, pruning) lock it, and in memory mode the reads too.
+    /// (`register`, `set_qrcode`, `put_product`, `write_slots`, pruning) lock it, and in memory mode
+    /// the reads too.
     pub(crate) writer: Mutex<Writer>,
     /// Commits waiting for the drainer, and whether a drainer is running.
     pub(crate) queue: Mutex<Queue>,

@@ -1,11 +1,12 @@
 //! vendpay's embedded adapters: everything `vendpay serve` needs to run the whole system on one machine
 //! with nothing else installed, and what the fast tests run on.
 //!
-//! - [`store`]: [`SqliteStore`], the `DeviceStore` + `SessionStore` ports on one SQLite database (a file,
-//!   or memory for tests). Its `//!` header lists the tables and every access pattern. Beneath it,
-//!   private: `db` (the shared handle: connections, commit queue, clock), `group_commit` (one drainer,
-//!   one transaction per group), `writes` (the SQL of a commit, migrations, pruning) and `row_codec`
-//!   (rows to and from domain types), with no cycle among them (`scripts/check-layers`).
+//! - [`store`]: [`SqliteStore`], the `DeviceStore` + `SessionStore` + `InventoryStore` ports on one
+//!   SQLite database (a file, or memory for tests). Its `//!` header lists the tables and every access
+//!   pattern. Beneath it, private: `db` (the shared handle: connections, commit queue, clock),
+//!   `group_commit` (one drainer, one transaction per group), `writes` (the SQL of a commit and of a
+//!   slot-map change, migrations, pruning) and `row_codec` (rows to and from domain types), with no
+//!   cycle among them (`scripts/check-layers`).
 //! - [`delivery`]: [`TimerScheduler`] (a tokio timer per deadline message) and [`ChannelRefundQueue`],
 //!   both feeding in-process channels, plus [`rearm`], which re-schedules every stored deadline and
 //!   re-sends every pending refund after a restart.

@@ -12,8 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use vendpay_app::{DeviceRecord, Failure, RefundRecord, StoreError};
 use vendpay_domain::{
-    DeviceId, Phase, Product, RefundId, RefundStatus, Session, SessionId, Sku, SlotStock,
-    Timestamp,
+    DeviceId, Phase, Product, RefundId, RefundStatus, Session, SessionId, Sku, SlotStock, Timestamp,
 };
 
 /// A refund row's send schedule columns: attempts, generation, in flight until (ms).

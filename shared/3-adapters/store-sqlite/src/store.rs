@@ -1,4 +1,4 @@
-//! [`SqliteStore`]: the `DeviceStore` and `SessionStore` ports on one SQLite database.
+//! [`SqliteStore`]: the `DeviceStore`, `SessionStore` and `InventoryStore` ports on one SQLite database.
 //!
 //! Here: opening, the reader pool and the port impls. The group commit described below is in
 //! `group_commit`, the schema and a commit's SQL in `writes`, rows to port types in `row_codec`, so
@@ -25,9 +25,12 @@
 //! - **Reads** run on a pool of read-only connections (file databases; WAL lets them read while the
 //!   writer writes and fsyncs), each inside `spawn_blocking`; up to `MAX_IDLE_READERS` (64) idle ones are
 //!   kept. A read sees every commit answered before it started (commits are answered after `COMMIT`),
-//!   never a group in progress. `machine` is one read transaction, so the device and its current session
-//!   come from one snapshot. An in-memory database (tests) has a single connection, so there reads lock
-//!   the writer connection.
+//!   never a group in progress. `machine` is one read transaction, so the device, its current session
+//!   and its slot rows come from one snapshot. An in-memory database (tests) has a single connection,
+//!   so there reads lock the writer connection.
+//! - **Slot maps and restocks** (`InventoryStore::write_slots`) do not go through the group commit: each
+//!   is one `BEGIN IMMEDIATE` transaction of its own on the writer connection, taken between two
+//!   groups, so a sale's commit is judged either wholly before it or wholly after it.
 //! - No SQLite call ever runs on an async worker thread. The queue and the reader pool are behind
 //!   `std::sync::Mutex`es held only for a push or a pop; a poisoned one is still consistent and is used
 //!   as is. A writer connection found inside a transaction (left by a panic) is rolled back before use.
@@ -44,25 +47,33 @@
 //! | `trades` | `trade_no` | `outcome` (JSON `PaymentOutcome`) | permanent dedupe |
 //! | `requests` | `(device, request_id)` | `expires_at`, `body` (JSON `RequestRecord`) | expired rows are never returned and are pruned |
 //! | `refunds` | `refund_id` | `session`, `status`, `issued_at`, `body` (JSON `RefundRecord`), `next_attempt_at`, `in_flight_until`, `attempts`, `generation` | the last four are the send schedule (`RefundSend`), kept beside the JSON |
+//! | `products` | `sku` | `body` (JSON `Product`) | the catalogue |
+//! | `slots` | `(device, slot)` | `version`, `body` (JSON `SlotStock`) | a machine's planogram with stock and reservations; `version` is the body's, the column the conditions compare |
 //!
 //! Indexes: `sessions_by_device (device, opened_at, id)`; the partial `sessions_by_deadline (deadline_at, id)
 //! WHERE deadline_at IS NOT NULL` (the sweep and the re-arm list); `requests_by_expiry (expires_at)`;
 //! the partial `refunds_pending (next_attempt_at, refund_id) WHERE status = 'pending'`.
-//! `PRAGMA user_version` holds the schema version.
+//! `PRAGMA user_version` holds the schema version (3; migrations in `writes` take versions 0, 1 and 2
+//! there on open: version 2 added the send schedule, version 3 `products` and `slots`).
 //!
 //! ## Access patterns
 //! | operation | SQL |
 //! |---|---|
 //! | `register` | `INSERT INTO devices .. ON CONFLICT DO NOTHING` |
-//! | `device`, `machine` | point read of `devices` (+ the current `sessions` row, in one read transaction) |
+//! | `device`, `machine` | point read of `devices` (+ the current `sessions` row and the device's `slots` rows, in one read transaction) |
 //! | `set_qrcode` | `UPDATE devices SET qrcode` by key |
-//! | `session`, `trade`, `refund` | point read by key |
+//! | `session`, `trade`, `refund`, `product` | point read by key |
+//! | `slots` | `slots` by primary key prefix `device`, ordered by slot |
 //! | `request` | point read by key, `AND expires_at > now` |
-//! | `commit` | in one savepoint of a group transaction: device version check (+ `UPDATE .. version = version + 1`); per session `INSERT .. ON CONFLICT DO NOTHING` (version 1) or `UPDATE .. WHERE version = v - 1`; `INSERT .. ON CONFLICT DO NOTHING` into `trades` and `requests` (after deleting an expired row of the same key); refund upserts; a send-schedule change is one `UPDATE .. WHERE status = 'pending' AND` its condition |
+//! | `commit` | in one savepoint of a group transaction: device version check (+ `UPDATE .. version = version + 1`); per session `INSERT .. ON CONFLICT DO NOTHING` (version 1) or `UPDATE .. WHERE version = v - 1`; `INSERT .. ON CONFLICT DO NOTHING` into `trades` and `requests` (after deleting an expired row of the same key); refund upserts; a send-schedule change is one `UPDATE .. WHERE status = 'pending' AND` its condition; per stock row `UPDATE slots .. WHERE device, slot AND version = v - 1` (a row that is not there is a conflict: only a slot map creates rows) |
 //! | `due` | `sessions_by_deadline`: `deadline_at <= now` ordered by deadline |
 //! | `pending_deadlines` | `sessions_by_deadline`: every not-closed session with a deadline (re-arm at start) |
 //! | `pending_refunds` | `refunds_pending`: `next_attempt_at <= due_by`, earliest first |
 //! | `sessions_of_device` | `sessions_by_device`, newest first |
+//! | `put_product` | `INSERT INTO products .. ON CONFLICT (sku) DO UPDATE` |
+//! | `products` | `products` ordered by sku |
+//! | `write_slots` | in one transaction: per removed row `DELETE .. WHERE version = v`; per written row `INSERT .. ON CONFLICT DO NOTHING` (version 1) or `UPDATE .. WHERE version = v - 1`; any row changing nothing rolls it all back as a conflict |
+//! | `stocked_devices` | `SELECT DISTINCT device FROM slots` ordered by device (the primary key), so it is always up to date |
 //! | pruning | `DELETE FROM requests WHERE expires_at <= now` on open and at most hourly after a commit |
 //!
 //! Nothing read from the database is trusted: a row that does not decode, or whose key disagrees with
@@ -78,7 +89,7 @@ use vendpay_app::{
     RefundRecord, RequestRecord, SessionStore, StoreError,
 };
 use vendpay_domain::{
-    Clock, DeviceId, PaymentOutcome, Product, RefundId, RequestId, Session, SessionId, Sku,
+    Clock, DeviceId, PaymentOutcome, Product, RefundId, RequestId, Session, SessionId, Sku, Slot,
     SlotStock, SlotWrites, SystemClock, Timestamp, TradeNo,
 };
 
@@ -358,10 +369,16 @@ impl DeviceStore for SqliteStore {
     }
 }
 
-#[async_trait]
-impl SessionStore for SqliteStore {
-    async fn machine(&self, id: &DeviceId) -> Result<Option<Machine>, StoreError> {
+impl SqliteStore {
+    /// The machine, its session and slot rows and, for a command naming `selling`, the product that
+    /// slot sells at its catalogue price: all from one read transaction.
+    async fn read_machine(
+        &self,
+        id: &DeviceId,
+        selling: Option<&Slot>,
+    ) -> Result<Option<(Machine, Option<Product>)>, StoreError> {
         let id = id.clone();
+        let selling = selling.cloned();
         self.read(move |conn, _| {
             let what = format!("reading machine {id}");
             // One read transaction, so the device and its session come from the same snapshot even
@@ -382,14 +399,38 @@ impl SessionStore for SqliteStore {
                 })?),
             };
             let slots = read_slots(&tx, &id)?;
+            let product = match selling
+                .and_then(|slot| slots.iter().find(|r| r.slot == slot && r.price.is_none()))
+            {
+                Some(row) => read_product(&tx, &row.sku)?,
+                None => None,
+            };
             tx.commit().ctx(&what)?;
-            Ok(Some(Machine {
-                record,
-                current,
-                slots,
-            }))
+            Ok(Some((
+                Machine {
+                    record,
+                    current,
+                    slots,
+                },
+                product,
+            )))
         })
         .await
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn machine(&self, id: &DeviceId) -> Result<Option<Machine>, StoreError> {
+        Ok(self.read_machine(id, None).await?.map(|(m, _)| m))
+    }
+
+    async fn machine_selling(
+        &self,
+        id: &DeviceId,
+        slot: &Slot,
+    ) -> Result<Option<(Machine, Option<Product>)>, StoreError> {
+        self.read_machine(id, Some(slot)).await
     }
 
     async fn session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
@@ -582,9 +623,7 @@ impl InventoryStore for SqliteStore {
             let mut stmt = conn
                 .prepare_cached("SELECT DISTINCT device FROM slots ORDER BY device")
                 .ctx(what)?;
-            let rows = stmt
-                .query_map([], |r| r.get::<_, String>(0))
-                .ctx(what)?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0)).ctx(what)?;
             let mut out = Vec::new();
             for row in rows {
                 out.push(parse_id(row.ctx(what)?, "slot row")?);

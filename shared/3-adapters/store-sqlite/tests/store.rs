@@ -1,5 +1,6 @@
 //! What the SQLite store promises beyond the shared contract: request rows expire and are pruned,
-//! per-device listing, and a database from a newer build is refused rather than misread.
+//! per-device listing, older databases are migrated, a database from a newer build is refused rather
+//! than misread, and unreadable rows are errors naming them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code asserts by panicking
 
@@ -10,8 +11,10 @@ use std::time::Duration;
 
 use common::*;
 use vendpay_app::contract::ManualClock;
-use vendpay_app::{Commit, DeviceStore, RequestRecord, SessionStore, StoreError};
-use vendpay_domain::{receive_payment, Mode, Reply, Timestamp, Windows};
+use vendpay_app::{Commit, DeviceStore, InventoryStore, RequestRecord, SessionStore, StoreError};
+use vendpay_domain::{
+    receive_payment, Mode, Product, Reply, Shelves, SlotStock, SlotWrites, Timestamp, Windows,
+};
 use vendpay_store_sqlite::{Location, SqliteStore};
 
 fn record(request: &str, expires_ms: i64) -> RequestRecord {
@@ -101,6 +104,7 @@ async fn a_device_lists_its_sessions_newest_first() {
             &device,
             None,
             &payment(trade, 100, now),
+            &Shelves::NONE,
             &Windows::default(),
             now,
         )
@@ -178,6 +182,8 @@ async fn a_version_1_database_gains_the_refund_send_schedule() {
                  ALTER TABLE refunds DROP COLUMN generation;
                  ALTER TABLE refunds DROP COLUMN next_attempt_at;
                  CREATE INDEX refunds_pending ON refunds (issued_at, refund_id) WHERE status = 'pending';
+                 DROP TABLE products;
+                 DROP TABLE slots;
                  PRAGMA user_version = 1;",
             )
         })
@@ -205,10 +211,167 @@ async fn a_version_1_database_gains_the_refund_send_schedule() {
         Err(StoreError::Conflict(_))
     ));
     drop(store);
-    let version: i64 = rusqlite::Connection::open(&path)
+    assert_eq!(schema_version(&path), fresh_schema_version().await);
+}
+
+fn schema_version(path: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(path)
         .and_then(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
-        .expect("version");
-    assert_eq!(version, 2);
+        .expect("version")
+}
+
+/// The schema version of a database this build creates.
+async fn fresh_schema_version() -> i64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fresh.sqlite");
+    drop(SqliteStore::open(&path).await.expect("open"));
+    schema_version(&path)
+}
+
+#[tokio::test]
+async fn a_version_2_database_gains_the_catalogue_and_the_slot_rows() {
+    // Version 2 had no inventory: it opens with its sessions as they were, and an empty catalogue and
+    // no slot maps, which it then takes.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v2.sqlite");
+    let session = {
+        let store = SqliteStore::open(&path).await.expect("open");
+        store
+            .register(&device_record("vm-1", Mode::PayFirst))
+            .await
+            .expect("register");
+        let device = device_record("vm-1", Mode::PayFirst).device;
+        let now = Timestamp::from_millis(T0);
+        let t = receive_payment(
+            &device,
+            None,
+            &payment("T1", 100, now),
+            &Shelves::NONE,
+            &Windows::default(),
+            now,
+        )
+        .expect("payment");
+        let s = t.sessions[0].clone();
+        store
+            .commit(&Commit {
+                sessions: vec![s.clone()],
+                ..Commit::default()
+            })
+            .await
+            .expect("commit");
+        s
+    };
+    rusqlite::Connection::open(&path)
+        .and_then(|c| {
+            c.execute_batch(
+                "DROP TABLE products;
+                 DROP TABLE slots;
+                 PRAGMA user_version = 2;",
+            )
+        })
+        .expect("turn the database back into version 2");
+    let store = SqliteStore::open(&path).await.expect("migrated");
+    assert_eq!(store.session(&session.id).await, Ok(Some(session)));
+    assert_eq!(store.products().await, Ok(vec![]));
+    assert_eq!(store.stocked_devices().await, Ok(vec![]));
+    let product = Product {
+        sku: id("cola"),
+        name: "Cola".into(),
+        price: cny(350),
+        category: None,
+    };
+    store.put_product(&product).await.expect("put");
+    let row = SlotStock {
+        device_id: id("vm-1"),
+        slot: id("A1"),
+        sku: id("cola"),
+        capacity: 8,
+        price: None,
+        stock: 8,
+        reserved: 0,
+        version: 1,
+    };
+    store
+        .write_slots(
+            &id("vm-1"),
+            &SlotWrites {
+                write: vec![row.clone()],
+                remove: vec![],
+            },
+        )
+        .await
+        .expect("slots");
+    drop(store);
+    let store = SqliteStore::open(&path).await.expect("reopen");
+    assert_eq!(store.products().await, Ok(vec![product]));
+    assert_eq!(store.slots(&id("vm-1")).await, Ok(vec![row]));
+    drop(store);
+    assert_eq!(schema_version(&path), fresh_schema_version().await);
+}
+
+#[tokio::test]
+async fn unreadable_slot_and_product_rows_are_permanent_errors_naming_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad-slots.sqlite");
+    drop(SqliteStore::open(&path).await.expect("open"));
+    let good = SlotStock {
+        device_id: id("vm-1"),
+        slot: id("A1"),
+        sku: id("cola"),
+        capacity: 8,
+        price: None,
+        stock: 8,
+        reserved: 0,
+        version: 2,
+    };
+    let body = serde_json::to_string(&good).expect("json");
+    let cola = serde_json::to_string(&Product {
+        sku: id("cola"),
+        name: "Cola".into(),
+        price: cny(350),
+        category: None,
+    })
+    .expect("json");
+    {
+        let conn = rusqlite::Connection::open(&path).expect("raw open");
+        // A row whose version column disagrees with its body, one filed under another slot, one that
+        // is not JSON, and a product filed under another sku.
+        conn.execute(
+            "INSERT INTO slots (device, slot, version, body) VALUES ('vm-1', 'A1', 3, ?1)",
+            [&body],
+        )
+        .expect("insert");
+        conn.execute(
+            "INSERT INTO slots (device, slot, version, body) VALUES ('vm-2', 'A1', 2, ?1)",
+            [&body],
+        )
+        .expect("insert");
+        conn.execute(
+            "INSERT INTO slots (device, slot, version, body) VALUES ('vm-3', 'A1', 1, '{')",
+            [],
+        )
+        .expect("insert");
+        conn.execute(
+            "INSERT INTO products (sku, body) VALUES ('tea', ?1)",
+            [&cola],
+        )
+        .expect("insert");
+    }
+    let store = SqliteStore::open(&path).await.expect("reopen");
+    for (device, names) in [
+        ("vm-1", "slot row (vm-1, A1)"),
+        ("vm-2", "slot row (vm-2, A1)"),
+        ("vm-3", "slot row (vm-3, A1)"),
+    ] {
+        match store.slots(&id(device)).await {
+            Err(StoreError::Permanent(m)) => assert!(m.to_string().contains(names), "{m}"),
+            other => panic!("{device}: expected a permanent error, got {other:?}"),
+        }
+    }
+    match store.product(&id("tea")).await {
+        Err(StoreError::Permanent(m)) => assert!(m.to_string().contains("product row tea"), "{m}"),
+        other => panic!("expected a permanent error, got {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -66,6 +66,10 @@ impl From<Rejection> for ApiError {
         let (status, code) = match r {
             Rejection::CurrencyMismatch { .. } => (400, "currency_mismatch"),
             Rejection::NonPositivePrice => (400, "invalid_price"),
+            Rejection::PriceMismatch { .. } => (400, "price_mismatch"),
+            Rejection::MissingPrice(_) => (400, "missing_price"),
+            // Only an order is refused so; a purchase of a sold-out slot is a `sold_out` decline (200).
+            Rejection::SoldOut(_) => (409, "sold_out"),
             Rejection::NoSession => (409, "no_session"),
             Rejection::ModeNotSupported { .. } => (409, "mode_not_supported"),
             Rejection::Busy(_) => (409, "machine_busy"),
@@ -96,6 +100,7 @@ impl From<AppError> for ApiError {
     fn from(e: AppError) -> Self {
         match e {
             AppError::Rejected(r) => r.into(),
+            AppError::Inventory(e) => ApiError::bad_request(e.code(), e.to_string()),
             AppError::UnknownDevice(d) => {
                 ApiError::new(404, "unknown_device", format!("unknown device {d}"))
             }

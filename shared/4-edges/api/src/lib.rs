@@ -27,6 +27,7 @@ use http::{header, Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use vendpay_app::inventory::Inventory;
 use vendpay_app::{DeviceRecord, DeviceStore, Ledger, QrCode};
+use vendpay_domain::inventory::LOW_SHARE;
 use vendpay_domain::{
     Currency, DeviceId, Mode, OrderId, PurchaseRequest, RequestId, SessionId, Slot,
 };
@@ -137,6 +138,15 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Bytes> {
 
 fn ok(value: &Value) -> Result<Response<Bytes>, ApiError> {
     Ok(json_response(StatusCode::OK, value))
+}
+
+fn unknown_device(raw: &str) -> ApiError {
+    ApiError::new(404, "unknown_device", format!("unknown device {raw:?}"))
+}
+
+/// A device id of an admin path; one that cannot be a device id is as unknown as any other (404).
+fn device_id(raw: &str) -> Result<DeviceId, ApiError> {
+    DeviceId::parse(raw).map_err(|_| unknown_device(raw))
 }
 
 fn segments(path: &str) -> Vec<&str> {
@@ -281,7 +291,7 @@ impl DeviceRoutes {
                 let purchase = PurchaseRequest {
                     request_id: input::parsed::<RequestId>(&body, "request_id")?,
                     slot: input::parsed::<Slot>(&body, "slot")?,
-                    price: input::price(&body, "price", device.currency)?,
+                    price: input::optional_price(&body, "price", device.currency)?,
                     session: input::optional_parsed::<SessionId>(&body, "session_id")?,
                 };
                 let answer = self.ledger.purchase_in(id, &purchase).await?;
@@ -304,7 +314,7 @@ impl DeviceRoutes {
                 let body = input::object(req.body())?;
                 let order_id = input::parsed::<OrderId>(&body, "order_id")?;
                 let slot = input::parsed::<Slot>(&body, "slot")?;
-                let price = input::price(&body, "price", device.currency)?;
+                let price = input::optional_price(&body, "price", device.currency)?;
                 let session = self.ledger.order(id, &order_id, &slot, price).await?;
                 ok(&views::session(&session))
             }
@@ -314,13 +324,22 @@ impl DeviceRoutes {
                 let session = self.ledger.end_session(id, expected.as_ref()).await?;
                 ok(&views::session(&session))
             }
+            // The machine's own count of its slots (as a restock: only slots of its slot map).
+            (&Method::POST, ["inventory"]) => {
+                let body = input::object(req.body())?;
+                let counts = input::stock_counts(&body)?;
+                ok(&views::inventory(
+                    &self.inventory.restock(id, &counts).await?,
+                ))
+            }
             (
                 _,
                 ["session"]
                 | ["purchases"]
                 | ["purchases", _, "result"]
                 | ["orders"]
-                | ["session", "end"],
+                | ["session", "end"]
+                | ["inventory"],
             ) => Err(ApiError::new(
                 405,
                 "method_not_allowed",
@@ -393,12 +412,44 @@ impl AdminRoutes {
                     .ok_or_else(unknown)?;
                 ok(&views::session_detail(&session))
             }
+            (&Method::PUT, ["products", sku]) => self.put_product(sku, req.body()).await,
+            (&Method::GET, ["products"]) => ok(&views::products(&self.inventory.products().await?)),
+            (&Method::PUT, ["devices", id, "slots"]) => {
+                let id = device_id(id)?;
+                let body = input::object(req.body())?;
+                let spec = input::slot_specs(&body)?;
+                ok(&views::inventory(
+                    &self.inventory.set_slots(&id, &spec).await?,
+                ))
+            }
+            (&Method::GET, ["devices", id, "inventory"]) => {
+                let id = device_id(id)?;
+                ok(&views::inventory(&self.inventory.inventory(&id).await?))
+            }
+            (&Method::POST, ["devices", id, "restock"]) => {
+                let id = device_id(id)?;
+                let body = input::object(req.body())?;
+                let counts = input::stock_counts(&body)?;
+                ok(&views::inventory(
+                    &self.inventory.restock(&id, &counts).await?,
+                ))
+            }
+            (&Method::GET, ["inventory"]) => {
+                let below = input::below(req.uri().query(), LOW_SHARE)?;
+                ok(&views::restocking_round(
+                    &self.inventory.restocking_round(below).await?,
+                ))
+            }
             (
                 _,
                 ["devices"]
                 | ["devices", _]
                 | ["devices", _, "qrcode"]
                 | ["devices", _, "label.svg"]
+                | ["devices", _, "slots" | "inventory" | "restock"]
+                | ["products"]
+                | ["products", _]
+                | ["inventory"]
                 | ["sessions", _],
             ) => Err(ApiError::new(
                 405,
@@ -410,13 +461,27 @@ impl AdminRoutes {
     }
 
     async fn known_device(&self, raw: &str) -> Result<DeviceRecord, ApiError> {
-        let unknown = || ApiError::new(404, "unknown_device", format!("unknown device {raw:?}"));
-        let id = DeviceId::parse(raw).map_err(|_| unknown())?;
+        let id = device_id(raw)?;
         self.devices
             .device(&id)
             .await
             .map_err(vendpay_app::AppError::from)?
-            .ok_or_else(unknown)
+            .ok_or_else(|| unknown_device(raw))
+    }
+
+    /// `PUT /admin/products/{sku}`: `{"name", "price", "category"?}`, an upsert.
+    async fn put_product(&self, raw_sku: &str, body: &[u8]) -> Result<Response<Bytes>, ApiError> {
+        let sku = input::sku_in_path(raw_sku)?;
+        let body = input::object(body)?;
+        let name = input::string(&body, "name")?;
+        let price = input::price_in_any_currency(&body, "price")?;
+        let category = input::optional_string(&body, "category")?;
+        let product = self
+            .inventory
+            .put_product(sku, name, price, category)
+            .await?;
+        tracing::info!(sku = %product.sku, "product saved");
+        ok(&json!({"product": views::product(&product)}))
     }
 
     async fn register(&self, body: &[u8]) -> Result<Response<Bytes>, ApiError> {

@@ -2,10 +2,12 @@
 //! are RFC 3339, amounts are `{"minor", "currency"}` objects.
 
 use serde_json::{json, Map, Value};
+use vendpay_app::inventory::{InventoryLine, MachineInventory, RestockingRound, RoundMachine};
 use vendpay_app::DeviceRecord;
 use vendpay_domain::{
-    Anomaly, AnomalyKind, Money, OrderStatus, PaymentRecord, Phase, Purchase, PurchaseAnswer,
-    PurchaseStatus, Refund, RefundReason, RefundStatus, Session, SessionKind, Timestamp,
+    Anomaly, AnomalyKind, Money, OrderStatus, PaymentRecord, Phase, Product, Purchase,
+    PurchaseAnswer, PurchaseStatus, Refund, RefundReason, RefundStatus, Session, SessionKind,
+    Timestamp,
 };
 
 pub fn money(m: Money) -> Value {
@@ -197,6 +199,10 @@ fn anomaly(a: &Anomaly) -> Value {
         AnomalyKind::RefundStuck { refund_id } => {
             ("refund_stuck", json!({"refund_id": refund_id.as_str()}))
         }
+        AnomalyKind::StockMismatch { slot, request_id } => (
+            "stock_mismatch",
+            json!({"slot": slot.as_str(), "request_id": request_id.as_str()}),
+        ),
         AnomalyKind::Unrecognised => ("unrecognised", json!({})),
     };
     json!({"kind": kind, "at": time(a.at), "detail": detail})
@@ -231,4 +237,63 @@ pub fn session_detail(s: &Session) -> Value {
         obj.insert("version".into(), s.version.into());
     }
     v
+}
+
+/// A product of the catalogue: `{"sku", "name", "price", "category"?}` (`category` only when it has one).
+pub fn product(p: &Product) -> Value {
+    let mut v = Map::new();
+    v.insert("sku".into(), p.sku.as_str().into());
+    v.insert("name".into(), p.name.as_str().into());
+    v.insert("price".into(), money(p.price));
+    if let Some(c) = &p.category {
+        v.insert("category".into(), c.as_str().into());
+    }
+    Value::Object(v)
+}
+
+/// `{"products": [...]}`, in the order given (the store's: by sku).
+pub fn products(ps: &[Product]) -> Value {
+    json!({"products": ps.iter().map(product).collect::<Vec<_>>()})
+}
+
+fn inventory_line(l: &InventoryLine) -> Value {
+    json!({
+        "slot": l.slot.as_str(),
+        "sku": l.sku.as_str(),
+        "name": l.name,
+        "price": money(l.price),
+        "capacity": l.capacity,
+        "stock": l.stock,
+        "reserved": l.reserved,
+        "low": l.low,
+    })
+}
+
+/// A machine's inventory: `{"device_id", "slots": [{"slot", "sku", "name", "price", "capacity",
+/// "stock", "reserved", "low"}]}`.
+pub fn inventory(i: &MachineInventory) -> Value {
+    json!({
+        "device_id": i.device_id.as_str(),
+        "slots": i.slots.iter().map(inventory_line).collect::<Vec<_>>(),
+    })
+}
+
+fn round_machine(m: &RoundMachine) -> Value {
+    json!({
+        "device_id": m.device_id.as_str(),
+        "name": m.name,
+        "location": m.location,
+        "slots": m.slots.iter().map(inventory_line).collect::<Vec<_>>(),
+    })
+}
+
+/// The restocking round: `{"districts": [{"district", "machines": [{"device_id", "name", "location",
+/// "slots": [...]}]}]}`.
+pub fn restocking_round(r: &RestockingRound) -> Value {
+    json!({
+        "districts": r.districts.iter().map(|d| json!({
+            "district": d.district,
+            "machines": d.machines.iter().map(round_machine).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
 }

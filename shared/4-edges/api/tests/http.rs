@@ -264,10 +264,10 @@ async fn bad_machine_input_is_refused_precisely() {
             "missing_field",
         ),
         (
-            "no price",
+            "no price, for a machine without a slot map",
             r#"{"request_id":"r","slot":"A"}"#,
             400,
-            "missing_field",
+            "missing_price",
         ),
         (
             "bad request id",

@@ -364,16 +364,24 @@ impl Client {
     ) -> Result<Value, ClientError> {
         let slots: Vec<Value> = slots.iter().map(SlotPlan::to_json).collect();
         let body = json!({ "slots": slots });
-        self.admin("PUT", &format!("/admin/devices/{device_id}/slots"), Some(&body))
-            .await?
-            .success()
+        self.admin(
+            "PUT",
+            &format!("/admin/devices/{device_id}/slots"),
+            Some(&body),
+        )
+        .await?
+        .success()
     }
 
     /// `GET /admin/devices/{id}/inventory` (2xx): `{"device_id", "slots": [...]}`.
     pub async fn inventory(&self, device_id: &str) -> Result<Value, ClientError> {
-        self.admin("GET", &format!("/admin/devices/{device_id}/inventory"), None)
-            .await?
-            .success()
+        self.admin(
+            "GET",
+            &format!("/admin/devices/{device_id}/inventory"),
+            None,
+        )
+        .await?
+        .success()
     }
 
     /// `POST /admin/devices/{id}/restock` (2xx) with each slot's count after the refill; the inventory.

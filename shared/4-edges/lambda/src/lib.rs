@@ -5,7 +5,8 @@
 //!   environment, with Secrets Manager / SSM references (`secretsmanager:<id>#<field>`, `ssm:<name>`)
 //!   resolved at start-up.
 //! - [`wiring`]: one AWS `SdkConfig` and the adapters built from it (DynamoDB store, SQS deadline and
-//!   refund queues, EventBridge Scheduler for long deadlines), the ledger, the Alipay client.
+//!   refund queues, EventBridge Scheduler for long deadlines), the ledger, the inventory service, the
+//!   Alipay client.
 //! - [`http`]: API Gateway HTTP API (v2) requests to and from the `http` types the routes of
 //!   `vendpay-api` answer — the very code the local server runs.
 //! - [`sqs`]: SQS batches with partial batch failures: retryable errors fail their record (SQS

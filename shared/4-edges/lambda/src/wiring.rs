@@ -9,6 +9,7 @@ use vendpay_alipay::{AlipayConfig, HttpGateway, MerchantProfile, PartnerId, Veri
 use vendpay_api::alipay::{Alipay, NotifyCheck};
 use vendpay_api::notify::NotifySettings;
 use vendpay_api::settings;
+use vendpay_app::inventory::Inventory;
 use vendpay_app::{
     DeadlineMessage, DeadlineScheduler, DispatchError, Ledger, RefundMessage, RefundQueue,
 };
@@ -117,6 +118,12 @@ pub fn ledger(
 ) -> Result<Ledger, StartError> {
     let windows = settings::windows(&env.lookup())?;
     Ok(Ledger::new(store, deadlines, refunds, clock, windows))
+}
+
+/// Catalogue and inventory over the DynamoDB store (products, slot maps and stock live in the same
+/// table as the sessions, so a sale's stock change rides in the ledger's write).
+pub fn inventory(store: Arc<DynamoStore>) -> Inventory {
+    Inventory::new(store.clone(), store.clone(), store)
 }
 
 /// The store and the ledger of a function that dispatches deadlines and refunds (SQS, and Scheduler

@@ -73,7 +73,8 @@ fn resource_error(setting: &'static str, reason: impl Into<String>) -> ServeErro
     }
 }
 
-/// Builds the ledger, the inventory service and the device store on AWS and starts the two pollers and the sweep.
+/// Builds the ledger, the inventory service and the device store on AWS and starts the two pollers
+/// and the sweep.
 pub(crate) async fn start(
     aws: &AwsConfig,
     clock: Arc<dyn Clock>,

@@ -8,6 +8,16 @@
 //! (1.00), vend result (every 7th vend fails), `GET /devices/{id}/session`; then ends the session, whose
 //! change is refunded through the sandbox. It stops after `--seconds` or `--events`.
 //!
+//! With `--planogram` every machine first gets a slot map (`A1`: one catalogue product at 1.00,
+//! capacity `--capacity`, default 1000, filled), and its purchases omit the price: the server reads the slot and the product,
+//! reserves an item with the approval and moves stock with the vend result, all in the same writes as
+//! the money. A slot that runs out is refilled by the operator (`POST /admin/devices/{id}/restock`,
+//! not an event). At the end each machine's inventory is read back: nothing reserved, and the stock
+//! down by exactly the items delivered.
+//!
+//! **CPU** is the process's own (server, in-process sandbox and load client together: user + system
+//! time from `/proc/self/stat`) over the driving phase, divided by the events and by the purchases.
+//!
 //! **Events** are the signed device requests of those loops: purchase, vend result, session read and
 //! session end. The polls while a payment is on its way are counted apart and left out of the events
 //! and the latencies. A latency is the time of one HTTP request (send to last byte of the answer), taken
@@ -26,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::Semaphore;
-use vendpay_client::{cny, Client, ClientError, MachineKeys, NewDevice};
+use vendpay_client::{cny, Client, ClientError, MachineKeys, NewDevice, SlotPlan};
 
 use crate::local::{self, LocalError, WindowSecs};
 
@@ -37,6 +47,9 @@ const PAYMENT: u64 = 10_000;
 const PRICE: u64 = 100;
 /// Every this many vends, one fails (its hold goes back to the balance).
 const FAIL_EVERY: u64 = 7;
+/// With `--planogram`: the slot every purchase names and its product.
+const SLOT: &str = "A1";
+const SKU: &str = "load-item";
 /// How long to wait for a payment's notification, and for the final refunds.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -52,6 +65,10 @@ pub struct Options {
     pub concurrency: usize,
     /// Purchase rounds per session.
     pub rounds: u64,
+    /// Give every machine a slot map and buy from it without a price.
+    pub planogram: bool,
+    /// With `planogram`: the slot's capacity, filled at the start and at each refill.
+    pub capacity: u32,
 }
 
 impl Default for Options {
@@ -62,12 +79,13 @@ impl Default for Options {
             events: None,
             concurrency: 32,
             rounds: 10,
+            planogram: false,
+            capacity: vendpay_domain::inventory::MAX_CAPACITY,
         }
     }
 }
 
-pub const USAGE: &str =
-    "vendpay load [--machines N] [--seconds S | --events E] [--concurrency C] [--rounds R]";
+pub const USAGE: &str = "vendpay load [--machines N] [--seconds S | --events E] [--concurrency C] [--rounds R] [--planogram [--capacity N]]";
 
 impl Options {
     /// Parses the flags after `load` (`--name value` or `--name=value`).
@@ -75,6 +93,11 @@ impl Options {
         let mut o = Options::default();
         let mut i = 0;
         while i < flags.len() {
+            if flags[i] == "--planogram" {
+                o.planogram = true;
+                i += 1;
+                continue;
+            }
             let (name, value) = match flags[i].split_once('=') {
                 Some((n, v)) => (n, Some(v)),
                 None => {
@@ -95,9 +118,23 @@ impl Options {
                 "--events" => o.events = Some(number(name)?),
                 "--concurrency" => o.concurrency = to_usize(number(name)?)?,
                 "--rounds" => o.rounds = number(name)?,
+                "--capacity" => {
+                    o.capacity = u32::try_from(number(name)?)
+                        .ok()
+                        .filter(|c| *c <= vendpay_domain::inventory::MAX_CAPACITY)
+                        .ok_or_else(|| {
+                            format!(
+                                "--capacity {value:?}: at most {}",
+                                vendpay_domain::inventory::MAX_CAPACITY
+                            )
+                        })?
+                }
                 other => return Err(format!("unknown option {other:?}; usage: {USAGE}")),
             }
             i += 1;
+        }
+        if !o.planogram && flags.iter().any(|f| f.starts_with("--capacity")) {
+            return Err("--capacity goes with --planogram".to_owned());
         }
         if o.seconds.is_none() && o.events.is_none() {
             o.seconds = Some(20);
@@ -129,6 +166,8 @@ struct Shared {
     events: AtomicU64,
     max_events: Option<u64>,
     rounds: u64,
+    planogram: bool,
+    capacity: u32,
 }
 
 /// What one machine task brings back.
@@ -138,7 +177,11 @@ struct Tally {
     events: u64,
     polls: u64,
     sessions: Vec<String>,
+    purchases: u64,
     declined: u64,
+    /// With `--planogram`: refills of a sold-out slot, and what the machine's stock should be now.
+    restocks: u64,
+    expected_stock: u64,
     error: Option<String>,
 }
 
@@ -163,18 +206,35 @@ pub async fn run(options: Options) -> Result<bool, LoadError> {
         events: AtomicU64::new(0),
         max_events: options.events,
         rounds: options.rounds,
+        planogram: options.planogram,
+        capacity: options.capacity,
     });
     println!(
         "vendpay load: server {} on a temporary SQLite database; Alipay sandbox in-process",
         shared.client.base()
     );
 
+    if options.planogram {
+        shared
+            .client
+            .put_product(SKU, "Load item", &cny(PRICE), None)
+            .await
+            .map_err(|e| LoadError::Register(e.to_string()))?;
+    }
     let machines = register_all(&shared, options.machines)
         .await
         .map_err(LoadError::Register)?;
     println!(
-        "registered {} machines; running {}, {} requests in flight at most, {} purchase rounds a session",
+        "registered {} machines{}; running {}, {} requests in flight at most, {} purchase rounds a session",
         machines.len(),
+        if options.planogram {
+            format!(
+                ", each with slot {SLOT} of {} items (purchases name no price)",
+                options.capacity
+            )
+        } else {
+            String::new()
+        },
         match (options.seconds, options.events) {
             (Some(s), Some(e)) => format!("{s} s or {e} events"),
             (Some(s), None) => format!("{s} s"),
@@ -186,6 +246,7 @@ pub async fn run(options: Options) -> Result<bool, LoadError> {
     );
 
     let started = Instant::now();
+    let cpu_before = process_cpu();
     let mut tasks = Vec::with_capacity(machines.len());
     for m in machines {
         let shared = Arc::clone(&shared);
@@ -200,22 +261,33 @@ pub async fn run(options: Options) -> Result<bool, LoadError> {
     }
     let mut all = Tally::default();
     let mut errors = Vec::new();
+    let mut stock_expected = Vec::new();
     for t in tasks {
         match t.await {
-            Ok(t) => {
+            Ok((id, t)) => {
                 all.latencies_us.extend(t.latencies_us);
                 all.events += t.events;
                 all.polls += t.polls;
                 all.sessions.extend(t.sessions);
+                all.purchases += t.purchases;
                 all.declined += t.declined;
+                all.restocks += t.restocks;
+                stock_expected.push((id, t.expected_stock));
                 errors.extend(t.error);
             }
             Err(e) => errors.push(format!("a machine task failed: {e}")),
         }
     }
     let elapsed = started.elapsed();
+    let cpu = match (cpu_before, process_cpu()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
 
-    let findings = check_sessions(&shared, &all.sessions).await;
+    let mut findings = check_sessions(&shared, &all.sessions).await;
+    if options.planogram {
+        findings.extend(check_stock(&shared, &stock_expected).await);
+    }
     local.server.shutdown().await;
 
     all.latencies_us.sort_unstable();
@@ -254,6 +326,36 @@ pub async fn run(options: Options) -> Result<bool, LoadError> {
         pct(0.99),
         pct(1.0)
     );
+    println!(
+        "purchases       {}{}",
+        all.purchases,
+        if options.planogram {
+            format!(
+                " from slot {SLOT} at the server's price; {} refill(s) of a sold-out slot",
+                all.restocks
+            )
+        } else {
+            " at the machine's price".to_owned()
+        }
+    );
+    match cpu {
+        Some(cpu) => {
+            let per = |n: u64| {
+                if n == 0 {
+                    0.0
+                } else {
+                    cpu.as_secs_f64() * 1e6 / n as f64
+                }
+            };
+            println!(
+                "cpu             {:.2} s (user + system, whole process, while driving): {:.0} µs per event, {:.0} µs per purchase",
+                cpu.as_secs_f64(),
+                per(all.events),
+                per(all.purchases)
+            );
+        }
+        None => println!("cpu             unknown (no /proc/self/stat)"),
+    }
     if all.declined > 0 {
         println!(
             "declined        {} purchase(s) (the session then ends)",
@@ -263,8 +365,13 @@ pub async fn run(options: Options) -> Result<bool, LoadError> {
     let ok = errors.is_empty() && findings.is_empty();
     if findings.is_empty() {
         println!(
-            "invariant       ok for all {} sessions (payments = spent + held + balance + refunds; closed, no balance, refunds succeeded)",
-            all.sessions.len()
+            "invariant       ok for all {} sessions (payments = spent + held + balance + refunds; closed, no balance, refunds succeeded){}",
+            all.sessions.len(),
+            if options.planogram {
+                format!("; stock of all {} machines = filled − delivered, none reserved", stock_expected.len())
+            } else {
+                String::new()
+            }
         );
     } else {
         println!(
@@ -285,7 +392,8 @@ pub async fn run(options: Options) -> Result<bool, LoadError> {
     Ok(ok)
 }
 
-/// Registers the machines, a few at a time, each with its QR code.
+/// Registers the machines, a few at a time, each with its QR code (and with `--planogram` its slot
+/// map, filled).
 async fn register_all(shared: &Arc<Shared>, n: usize) -> Step<Vec<MachineKeys>> {
     let gate = Arc::new(Semaphore::new(16));
     let mut tasks = Vec::with_capacity(n);
@@ -314,11 +422,38 @@ async fn register(shared: &Shared, id: &str) -> Step<MachineKeys> {
         currency: "CNY",
         mode: "pay_first",
     };
-    shared
-        .client
-        .register(&device)
-        .await
-        .map_err(|e| e.to_string())
+    let client = &shared.client;
+    let m = client.register(&device).await.map_err(|e| e.to_string())?;
+    if shared.planogram {
+        let plan = [SlotPlan {
+            slot: SLOT,
+            sku: SKU,
+            capacity: shared.capacity,
+            price: None,
+        }];
+        client
+            .set_slots(id, &plan)
+            .await
+            .map_err(|e| e.to_string())?;
+        client
+            .restock(id, &[(SLOT, shared.capacity)])
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(m)
+}
+
+/// The CPU time (user + system) of this whole process so far, from `/proc/self/stat` (in clock ticks
+/// of 10 ms: Linux's fixed `USER_HZ` of 100).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces, so split after its closing parenthesis):
+    // state is field 3, utime 14 and stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 /// One request to the server, holding a permit; returns the answer and its latency in µs.
@@ -361,9 +496,13 @@ impl Shared {
     }
 }
 
-/// One machine: sessions back to back until the stop flag is set.
-async fn drive(shared: &Shared, m: &MachineKeys) -> Tally {
-    let mut tally = Tally::default();
+/// One machine: sessions back to back until the stop flag is set. Returns the machine's id with its
+/// tally.
+async fn drive(shared: &Shared, m: &MachineKeys) -> (String, Tally) {
+    let mut tally = Tally {
+        expected_stock: u64::from(shared.capacity),
+        ..Tally::default()
+    };
     let mut n: u64 = 0;
     while !shared.stopped() {
         if let Err(e) = session(shared, m, &mut tally, &mut n).await {
@@ -371,7 +510,7 @@ async fn drive(shared: &Shared, m: &MachineKeys) -> Tally {
             break;
         }
     }
-    tally
+    (m.id.clone(), tally)
 }
 
 /// One pay-first session: pay, wait for it to open, `rounds` purchases, end.
@@ -398,8 +537,18 @@ async fn session(shared: &Shared, m: &MachineKeys, tally: &mut Tally, n: &mut u6
         *n += 1;
         let request_id = format!("p{n}");
         let price = cny(PRICE);
-        let (a, us) = timed(shared, client.purchase(m, &request_id, "A1", &price)).await?;
+        // With a slot map the server knows the price: the machine names none.
+        let price = (!shared.planogram).then_some(&price);
+        let (a, us) = timed(shared, client.purchase(m, &request_id, SLOT, price)).await?;
         shared.count(tally, us);
+        tally.purchases += 1;
+        if shared.planogram && a["decision"] == "declined" && a["reason"] == "sold_out" {
+            // The operator refills the slot (not an event); the machine tries the next round.
+            timed(shared, client.restock(&m.id, &[(SLOT, shared.capacity)])).await?;
+            tally.restocks += 1;
+            tally.expected_stock = u64::from(shared.capacity);
+            continue;
+        }
         if a["decision"] != "approved" {
             tally.declined += 1;
             break;
@@ -412,6 +561,9 @@ async fn session(shared: &Shared, m: &MachineKeys, tally: &mut Tally, n: &mut u6
         let delivered = !n.is_multiple_of(FAIL_EVERY);
         let (_, us) = timed(shared, client.vend(m, &request_id, delivered)).await?;
         shared.count(tally, us);
+        if delivered {
+            tally.expected_stock = tally.expected_stock.saturating_sub(1);
+        }
         let (_, us) = timed(shared, client.session(m)).await?;
         shared.count(tally, us);
     }
@@ -454,6 +606,36 @@ async fn check_sessions(shared: &Arc<Shared>, ids: &[String]) -> Vec<String> {
     let mut out = findings.lock().map(|v| v.clone()).unwrap_or_default();
     out.sort();
     out
+}
+
+/// With `--planogram`: each machine's slot holds what was filled less what was delivered, and nothing
+/// is reserved (every approved purchase was reported).
+async fn check_stock(shared: &Shared, expected: &[(String, u64)]) -> Vec<String> {
+    let mut findings = Vec::new();
+    for (id, want) in expected {
+        let inventory = match shared.client.inventory(id).await {
+            Ok(v) => v,
+            Err(e) => {
+                findings.push(format!("inventory of {id}: {e}"));
+                continue;
+            }
+        };
+        let slot = inventory
+            .get("slots")
+            .and_then(Value::as_array)
+            .and_then(|s| s.iter().find(|s| s["slot"] == SLOT));
+        let Some(slot) = slot else {
+            findings.push(format!("inventory of {id}: no slot {SLOT}: {inventory}"));
+            continue;
+        };
+        let (stock, reserved) = (slot["stock"].as_u64(), slot["reserved"].as_u64());
+        if stock != Some(*want) || reserved != Some(0) {
+            findings.push(format!(
+                "inventory of {id}: slot {SLOT} stock {stock:?}, reserved {reserved:?} (want stock {want}, reserved 0)"
+            ));
+        }
+    }
+    findings
 }
 
 /// `None` when the session is right.
@@ -530,5 +712,13 @@ mod tests {
         assert!(Options::parse(&["--machines"]).is_err());
         assert!(Options::parse(&["--machines", "0"]).is_err());
         assert!(Options::parse(&["--bogus", "1"]).is_err());
+        assert!(!Options::parse(&[]).unwrap().planogram);
+        let o = Options::parse(&["--planogram", "--machines", "3"]).unwrap();
+        assert!(o.planogram);
+        assert_eq!((o.machines, o.capacity), (3, 1000));
+        let o = Options::parse(&["--planogram", "--capacity=5"]).unwrap();
+        assert_eq!(o.capacity, 5);
+        assert!(Options::parse(&["--planogram", "--capacity", "1001"]).is_err());
+        assert!(Options::parse(&["--capacity", "5"]).is_err());
     }
 }

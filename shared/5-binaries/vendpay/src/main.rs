@@ -19,11 +19,15 @@ usage:
   vendpay aws-setup                create the DynamoDB table and SQS queues that are missing (as
                                    serve --store aws --create-missing) and print `export` lines of
                                    TABLE_NAME, DEADLINE_QUEUE_URL, REFUND_QUEUE_URL for the shell
-  vendpay demo [--real-time]       run both flows end to end and check every outcome
+  vendpay demo [--real-time]       run both flows and the inventory scene end to end and check every
+                                   outcome
   vendpay load [--machines N] [--seconds S | --events E] [--concurrency C] [--rounds R]
+               [--planogram [--capacity N]]
                                    load benchmark: N machines (200) in pay-first sessions over HTTP for
                                    S seconds (20), C requests in flight (32), R purchases a session (10);
-                                   reports events/s and latency, checks the money of every session
+                                   reports events/s, latency and CPU, checks the money of every session;
+                                   --planogram: each machine gets a slot map (capacity 1000), filled,
+                                   and buys from it without a price (stock checked at the end)
   vendpay help
 
 Settings come from the environment (docs/contract.md): VENDPAY_LISTEN, VENDPAY_DB, ADMIN_TOKEN,

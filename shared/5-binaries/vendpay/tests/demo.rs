@@ -40,7 +40,11 @@ fn the_demo_passes_every_check() {
         !stdout.lines().any(|l| l.trim_start().starts_with("FAIL")),
         "{stdout}"
     );
-    for scenario in ["== 1.", "== 2.", "== 3.", "== 4.", "== 5.", "== 6."] {
+    for scenario in [
+        "== 1.", "== 2.", "== 3.", "== 4.", "== 5.", "== 6.", "== 7.",
+    ] {
         assert!(stdout.contains(scenario), "{scenario} missing:\n{stdout}");
     }
+    // The inventory scene sells the last item, then declines the next purchase of its slot.
+    assert!(stdout.contains("declined sold_out"), "{stdout}");
 }

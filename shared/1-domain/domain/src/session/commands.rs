@@ -257,6 +257,8 @@ pub fn request_purchase(
         }
     }
     let price = settle_price(slot, req.price, shelves)?;
+    // A catalogue price changed to another currency since the slot map was set is refused, not mixed in.
+    check_price(device, price)?;
     let unrecorded = |b: &mut Builder, reason: DeclineReason| {
         b.effects.push(Effect::Decline {
             request_id: request_id.clone(),
@@ -426,6 +428,7 @@ pub fn place_order(
         };
     }
     let price = settle_price(slot, asked, shelves)?;
+    check_price(device, price)?;
     let current = live(device, current)?;
     let mut b = Builder::new(shelves);
     if let Some(s) = current {

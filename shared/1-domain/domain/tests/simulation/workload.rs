@@ -21,7 +21,34 @@ pub(crate) enum Event {
         attempt: u32,
     },
     Sweep,
+    /// An operator (or the machine itself) acts on a machine's inventory.
+    Operator {
+        device: usize,
+        kind: OpKind,
+    },
 }
+
+/// What an operator does to a machine's inventory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum OpKind {
+    /// A first planogram, then a refill of every slot.
+    Setup,
+    /// A refill: some slots, mostly to capacity.
+    Refill,
+    /// The machine's own count of every slot (often fewer than the ledger promised).
+    Count,
+    /// A new planogram: slots kept, re-stocked with another product, resized, re-priced, added, dropped.
+    Replace,
+    /// A request with one defect: it must be refused whole and change nothing.
+    Broken,
+    /// The machine counts 0 items in this slot.
+    Miscount { slot: Slot },
+}
+
+/// The slots a planogram draws from; the customers also name A7–A9 and B7–B9, always outside it.
+const SLOT_POOL: [&str; 13] = [
+    "A1", "A2", "A3", "A4", "A5", "A6", "B1", "B2", "B3", "B4", "B5", "B6", "C1",
+];
 
 pub(crate) struct Sim {
     pub(crate) rng: Rng,
@@ -56,8 +83,20 @@ impl Sim {
                     currency: *rng.pick(&currencies),
                 },
                 current: None,
+                slots: BTreeMap::new(),
             })
             .collect();
+        // One catalogue for the fleet: each product sold in one currency.
+        let mut catalogue = BTreeMap::new();
+        for currency in currencies {
+            for name in ["cola", "water", "chips", "gum", "tea"] {
+                let sku = Sku::parse(format!("{name}-{}", currency.code())).expect("sku");
+                let price = Money::new(rng.range(100, 900), currency).expect("price");
+                let p = vendpay_domain::inventory::product(sku.clone(), name, price, None)
+                    .expect("product");
+                catalogue.insert(sku, p);
+            }
+        }
         // Mostly the default windows; sometimes short ones, to stress overlaps.
         let windows = if rng.pct(70) {
             Windows::default()
@@ -92,6 +131,7 @@ impl Sim {
                 refunds: HashMap::new(),
                 windows,
                 alipay: HashMap::new(),
+                catalogue,
             },
             auditor: Auditor::default(),
             trace: Vec::new(),
@@ -202,6 +242,42 @@ impl Sim {
         }
     }
 
+    /// The price a machine names for `slot`: for a slot of the planogram mostly none (the slot's is
+    /// used) or the right one, sometimes a wrong one (to be refused `price_mismatch`); outside it
+    /// mostly a price of its own, sometimes none (to be refused `missing_price`).
+    pub(crate) fn asked_price(
+        &mut self,
+        device: usize,
+        slot: &Slot,
+        lo: u64,
+        hi: u64,
+    ) -> Option<Money> {
+        match self.world.slot_price(device, slot) {
+            Some(p) => match self.rng.range(0, 99) {
+                0..=49 => None,
+                50..=86 => Some(p),
+                _ => {
+                    let other = self.rng.range(lo, hi);
+                    let other = if other == p.minor() { other + 1 } else { other };
+                    Some(Money::new(other, p.currency()).expect("price"))
+                }
+            },
+            None if self.rng.pct(4) => None,
+            None => Some(self.money(device, lo, hi)),
+        }
+    }
+
+    /// A slot a customer picks: mostly one the planograms draw from (`row`1–6), sometimes one they
+    /// never hold (`row`7–9).
+    pub(crate) fn slot_named(&mut self, row: char) -> Slot {
+        let n = if self.rng.pct(80) {
+            self.rng.range(1, 6)
+        } else {
+            self.rng.range(7, 9)
+        };
+        Slot::parse(format!("{row}{n}")).expect("slot")
+    }
+
     pub(crate) fn customer(&mut self, device: usize) {
         let mode = self.world.machines[device].device.mode;
         let purchase_first = match mode {
@@ -225,15 +301,20 @@ impl Sim {
             let order = OrderId::parse(id).expect("order");
             let order_session =
                 SessionId::for_order(&self.world.machines[device].device.id, &order);
-            let slot = Slot::parse(format!("A{}", self.rng.range(1, 9))).expect("slot");
-            let price = self.money(device, 100, 900);
+            let slot = self.slot_named('A');
+            let asked = self.asked_price(device, &slot, 100, 900);
+            // What the customer will be asked to pay: the slot's price, else the machine's.
+            let price = match asked.or_else(|| self.world.slot_price(device, &slot)) {
+                Some(p) => p,
+                None => self.money(device, 100, 900),
+            };
             self.at(
                 0,
                 Event::Deliver(Command::Order {
                     device,
                     order: order.clone(),
                     slot: slot.clone(),
-                    price,
+                    price: asked,
                 }),
             );
             if self.rng.pct(10) {
@@ -245,7 +326,7 @@ impl Sim {
                         device,
                         order: order.clone(),
                         slot,
-                        price,
+                        price: asked,
                     }),
                 );
             }
@@ -290,8 +371,8 @@ impl Sim {
                 // A purchase in the last second and a half before the deadline, then a slow vend.
                 let request = RequestId::parse(self.id("req")).expect("request");
                 let d = last_paid + window - self.rng.range(1, 1_500) as i64;
-                let price = self.money(device, 50, 300);
                 let slot = Slot::parse("C1").expect("slot");
+                let price = self.asked_price(device, &slot, 50, 300);
                 let cmd = Command::Purchase {
                     device,
                     request,
@@ -321,8 +402,8 @@ impl Sim {
                 };
                 self.remember_id(device, &id);
                 let request = RequestId::parse(id).expect("request");
-                let slot = Slot::parse(format!("B{}", self.rng.range(1, 9))).expect("slot");
-                let price = self.money(device, 50, 900);
+                let slot = self.slot_named('B');
+                let price = self.asked_price(device, &slot, 50, 900);
                 let d = self.rng.range(2_000, window as u64 + 20_000) as i64;
                 let cmd = Command::Purchase {
                     device,
@@ -358,11 +439,12 @@ impl Sim {
                         session: Some(session.clone()),
                     }
                 } else {
+                    let slot = Slot::parse("B1").expect("slot");
                     Command::Purchase {
                         device,
                         request: RequestId::parse(self.id("req")).expect("request"),
-                        slot: Slot::parse("B1").expect("slot"),
-                        price: self.money(device, 1, 50),
+                        price: self.asked_price(device, &slot, 1, 50),
+                        slot,
                         session: Some(session.clone()),
                     }
                 };
@@ -400,6 +482,261 @@ impl Sim {
         }
     }
 
+    /// A capacity: mostly tiny, so slots sell out often.
+    fn capacity(&mut self) -> u32 {
+        if self.rng.pct(85) {
+            self.rng.range(1, 4) as u32
+        } else {
+            self.rng.range(5, 12) as u32
+        }
+    }
+
+    /// The products sold in this machine's currency.
+    fn skus(&self, device: usize) -> Vec<Sku> {
+        let currency = self.world.machines[device].device.currency;
+        self.world
+            .catalogue
+            .values()
+            .filter(|p| p.price.currency() == currency)
+            .map(|p| p.sku.clone())
+            .collect()
+    }
+
+    /// Whether a session of the machine still holds a reservation of `slot`.
+    fn promised(&self, device: usize, slot: &Slot) -> bool {
+        let id = &self.world.machines[device].device.id;
+        self.world
+            .sessions
+            .values()
+            .any(|s| &s.device_id == id && held_reservations(s).iter().any(|(_, sl)| sl == slot))
+    }
+
+    /// A new planogram for the machine, drawn from its current one: most slots kept (some with another
+    /// product, capacity or price), some dropped, some added. A slot dropped while one of its items
+    /// was promised is not added back while the promise stands: the domain would end that promise
+    /// (`Release`, `Deliver`) on the new slot's row, which never reserved it. `SIM_READD=1` lifts this
+    /// (seed 1050 then fails: a `Release` of an item of A4 that has none reserved).
+    fn planogram_spec(&mut self, device: usize) -> Vec<SlotSpec> {
+        let skus = self.skus(device);
+        let readd = std::env::var("SIM_READD").is_ok_and(|v| v == "1");
+        let mut spec = Vec::new();
+        for name in SLOT_POOL {
+            let slot = Slot::parse(name).expect("slot");
+            let present = self.world.machines[device].slots.get(&slot).cloned();
+            let include = match present {
+                Some(_) => self.rng.pct(85),
+                None => self.rng.pct(60),
+            };
+            if !include {
+                continue;
+            }
+            if present.is_none() && !readd && self.promised(device, &slot) {
+                self.stat("planogram did not add back a slot with a promise outstanding");
+                continue;
+            }
+            let (sku, capacity, price) = match present {
+                Some(r) => {
+                    let sku = if self.rng.pct(15) {
+                        self.rng.pick(&skus).clone()
+                    } else {
+                        r.sku
+                    };
+                    let capacity = if self.rng.pct(30) {
+                        self.capacity()
+                    } else {
+                        r.capacity
+                    };
+                    let price = if self.rng.pct(20) {
+                        self.rng.pct(50).then(|| self.money(device, 100, 900))
+                    } else {
+                        r.price
+                    };
+                    (sku, capacity, price)
+                }
+                None => {
+                    let sku = self.rng.pick(&skus).clone();
+                    let capacity = self.capacity();
+                    let price = self.rng.pct(25).then(|| self.money(device, 100, 900));
+                    (sku, capacity, price)
+                }
+            };
+            spec.push(SlotSpec {
+                slot,
+                sku,
+                capacity,
+                price,
+            });
+        }
+        spec
+    }
+
+    /// New counts for the machine's slots: a refill (some slots, mostly to capacity) or the machine's
+    /// own count of every slot (anything from 0 to capacity, often below what is promised).
+    fn counts(&mut self, device: usize, refill: bool) -> Vec<StockCount> {
+        let rows: Vec<(Slot, u32)> = self.world.machines[device]
+            .slots
+            .values()
+            .map(|r| (r.slot.clone(), r.capacity))
+            .collect();
+        let mut counts = Vec::new();
+        for (slot, capacity) in rows {
+            let stock = if !refill {
+                self.rng.range(0, capacity as u64) as u32
+            } else if !self.rng.pct(70) {
+                continue;
+            } else if self.rng.pct(80) {
+                capacity
+            } else {
+                self.rng.range(0, capacity as u64) as u32
+            };
+            counts.push(StockCount { slot, stock });
+        }
+        counts
+    }
+
+    /// An operator's request with exactly one defect.
+    fn broken(&mut self, device: usize) -> Operator {
+        let rows: Vec<SlotStock> = self.world.machines[device]
+            .slots
+            .values()
+            .cloned()
+            .collect();
+        if self.rng.pct(50) {
+            let counts = match (rows.first(), self.rng.range(0, 2)) {
+                (Some(r), 0) => vec![StockCount {
+                    slot: r.slot.clone(),
+                    stock: r.capacity + 1,
+                }],
+                (Some(r), 1) => vec![
+                    StockCount {
+                        slot: r.slot.clone(),
+                        stock: 0,
+                    },
+                    StockCount {
+                        slot: r.slot.clone(),
+                        stock: 0,
+                    },
+                ],
+                _ => vec![StockCount {
+                    slot: Slot::parse("Z9").expect("slot"),
+                    stock: 1,
+                }],
+            };
+            return Operator::Restock { device, counts };
+        }
+        let mut spec = self.planogram_spec(device);
+        let skus = self.skus(device);
+        let foreign = self
+            .world
+            .catalogue
+            .values()
+            .find(|p| !skus.contains(&p.sku))
+            .map(|p| p.price)
+            .expect("a product in another currency");
+        let mut good = SlotSpec {
+            slot: Slot::parse("C1").expect("slot"),
+            sku: self.rng.pick(&skus).clone(),
+            capacity: 2,
+            price: None,
+        };
+        spec.retain(|s| s.slot != good.slot);
+        match self.rng.range(0, 4) {
+            0 => good.sku = Sku::parse("not-in-the-catalogue").expect("sku"),
+            1 => good.capacity = 0,
+            2 => good.capacity = vendpay_domain::inventory::MAX_CAPACITY + 1,
+            3 => good.price = Some(foreign),
+            _ => spec.push(good.clone()),
+        }
+        spec.push(good);
+        Operator::Planogram { device, spec }
+    }
+
+    /// Carries out an operator's request (or two, for a first set-up).
+    pub(crate) fn operator(
+        &mut self,
+        seed: u64,
+        device: usize,
+        kind: OpKind,
+    ) -> Result<(), String> {
+        match kind {
+            OpKind::Setup => {
+                let spec = self.planogram_spec(device);
+                self.operate(seed, Operator::Planogram { device, spec })?;
+                let counts = self.counts(device, true);
+                self.operate(seed, Operator::Restock { device, counts })
+            }
+            OpKind::Refill | OpKind::Count => {
+                if self.world.machines[device].slots.is_empty() {
+                    return Ok(());
+                }
+                let counts = self.counts(device, kind == OpKind::Refill);
+                self.operate(seed, Operator::Restock { device, counts })
+            }
+            OpKind::Replace => {
+                let spec = self.planogram_spec(device);
+                self.operate(seed, Operator::Planogram { device, spec })
+            }
+            OpKind::Broken => {
+                let op = self.broken(device);
+                self.operate(seed, op)
+            }
+            OpKind::Miscount { slot } => {
+                if !self.world.machines[device].slots.contains_key(&slot) {
+                    return Ok(());
+                }
+                let counts = vec![StockCount { slot, stock: 0 }];
+                self.operate(seed, Operator::Restock { device, counts })
+            }
+        }
+    }
+
+    /// One operator's request: decided by the domain, refused exactly when it has a defect, written
+    /// conditionally, then every slot audited.
+    pub(crate) fn operate(&mut self, seed: u64, op: Operator) -> Result<(), String> {
+        self.steps += 1;
+        let result = self.world.operate(&op);
+        self.trace.push(format!(
+            "t={} {op:?} -> {:?}",
+            self.now,
+            result
+                .as_ref()
+                .map(|w| (w.write.len(), w.remove.len()))
+                .map_err(|e| e.code())
+        ));
+        let defects = self.auditor.defects(&self.world, &op);
+        let what = match op {
+            Operator::Planogram { .. } => "planogram",
+            Operator::Restock { .. } => "restock",
+        };
+        match result {
+            Ok(w) if defects.is_empty() => {
+                self.auditor.book_operator(&self.world, &op);
+                if let Err(e) = self.world.write_slots(op.device(), &w) {
+                    return Err(self.fail(seed, &e));
+                }
+            }
+            Ok(_) => {
+                return Err(self.fail(seed, &format!("{what} accepted despite {defects:?}")));
+            }
+            Err(e) if defects.contains(&e.code()) => {
+                self.stat(&format!("{what} refused"));
+                self.stat(&format!("{what} refused {}", e.code()));
+            }
+            Err(e) => {
+                return Err(self.fail(
+                    seed,
+                    &format!(
+                        "{what} refused {} ({e}), its defects being {defects:?}",
+                        e.code()
+                    ),
+                ));
+            }
+        }
+        self.auditor
+            .audit_slots(&self.world)
+            .map_err(|e| self.fail(seed, &e))
+    }
+
     pub(crate) fn fail(&self, seed: u64, msg: &str) -> String {
         let tail: Vec<_> = self.trace.iter().rev().take(25).rev().cloned().collect();
         format!(
@@ -411,6 +748,7 @@ impl Sim {
     pub(crate) fn step(&mut self, seed: u64, cmd: Command) -> Result<(), String> {
         let now = Timestamp::from_millis(self.now);
         self.steps += 1;
+        let expect = self.auditor.expect(&self.world, &cmd, now);
         let decision = self.world.decide(&cmd, now);
         self.trace.push(format!(
             "t={} {cmd:?} -> {:?}",
@@ -423,21 +761,37 @@ impl Sim {
                 return Err(self.fail(seed, &format!("inconsistent: {e}")))
             }
             Err(Rejection::WrongDevice { .. }) => return Err(self.fail(seed, "wrong device")),
-            Err(Rejection::RequestConflict(_)) => {
-                *self
-                    .auditor
-                    .stats
-                    .entry("id reused across orders and purchases: refused".into())
-                    .or_default() += 1;
+            Err(e) => {
+                // Inventory refusals (price, sold out) must be the ones the rules demand.
+                if let Err(msg) = self.auditor.check_refusal(&expect, &e) {
+                    return Err(self.fail(seed, &msg));
+                }
+                if let Rejection::RequestConflict(_) = e {
+                    *self
+                        .auditor
+                        .stats
+                        .entry("id reused across orders and purchases: refused".into())
+                        .or_default() += 1;
+                }
+                // Refusals of machine requests that make no sense right now are normal answers.
                 return Ok(());
             }
-            // Refusals of machine requests that make no sense right now are normal answers.
-            Err(_) => return Ok(()),
         };
-        if let Err(e) = self.world.apply(&cmd, &t) {
+        if let Err(e) = self.auditor.check_accepted(&self.world, &expect, &cmd, &t) {
             return Err(self.fail(seed, &e));
         }
+        let before = match self.world.apply(&cmd, &t) {
+            Ok(before) => before,
+            Err(e) => return Err(self.fail(seed, &e)),
+        };
         if let Err(e) = self.auditor.check(&self.world, &cmd, &t, self.now) {
+            return Err(self.fail(seed, &e));
+        }
+        if let Err(e) = self
+            .auditor
+            .check_stock(&self.world, &cmd, &t, expect, &before)
+            .and_then(|()| self.auditor.audit_slots(&self.world))
+        {
             return Err(self.fail(seed, &e));
         }
         let extra = match &cmd {
@@ -523,6 +877,37 @@ impl Sim {
                         _ => continue,
                     };
                     self.vend(device, request_id.clone());
+                }
+                // While an item is promised: now and then the machine's count of its slot is wrong
+                // (an item taken out by hand, a refill missed) and it reports 0 before the vend, so the
+                // vend takes an item from an empty slot; or an operator replaces the planogram.
+                Effect::Stock {
+                    slot,
+                    change: StockChange::Reserve,
+                    ..
+                } => {
+                    let device = match cmd {
+                        Command::Purchase { device, .. } | Command::Order { device, .. } => *device,
+                        _ => continue,
+                    };
+                    let kind = match self.rng.range(0, 99) {
+                        0..=7 => OpKind::Miscount { slot: slot.clone() },
+                        8..=11 => OpKind::Replace,
+                        _ => continue,
+                    };
+                    let d = self.rng.range(0, 3_000) as i64;
+                    if kind == OpKind::Replace && self.rng.pct(50) {
+                        // A planogram put right a moment later: a dropped slot may come back.
+                        let again = d + self.rng.range(500, 5_000) as i64;
+                        self.at(
+                            again,
+                            Event::Operator {
+                                device,
+                                kind: OpKind::Replace,
+                            },
+                        );
+                    }
+                    self.at(d, Event::Operator { device, kind });
                 }
                 _ => {}
             }
@@ -651,6 +1036,26 @@ impl Sim {
     pub(crate) fn run(&mut self, seed: u64) -> Result<(), String> {
         let horizon = 40 * MINUTE;
         for device in 0..self.world.machines.len() {
+            // Most machines get a planogram before their first customer; some never do.
+            if self.rng.pct(80) {
+                self.at(
+                    0,
+                    Event::Operator {
+                        device,
+                        kind: OpKind::Setup,
+                    },
+                );
+            }
+            for _ in 0..self.rng.range(1, 6) {
+                let d = self.rng.range(0, (horizon + 10 * MINUTE) as u64) as i64;
+                let kind = match self.rng.range(0, 99) {
+                    0..=49 => OpKind::Refill,
+                    50..=74 => OpKind::Count,
+                    75..=89 => OpKind::Replace,
+                    _ => OpKind::Broken,
+                };
+                self.at(d, Event::Operator { device, kind });
+            }
             let customers = self.rng.range(1, 6);
             for _ in 0..customers {
                 let d = self.rng.range(0, horizon as u64) as i64;
@@ -673,6 +1078,7 @@ impl Sim {
                 Event::RefundAttempt { refund, attempt } => {
                     self.attempt_refund(seed, refund, attempt)?
                 }
+                Event::Operator { device, kind } => self.operator(seed, device, kind)?,
                 Event::Sweep => {
                     let now = Timestamp::from_millis(self.now);
                     let due: Vec<_> = self
@@ -713,6 +1119,32 @@ impl Sim {
                     &format!("session {} ends the run {:?}: {s:?}", s.id, s.phase),
                 ));
             }
+        }
+        // Nothing is promised any more: every reservation ended with its purchase or order.
+        let rows: Vec<SlotStock> = self
+            .world
+            .machines
+            .iter()
+            .flat_map(|m| m.slots.values().cloned())
+            .collect();
+        for row in rows {
+            if row.reserved != 0 {
+                return Err(self.fail(seed, &format!("{row:?} ends the run reserved")));
+            }
+            self.stat(if row.stock == 0 {
+                "slot ends the run sold out"
+            } else {
+                "slot ends the run stocked"
+            });
+        }
+        if !self.auditor.outstanding.is_empty() {
+            return Err(self.fail(
+                seed,
+                &format!(
+                    "reservations outstanding at the end: {:?}",
+                    self.auditor.outstanding
+                ),
+            ));
         }
         // The ledger and Alipay agree: every refund Alipay paid is succeeded, and no other is.
         for s in self.world.sessions.values() {

@@ -1,4 +1,6 @@
-//! The simulated store: sessions, trade dedupe, request records and the refund index, applied atomically.
+//! The simulated store: sessions, trade dedupe, request records, the refund index, the catalogue and
+//! each machine's slot rows, applied atomically and conditionally (every session and slot row written
+//! only over the version it was read at).
 
 use super::*;
 
@@ -6,10 +8,12 @@ use super::*;
 // The simulated store.
 // ------------------------------------------------------------------------------------------------
 
-/// A machine as the simulated store keeps it: the device and its current session.
+/// A machine as the simulated store keeps it: the device, its current session and its slot rows.
 pub(crate) struct MachineRow {
     pub(crate) device: Device,
     pub(crate) current: Option<SessionId>,
+    /// The planogram as stored, one row per slot (empty: the machine has none).
+    pub(crate) slots: BTreeMap<Slot, SlotStock>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -22,7 +26,8 @@ pub(crate) enum Command {
         device: usize,
         request: RequestId,
         slot: Slot,
-        price: Money,
+        /// `None`: the machine omits it (allowed for a slot of the planogram only).
+        price: Option<Money>,
         session: Option<SessionId>,
     },
     Vend {
@@ -34,7 +39,7 @@ pub(crate) enum Command {
         device: usize,
         order: OrderId,
         slot: Slot,
-        price: Money,
+        price: Option<Money>,
     },
     End {
         device: usize,
@@ -51,6 +56,28 @@ pub(crate) enum Command {
     RefundUnresolved {
         refund: RefundId,
     },
+}
+
+/// An operator's (or the machine's own) inventory request: not a money decision, so not a
+/// `Transition`; it writes slot rows only, conditionally, as `InventoryStore::write_slots` does.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Operator {
+    /// `PUT /admin/devices/{id}/slots`.
+    Planogram { device: usize, spec: Vec<SlotSpec> },
+    /// `POST /admin/devices/{id}/restock` (a refill) or `POST /devices/{id}/inventory` (the machine's
+    /// own count): each named slot's count afterwards.
+    Restock {
+        device: usize,
+        counts: Vec<StockCount>,
+    },
+}
+
+impl Operator {
+    pub(crate) fn device(&self) -> usize {
+        match self {
+            Operator::Planogram { device, .. } | Operator::Restock { device, .. } => *device,
+        }
+    }
 }
 
 /// Alipay's side of one refund: the truth the ledger can only learn from a verified answer. A refund
@@ -73,6 +100,8 @@ pub(crate) struct World {
     pub(crate) windows: Windows,
     /// Alipay's truth per refund it has received (not storage: the world outside).
     pub(crate) alipay: HashMap<RefundId, AlipayRefund>,
+    /// The catalogue (products of every currency the fleet takes).
+    pub(crate) catalogue: BTreeMap<Sku, Product>,
 }
 
 impl World {
@@ -91,6 +120,95 @@ impl World {
             .and_then(|id| self.sessions.get(id))
     }
 
+    /// The price a slot of `device`'s planogram sells at (its own, else its product's); `None` outside it.
+    pub(crate) fn slot_price(&self, device: usize, slot: &Slot) -> Option<Money> {
+        let row = self.machines[device].slots.get(slot)?;
+        row.price
+            .or_else(|| self.catalogue.get(&row.sku).map(|p| p.price))
+    }
+
+    /// What a device-level command reads, as the ledger does: the machine's rows and, when the command
+    /// names a slot that sells at its product's price, that price.
+    pub(crate) fn shelves(&self, device: usize, slot: Option<&Slot>) -> Shelves {
+        let shelves = Shelves::new(self.machines[device].slots.values().cloned());
+        let Some(sku) = slot.and_then(|s| shelves.needs_price(s)).cloned() else {
+            return shelves;
+        };
+        match self.catalogue.get(&sku) {
+            Some(p) => shelves.with_price(sku, p.price),
+            None => shelves,
+        }
+    }
+
+    /// What a session-level command reads: the machine's rows only when the session reserved items.
+    pub(crate) fn session_shelves(&self, s: &Session) -> Shelves {
+        if !s.reserves_stock() {
+            return Shelves::NONE;
+        }
+        match self.machine_of(&s.device_id) {
+            Some(i) => Shelves::new(self.machines[i].slots.values().cloned()),
+            None => Shelves::NONE,
+        }
+    }
+
+    pub(crate) fn machine_of(&self, id: &DeviceId) -> Option<usize> {
+        self.machines.iter().position(|m| &m.device.id == id)
+    }
+
+    /// Decides an operator's request the way the inventory service will.
+    pub(crate) fn operate(&self, op: &Operator) -> Result<SlotWrites, InventoryError> {
+        let m = &self.machines[op.device()];
+        let current: Vec<SlotStock> = m.slots.values().cloned().collect();
+        match op {
+            Operator::Planogram { spec, .. } => vendpay_domain::inventory::replace_planogram(
+                &m.device,
+                &current,
+                spec,
+                &self.catalogue,
+            ),
+            Operator::Restock { counts, .. } => {
+                vendpay_domain::inventory::restock(&m.device.id, &current, counts)
+            }
+        }
+    }
+
+    /// Writes slot rows the way storage will, all or nothing: a removal only over the version read, a
+    /// new row at version 1, a changed row at one above the stored version.
+    pub(crate) fn write_slots(&mut self, device: usize, w: &SlotWrites) -> Result<(), String> {
+        let rows = &self.machines[device].slots;
+        for r in &w.remove {
+            match rows.get(&r.slot) {
+                Some(old) if old.version == r.version => {}
+                other => {
+                    return Err(format!(
+                        "slot {} removed at version {} over {:?}",
+                        r.slot,
+                        r.version,
+                        other.map(|o| o.version)
+                    ))
+                }
+            }
+        }
+        let id = &self.machines[device].device.id;
+        for r in &w.write {
+            let expected = rows.get(&r.slot).map_or(0, |old| old.version);
+            if &r.device_id != id || r.version != expected + 1 {
+                return Err(format!(
+                    "slot {} of {} written at version {} over version {expected} of {id}",
+                    r.slot, r.device_id, r.version
+                ));
+            }
+        }
+        let rows = &mut self.machines[device].slots;
+        for r in &w.remove {
+            rows.remove(&r.slot);
+        }
+        for r in &w.write {
+            rows.insert(r.slot.clone(), r.clone());
+        }
+        Ok(())
+    }
+
     /// Decides `cmd` the way the service layer will: storage lookups first, then the domain.
     pub(crate) fn decide(&self, cmd: &Command, now: Timestamp) -> Decision {
         let noop = |reply| {
@@ -99,6 +217,7 @@ impl World {
                 current: None,
                 effects: vec![],
                 reply,
+                stock: vec![],
             })
         };
         match cmd {
@@ -111,6 +230,7 @@ impl World {
                     &m.device,
                     self.current(*device),
                     payment,
+                    &self.shelves(*device, None),
                     &self.windows,
                     now,
                 )
@@ -141,7 +261,14 @@ impl World {
                     price: *price,
                     session: session.clone(),
                 };
-                request_purchase(&m.device, self.current(*device), &req, &self.windows, now)
+                request_purchase(
+                    &m.device,
+                    self.current(*device),
+                    &req,
+                    &self.shelves(*device, Some(slot)),
+                    &self.windows,
+                    now,
+                )
             }
             Command::Vend {
                 device,
@@ -156,7 +283,7 @@ impl World {
                         .map(|o| SessionId::for_order(&m.device.id, &o)),
                 };
                 match session.and_then(|id| self.sessions.get(&id)) {
-                    Some(s) => report_vend(s, request, *delivered, now),
+                    Some(s) => report_vend(s, request, *delivered, &self.session_shelves(s), now),
                     None => Err(Rejection::UnknownPurchase(request.clone())),
                 }
             }
@@ -177,7 +304,7 @@ impl World {
                 let id = SessionId::for_order(&m.device.id, order);
                 match self.sessions.get(&id) {
                     Some(s) if m.current.as_ref() != Some(&id) => match s.order() {
-                        Some(o) if o.price == *price && &o.slot == slot => {
+                        Some(o) if price.is_none_or(|p| p == o.price) && &o.slot == slot => {
                             noop(Reply::Session { session: id })
                         }
                         _ => Err(Rejection::RequestConflict(order.to_string())),
@@ -188,6 +315,7 @@ impl World {
                         order,
                         slot,
                         *price,
+                        &self.shelves(*device, Some(slot)),
                         &self.windows,
                         now,
                     ),
@@ -197,10 +325,11 @@ impl World {
                 &self.machines[*device].device,
                 self.current(*device),
                 session.as_ref(),
+                &self.shelves(*device, None),
                 now,
             ),
             Command::Deadline { session } => match self.sessions.get(session) {
-                Some(s) => deadline_due(s, now),
+                Some(s) => deadline_due(s, &self.session_shelves(s), now),
                 None => Err(Rejection::NoSession),
             },
             Command::RefundResult { refund, outcome } => {
@@ -226,8 +355,15 @@ impl World {
         }
     }
 
-    /// Persists a transition the way storage will: every session write conditional on its version.
-    pub(crate) fn apply(&mut self, cmd: &Command, t: &Transition) -> Result<(), String> {
+    /// Persists a transition the way storage will: every session write and every slot row write
+    /// conditional on its version (a slot row one above the stored one: a decision never creates or
+    /// removes a slot), all or nothing. Returns the sessions as they were before (`None`: new), in the
+    /// order of `t.sessions`.
+    pub(crate) fn apply(
+        &mut self,
+        cmd: &Command,
+        t: &Transition,
+    ) -> Result<Vec<Option<Session>>, String> {
         for s in &t.sessions {
             let expected = self.sessions.get(&s.id).map_or(0, |old| old.version);
             if s.version != expected + 1 {
@@ -237,8 +373,31 @@ impl World {
                 ));
             }
         }
-        for s in &t.sessions {
-            self.sessions.insert(s.id.clone(), s.clone());
+        let mut targets = Vec::new();
+        for row in &t.stock {
+            let Some(m) = self.machine_of(&row.device_id) else {
+                return Err(format!("slot row of unknown machine {}", row.device_id));
+            };
+            match self.machines[m].slots.get(&row.slot) {
+                Some(old) if row.version == old.version + 1 => targets.push(m),
+                other => {
+                    return Err(format!(
+                        "slot {} of {} written at version {} over {:?}",
+                        row.slot,
+                        row.device_id,
+                        row.version,
+                        other.map(|o| o.version)
+                    ))
+                }
+            }
+        }
+        let before = t
+            .sessions
+            .iter()
+            .map(|s| self.sessions.insert(s.id.clone(), s.clone()))
+            .collect();
+        for (row, m) in t.stock.iter().zip(targets) {
+            self.machines[m].slots.insert(row.slot.clone(), row.clone());
         }
         if let Some(id) = &t.current {
             let device = self
@@ -278,6 +437,6 @@ impl World {
             }
             _ => {}
         }
-        Ok(())
+        Ok(before)
     }
 }

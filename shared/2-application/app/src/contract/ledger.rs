@@ -12,7 +12,7 @@ use super::{cny, device_record, id, join_all, open_session, payment, Store, T0};
 use crate::ledger::{AppError, Ledger, RefundAttempt, RefundVerdict};
 use crate::ports::*;
 
-fn ledger<S: Store>(store: Arc<S>) -> (Ledger, Arc<Recorder>, Arc<ManualClock>) {
+pub(super) fn ledger<S: Store>(store: Arc<S>) -> (Ledger, Arc<Recorder>, Arc<ManualClock>) {
     let rec = Arc::new(Recorder::default());
     let clock = Arc::new(ManualClock::at(T0));
     let ledger = Ledger::new(
@@ -318,7 +318,9 @@ pub(super) async fn ledger_order_ids_and_purchase_ids_share_one_namespace<S: Sto
     ledger.end(&dev).await.expect("end");
     clock.advance(Duration::from_secs(1));
     // An order under the id purchase 42 used: refused, so its delivery report cannot land on 42.
-    let placed = ledger.order(&dev, &id("42"), &id("B2"), cny(400)).await;
+    let placed = ledger
+        .order(&dev, &id("42"), &id("B2"), Some(cny(400)))
+        .await;
     assert!(
         matches!(
             placed,
@@ -328,7 +330,7 @@ pub(super) async fn ledger_order_ids_and_purchase_ids_share_one_namespace<S: Sto
     );
     // And the reverse: a purchase under an order's id.
     ledger
-        .order(&dev, &id("43"), &id("B2"), cny(400))
+        .order(&dev, &id("43"), &id("B2"), Some(cny(400)))
         .await
         .expect("order");
     let bought = ledger.purchase(&dev, &id("43"), &id("A1"), cny(300)).await;

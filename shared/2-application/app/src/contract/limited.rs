@@ -10,8 +10,8 @@ use super::Store;
 use crate::ports::*;
 
 /// A store that counts the actions of every commit the way DynamoDB does (one per device guard,
-/// session, trade row, request row and refund row) and refuses one over the 100-action limit, so the
-/// suite holds every adapter to the strictest backend's limits.
+/// session, trade row, request row, refund row, send-schedule change and slot row) and refuses one
+/// over the 100-action limit, so the suite holds every adapter to the strictest backend's limits.
 pub(super) struct Limited<S> {
     pub(super) inner: Arc<S>,
     pub(super) largest: Mutex<usize>,
@@ -27,6 +27,7 @@ pub fn commit_actions(c: &Commit) -> usize {
         + usize::from(c.request.is_some())
         + c.refunds.len()
         + usize::from(c.send.is_some())
+        + c.stock.len()
 }
 
 #[async_trait]
@@ -49,6 +50,19 @@ impl<S: Store> SessionStore for Limited<S> {
     }
     async fn refund(&self, r: &RefundId) -> Result<Option<RefundRecord>, StoreError> {
         self.inner.refund(r).await
+    }
+    async fn machine_selling(
+        &self,
+        id: &DeviceId,
+        slot: &Slot,
+    ) -> Result<Option<(Machine, Option<Product>)>, StoreError> {
+        self.inner.machine_selling(id, slot).await
+    }
+    async fn slots(&self, d: &DeviceId) -> Result<Vec<SlotStock>, StoreError> {
+        self.inner.slots(d).await
+    }
+    async fn product(&self, sku: &Sku) -> Result<Option<Product>, StoreError> {
+        self.inner.product(sku).await
     }
     async fn commit(&self, c: &Commit) -> Result<(), StoreError> {
         let n = commit_actions(c);

@@ -5,8 +5,9 @@
 //! only the ports, so they say what the service relies on and nothing about how an adapter does it.
 //!
 //! The checks live by subject: `store` and `refunds` on the store ports, `ledger` through the
-//! `Ledger` service; `fakes` and `limited` are the stand-ins they run with. This file holds [`run`]
-//! and the fixtures they share.
+//! `Ledger` service, `inventory` on the catalogue and slot rows (through the ports and the `Ledger`);
+//! `fakes` and `limited` are the stand-ins they run with. This file holds [`run`] and the fixtures
+//! they share.
 
 // A test suite compiled as library code (behind the `contract` feature, which only dev-dependencies
 // enable): it asserts like a test, so it may unwrap, expect and panic.
@@ -20,6 +21,7 @@ use vendpay_domain::*;
 use crate::ports::*;
 
 mod fakes;
+mod inventory;
 mod ledger;
 mod limited;
 mod refunds;
@@ -28,13 +30,14 @@ mod store;
 pub use fakes::{ManualClock, Recorder};
 pub use limited::{commit_actions, MAX_WRITE_ACTIONS};
 
+use inventory::*;
 use ledger::*;
 use refunds::*;
 use store::*;
 
-/// A store for the suite: both ports on one backend.
-pub trait Store: SessionStore + DeviceStore + 'static {}
-impl<T: SessionStore + DeviceStore + 'static> Store for T {}
+/// A store for the suite: the three storage ports on one backend.
+pub trait Store: SessionStore + DeviceStore + InventoryStore + 'static {}
+impl<T: SessionStore + DeviceStore + InventoryStore + 'static> Store for T {}
 
 /// Runs every check, each on a fresh store from `make`.
 pub async fn run<S, F, Fut>(make: F)
@@ -60,6 +63,19 @@ where
     ledger_order_ids_and_purchase_ids_share_one_namespace(make().await).await;
     ledger_one_send_of_a_refund_at_a_time_and_no_resend_storm(make().await).await;
     ledger_a_first_send_refused_in_a_verified_answer_fails(make().await).await;
+    products_are_upserted_and_listed_by_sku(make().await).await;
+    slot_maps_are_written_conditionally_and_atomically(make().await).await;
+    a_full_slot_map_is_replaced_in_one_write(make().await).await;
+    a_sale_decided_on_a_stale_slot_row_writes_nothing(make().await).await;
+    ledger_the_last_item_sells_then_the_slot_is_sold_out(make().await).await;
+    ledger_a_failed_vend_releases_the_reservation(make().await).await;
+    ledger_an_order_reserves_its_item_and_its_expiry_releases_it(make().await).await;
+    ledger_a_restock_makes_a_sold_out_slot_available_again(make().await).await;
+    ledger_machines_selling_the_last_item_of_one_product_are_independent(make().await).await;
+    ledger_racing_purchases_for_the_last_item_let_exactly_one_win(make().await).await;
+    ledger_a_vend_for_one_customer_and_a_sale_to_the_next_both_count(make().await).await;
+    ledger_a_delivery_from_a_slot_counted_empty_is_flagged_and_stays_at_zero(make().await).await;
+    ledger_the_biggest_decision_with_reserved_holds_fits_one_write(make().await).await;
 }
 
 pub const T0: i64 = 1_700_000_000_000;
@@ -120,6 +136,7 @@ async fn open_session<S: Store>(
         &m.record.device,
         m.current.as_ref(),
         &payment(trade, minor),
+        &Shelves::new(m.slots.iter().cloned()),
         &Windows::default(),
         Timestamp::from_millis(T0 + at),
     )
@@ -138,6 +155,7 @@ async fn open_session<S: Store>(
         request: None,
         refunds: vec![],
         send: None,
+        stock: vec![],
     };
     store.commit(&commit).await.expect("commit");
     t.session(&outcome.session).expect("written").clone()

@@ -24,7 +24,14 @@ async fn one_pending_refund<S: Store>(
         .expect("read")
         .expect("exists")
         .device;
-    let t = end_session(&device, Some(&s), None, Timestamp::from_millis(T0 + 1000)).expect("end");
+    let t = end_session(
+        &device,
+        Some(&s),
+        None,
+        &Shelves::NONE,
+        Timestamp::from_millis(T0 + 1000),
+    )
+    .expect("end");
     let ended = t.session(&s.id).expect("written").clone();
     let r = ended.refunds[0].clone();
     let session = s.id.clone();

@@ -82,9 +82,10 @@ pub(super) async fn a_commit_writes_every_row_and_reads_back<S: Store>(store: Ar
         &PurchaseRequest {
             request_id: id("r1"),
             slot: id("A1"),
-            price: cny(300),
+            price: Some(cny(300)),
             session: None,
         },
+        &Shelves::NONE,
         &Windows::default(),
         now,
     )
@@ -131,7 +132,14 @@ pub(super) async fn a_commit_writes_every_row_and_reads_back<S: Store>(store: Ar
     );
     assert_eq!(m.current.as_ref().map(|s| s.version), Some(2));
 
-    let t = end_session(&m.record.device, m.current.as_ref(), None, now).expect("end");
+    let t = end_session(
+        &m.record.device,
+        m.current.as_ref(),
+        None,
+        &Shelves::NONE,
+        now,
+    )
+    .expect("end");
     let ended = t.session(&s.id).expect("written").clone();
     let refund = &ended.refunds[0];
     let row = RefundRecord {
@@ -176,6 +184,7 @@ pub(super) async fn a_failed_condition_writes_nothing<S: Store>(store: Arc<S>) {
         &m.record.device,
         None,
         &payment("T2", 500),
+        &Shelves::NONE,
         &Windows::default(),
         Timestamp::from_millis(T0),
     )
@@ -199,6 +208,7 @@ pub(super) async fn a_failed_condition_writes_nothing<S: Store>(store: Arc<S>) {
         }),
         refunds: vec![],
         send: None,
+        stock: vec![],
     };
     assert!(
         matches!(store.commit(&commit).await, Err(StoreError::Conflict(_))),
@@ -350,7 +360,7 @@ pub(super) async fn the_deadline_index_finds_overdue_sessions_only<S: Store>(sto
     );
     assert_eq!(store.due(at(330), 2).await.expect("due").len(), 2, "limit");
     // Settled sessions leave the index.
-    let t = deadline_due(&a, at(300)).expect("deadline");
+    let t = deadline_due(&a, &Shelves::NONE, at(300)).expect("deadline");
     let c1 = Commit {
         sessions: t.sessions.clone(),
         ..Commit::default()

@@ -120,21 +120,36 @@ impl Ledger {
             .ok_or_else(|| AppError::UnknownDevice(device.clone()))
     }
 
-    /// What a device-level command reads of the machine's slots: the rows that came with the machine
-    /// and, when the command names a slot that sells at its product's price, that price.
-    async fn shelves(&self, m: &Machine, slot: Option<&Slot>) -> Result<Shelves, AppError> {
-        let shelves = Shelves::new(m.slots.iter().cloned());
-        let Some(sku) = slot.and_then(|slot| shelves.needs_price(slot)).cloned() else {
-            return Ok(shelves);
+    /// What a device-level command naming no slot reads of the machine's slots: the rows that came
+    /// with the machine.
+    fn shelves(m: &Machine) -> Shelves {
+        Shelves::new(m.slots.iter().cloned())
+    }
+
+    /// The machine for a command that sells from `slot`, with its shelves: the slot rows and, when the
+    /// slot sells at its product's price, that price (read by the store beside the session).
+    async fn machine_selling(
+        &self,
+        device: &DeviceId,
+        slot: &Slot,
+    ) -> Result<(Machine, Shelves), AppError> {
+        let (m, product) = self
+            .store
+            .machine_selling(device, slot)
+            .await?
+            .ok_or_else(|| AppError::UnknownDevice(device.clone()))?;
+        let shelves = Self::shelves(&m);
+        let shelves = match (shelves.needs_price(slot).cloned(), product) {
+            (None, _) => shelves,
+            (Some(sku), Some(p)) if p.sku == sku => shelves.with_price(sku, p.price),
+            (Some(sku), _) => {
+                return Err(Rejection::Inconsistent(format!(
+                    "slot {slot} of {device} sells {sku}, which is not in the catalogue"
+                ))
+                .into())
+            }
         };
-        match self.store.product(&sku).await? {
-            Some(p) => Ok(shelves.with_price(sku, p.price)),
-            None => Err(Rejection::Inconsistent(format!(
-                "a slot of {} sells {sku}, which is not in the catalogue",
-                m.record.device.id
-            ))
-            .into()),
-        }
+        Ok((m, shelves))
     }
 
     /// The slot rows a session-level command may change: read only when the session reserved items.
@@ -164,7 +179,7 @@ impl Ledger {
             }
             let m = self.machine(device).await?;
             let now = self.clock.now();
-            let shelves = self.shelves(&m, None).await?;
+            let shelves = Self::shelves(&m);
             let t = receive_payment(
                 &m.record.device,
                 m.current.as_ref(),
@@ -225,8 +240,7 @@ impl Ledger {
                     _ => Err(Rejection::RequestConflict(request_id.to_string()).into()),
                 };
             }
-            let m = self.machine(device).await?;
-            let shelves = self.shelves(&m, Some(slot)).await?;
+            let (m, shelves) = self.machine_selling(device, slot).await?;
             let now = self.clock.now();
             let t = request_purchase(
                 &m.record.device,
@@ -312,7 +326,7 @@ impl Ledger {
                 Some(_) => return Err(Rejection::RequestConflict(order_id.to_string()).into()),
                 None => {}
             }
-            let m = self.machine(device).await?;
+            let (m, shelves) = self.machine_selling(device, slot).await?;
             if m.current.as_ref().map(|s| &s.id) != Some(&id) {
                 if let Some(existing) = self.store.session(&id).await? {
                     // The same order again, after it stopped being current.
@@ -324,7 +338,6 @@ impl Ledger {
                     };
                 }
             }
-            let shelves = self.shelves(&m, Some(slot)).await?;
             let t = place_order(
                 &m.record.device,
                 m.current.as_ref(),
@@ -369,7 +382,7 @@ impl Ledger {
     ) -> Result<Session, AppError> {
         for attempt in 0..MAX_ATTEMPTS {
             let m = self.machine(device).await?;
-            let shelves = self.shelves(&m, None).await?;
+            let shelves = Self::shelves(&m);
             let t = end_session(
                 &m.record.device,
                 m.current.as_ref(),

@@ -1,12 +1,15 @@
 //! A [`Commit`] as the actions of one conditional write: the device guard, each session, the trade
-//! and request rows, refund rows and a refund's send-schedule change, each with its condition; and
-//! what that write costs DynamoDB (actions, largest item, total size), so the bounds are proved.
+//! and request rows, refund rows, a refund's send-schedule change and the slot rows the decision
+//! changes, each with its condition; a planogram change ([`SlotWrites`]) likewise; and what a write
+//! costs DynamoDB (actions, largest item, total size), so the bounds are proved.
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update,
+};
 use vendpay_app::{Commit, DeviceGuard, RefundSend, SendCondition};
-use vendpay_domain::{Phase, RefundStatus, Session};
+use vendpay_domain::{DeviceId, Phase, RefundStatus, Session, SlotStock, SlotWrites};
 
 use crate::error::StoreError;
 
@@ -49,15 +52,22 @@ pub(super) struct PutAction {
 #[derive(Debug)]
 pub(super) struct UpdateAction {
     pub(super) pk: String,
-    pub(super) sk: &'static str,
+    pub(super) sk: String,
     pub(super) expression: String,
+    pub(super) cond: Cond,
+}
+
+#[derive(Debug)]
+pub(super) struct DeleteAction {
+    pub(super) pk: String,
+    pub(super) sk: String,
     pub(super) cond: Cond,
 }
 
 #[derive(Debug)]
 pub(super) struct Check {
     pub(super) pk: String,
-    pub(super) sk: &'static str,
+    pub(super) sk: String,
     pub(super) expected_version: u64,
 }
 
@@ -65,8 +75,12 @@ pub(super) struct Check {
 pub(super) enum Action {
     Put(PutAction),
     Update(UpdateAction),
+    Delete(DeleteAction),
     Check(Check),
 }
+
+/// DynamoDB's limit on the actions of one `TransactWriteItems`.
+pub const MAX_TRANSACT_ACTIONS: usize = 100;
 
 impl Action {
     pub(super) fn into_transact(self, table: &str) -> Result<TransactWriteItem, StoreError> {
@@ -84,11 +98,21 @@ impl Action {
             Action::Update(u) => TransactWriteItem::builder().update(
                 Update::builder()
                     .table_name(table)
-                    .set_key(Some(key(u.pk, u.sk)))
+                    .set_key(Some(key(u.pk, &u.sk)))
                     .update_expression(u.expression)
                     .set_condition_expression(u.cond.expression)
                     .set_expression_attribute_names(u.cond.names)
                     .set_expression_attribute_values(u.cond.values)
+                    .build()
+                    .map_err(build_error)?,
+            ),
+            Action::Delete(d) => TransactWriteItem::builder().delete(
+                Delete::builder()
+                    .table_name(table)
+                    .set_key(Some(key(d.pk, &d.sk)))
+                    .set_condition_expression(d.cond.expression)
+                    .set_expression_attribute_names(d.cond.names)
+                    .set_expression_attribute_values(d.cond.values)
                     .build()
                     .map_err(build_error)?,
             ),
@@ -97,7 +121,7 @@ impl Action {
                 TransactWriteItem::builder().condition_check(
                     ConditionCheck::builder()
                         .table_name(table)
-                        .set_key(Some(key(c.pk, c.sk)))
+                        .set_key(Some(key(c.pk, &c.sk)))
                         .set_condition_expression(cond.expression)
                         .set_expression_attribute_names(cond.names)
                         .set_expression_attribute_values(cond.values)
@@ -172,6 +196,113 @@ pub(super) fn actions(commit: &Commit) -> Result<Vec<Action>, StoreError> {
             item,
             cond: Cond::default(),
         }));
+    }
+    for row in &commit.stock {
+        // A decision changes rows a planogram created (version 1), so a row it writes is at 2 or more.
+        if row.version < 2 {
+            return Err(StoreError::Permanent(
+                format!(
+                    "slot {} of {} has version {}: a sale changes an existing row, whose version is at least 2 once changed",
+                    row.slot, row.device_id, row.version
+                )
+                .into(),
+            ));
+        }
+        out.push(Action::Put(PutAction {
+            item: slot_to_item(row)?,
+            cond: Cond::version_is(row.version - 1),
+        }));
+    }
+    Ok(out)
+}
+
+/// The actions of a planogram change of `device`: each written row a `Put` on `version = v - 1`
+/// (`attribute_not_exists` when new, version 1), each removed row a `Delete` on `version = v`, and —
+/// when the number of rows changes — the machine's listing entry, conditional on the count `listed`
+/// read beside them (`None`: no entry): written with the new count, or deleted when it reaches 0. The
+/// count's condition serialises the changes that add or remove rows, so the listing is exact.
+pub(super) fn slot_actions(
+    device: &DeviceId,
+    writes: &SlotWrites,
+    listed: Option<u64>,
+) -> Result<Vec<Action>, StoreError> {
+    let mut out = Vec::with_capacity(writes.write.len() + writes.remove.len() + 1);
+    let ours = |row: &SlotStock| -> Result<(), StoreError> {
+        if &row.device_id == device {
+            Ok(())
+        } else {
+            Err(StoreError::Permanent(
+                format!(
+                    "slot {} of {} is not a row of {device}",
+                    row.slot, row.device_id
+                )
+                .into(),
+            ))
+        }
+    };
+    let (mut added, mut removed) = (0u64, 0u64);
+    for row in &writes.write {
+        ours(row)?;
+        let cond = match row.version {
+            0 => {
+                return Err(StoreError::Permanent(
+                    format!(
+                        "slot {} of {device} has version 0; versions start at 1",
+                        row.slot
+                    )
+                    .into(),
+                ))
+            }
+            1 => {
+                added += 1;
+                Cond::not_exists()
+            }
+            v => Cond::version_is(v - 1),
+        };
+        out.push(Action::Put(PutAction {
+            item: slot_to_item(row)?,
+            cond,
+        }));
+    }
+    for row in &writes.remove {
+        ours(row)?;
+        removed += 1;
+        out.push(Action::Delete(DeleteAction {
+            pk: device_pk(device),
+            sk: slot_sk(&row.slot),
+            cond: Cond::version_is(row.version),
+        }));
+    }
+    if added != removed {
+        let before = listed.unwrap_or(0);
+        let after = (before + added).checked_sub(removed).ok_or_else(|| {
+            // The listing says fewer rows than the ones being removed: it was read before a change
+            // that added some, so the caller's view is stale.
+            StoreError::Conflict(format!(
+                "{device}: {removed} slot rows to remove but {} listed",
+                before + added
+            ))
+        })?;
+        let cond = match listed {
+            None => Cond::not_exists(),
+            Some(count) => Cond {
+                expression: Some("#n = :n".into()),
+                names: Some(names(&[("#n", ATTR_SLOTS)])),
+                values: Some(HashMap::from([(":n".to_owned(), n(count))])),
+            },
+        };
+        let sk = device_pk(device);
+        if after == 0 {
+            out.push(Action::Delete(DeleteAction {
+                pk: PLANOGRAMS.to_owned(),
+                sk,
+                cond,
+            }));
+        } else {
+            let mut item = key(PLANOGRAMS.to_owned(), &sk);
+            item.insert(ATTR_SLOTS.into(), n(after));
+            out.push(Action::Put(PutAction { item, cond }));
+        }
     }
     Ok(out)
 }
@@ -254,7 +385,7 @@ pub(super) fn send_action(send: &RefundSend) -> Action {
     }
     Action::Update(UpdateAction {
         pk: refund_pk(&send.refund_id),
-        sk: SK_REFUND,
+        sk: SK_REFUND.to_owned(),
         expression,
         cond: Cond {
             expression: Some(condition),
@@ -269,7 +400,7 @@ pub(super) fn device_action(guard: &DeviceGuard) -> Action {
     match &guard.new_current {
         None => Action::Check(Check {
             pk,
-            sk: SK_DEVICE,
+            sk: SK_DEVICE.to_owned(),
             expected_version: guard.expected_version,
         }),
         Some(current) => {
@@ -283,7 +414,7 @@ pub(super) fn device_action(guard: &DeviceGuard) -> Action {
             }
             Action::Update(UpdateAction {
                 pk,
-                sk: SK_DEVICE,
+                sk: SK_DEVICE.to_owned(),
                 expression: "SET #cur = :cur, #ver = :next".into(),
                 cond,
             })
@@ -312,26 +443,41 @@ pub(super) fn session_to_item(session: &Session) -> Result<Item, StoreError> {
 /// What one commit costs DynamoDB: the number of actions of its write (at most 100 in one
 /// `TransactWriteItems`) and the size of its largest item (at most 400 KB) and of all of them (4 MB).
 pub fn commit_cost(commit: &Commit) -> Result<(usize, usize, usize), StoreError> {
-    let actions = actions(commit)?;
+    Ok(cost(&actions(commit)?))
+}
+
+/// What a planogram change of `device` costs, as [`commit_cost`]; the listing entry counted as
+/// existing (`listed`) so its action is there whenever the number of rows changes.
+pub fn slot_writes_cost(
+    device: &DeviceId,
+    writes: &SlotWrites,
+    listed: Option<u64>,
+) -> Result<(usize, usize, usize), StoreError> {
+    Ok(cost(&slot_actions(device, writes, listed)?))
+}
+
+fn cost(actions: &[Action]) -> (usize, usize, usize) {
     let sizes: Vec<usize> = actions
         .iter()
         .map(|a| match a {
             Action::Put(p) => item_size(&p.item),
-            Action::Check(_) | Action::Update(_) => 0,
+            Action::Check(_) | Action::Update(_) | Action::Delete(_) => 0,
         })
         .collect();
-    Ok((
+    (
         actions.len(),
         sizes.iter().copied().max().unwrap_or(0),
         sizes.iter().sum(),
-    ))
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
     use std::time::Duration;
     use vendpay_app::{DeviceGuard, RefundRecord, RequestRecord};
+    use vendpay_domain::inventory::{replace_planogram, MAX_RESERVED_HOLDS, MAX_SLOTS};
     use vendpay_domain::*;
 
     fn long(prefix: &str, i: usize, max: usize) -> String {
@@ -383,12 +529,157 @@ mod tests {
             request,
             refunds,
             send: None,
+            stock: t.stock.clone(),
         }
     }
 
-    /// The largest session the rules allow — every list at its bound, every id at its longest — and
-    /// the largest decisions on it: they must fit one `TransactWriteItems` (100 actions, 400 KB per
-    /// item, 4 MB in all).
+    /// A machine's slot rows as the decisions leave them, and the catalogue price they sell at.
+    struct Planogram {
+        rows: BTreeMap<Slot, SlotStock>,
+        sku: Sku,
+        price: Money,
+    }
+
+    impl Planogram {
+        /// `MAX_SLOTS` slots with the longest ids, full, all selling one product at its price.
+        fn full(device: &DeviceId) -> Result<Planogram, Box<dyn std::error::Error>> {
+            let sku = Sku::parse(long("sku", 0, Sku::MAX_LEN))?;
+            let rows = (0..MAX_SLOTS)
+                .map(|i| {
+                    let slot = Slot::parse(long("P", i, Slot::MAX_LEN))?;
+                    let row = SlotStock {
+                        device_id: device.clone(),
+                        slot: slot.clone(),
+                        sku: sku.clone(),
+                        capacity: 1000,
+                        price: None,
+                        stock: 1000,
+                        reserved: 0,
+                        version: 5,
+                    };
+                    Ok((slot, row))
+                })
+                .collect::<Result<_, IdError>>()?;
+            Ok(Planogram {
+                rows,
+                sku,
+                price: cny(1)?,
+            })
+        }
+
+        fn shelves(&self) -> Shelves {
+            Shelves::new(self.rows.values().cloned()).with_price(self.sku.clone(), self.price)
+        }
+
+        fn slot(&self, i: usize) -> Result<Slot, String> {
+            self.rows
+                .keys()
+                .nth(i)
+                .cloned()
+                .ok_or_else(|| format!("no slot {i}"))
+        }
+
+        fn apply(&mut self, t: &Transition) {
+            for row in &t.stock {
+                self.rows.insert(row.slot.clone(), row.clone());
+            }
+        }
+    }
+
+    /// A pay-first session at every bound: `MAX_PAYMENTS` payments, `MAX_RESERVED_HOLDS` holds of
+    /// distinct planogram slots and the rest of `MAX_APPROVED_PURCHASES` outside it, then declines
+    /// (with `declines`); every id at its longest.
+    fn fill(
+        device: &Device,
+        shelves: &mut Planogram,
+        prefix: char,
+        declines: bool,
+        t0: Timestamp,
+    ) -> Result<Session, Box<dyn std::error::Error>> {
+        let windows = Windows::default();
+        let at = |ms: i64| Timestamp::from_millis(t0.millis() + ms);
+        let mut current: Option<Session> = None;
+        let decide = |current: &mut Option<Session>, shelves: &mut Planogram, t: Transition| {
+            if let Some(s) = t.sessions.iter().find(|s| s.is_pay_first()) {
+                *current = Some(s.clone());
+            }
+            shelves.apply(&t);
+        };
+        for i in 0..MAX_PAYMENTS {
+            let p = IncomingPayment {
+                trade_no: TradeNo::parse(long(&format!("{prefix}T"), i, TradeNo::MAX_LEN))?,
+                merchant_trade_no: MerchantTradeNo::parse(long(
+                    &format!("{prefix}M"),
+                    i,
+                    MerchantTradeNo::MAX_LEN,
+                ))?,
+                amount: cny(100_000)?,
+                buyer_id: Some(BuyerId::parse(long("2088", 0, BuyerId::MAX_LEN))?),
+                paid_at: at(i as i64),
+            };
+            let t = receive_payment(
+                device,
+                current.as_ref(),
+                &p,
+                &shelves.shelves(),
+                &windows,
+                at(i as i64),
+            )?;
+            decide(&mut current, shelves, t);
+        }
+        let extra = if declines {
+            MAX_RECORDED_DECLINES + 5
+        } else {
+            0
+        };
+        for i in 0..MAX_APPROVED_PURCHASES + extra {
+            let (slot, price) = if i < MAX_RESERVED_HOLDS {
+                (shelves.slot(i)?, None)
+            } else if i < MAX_APPROVED_PURCHASES {
+                (Slot::parse(long("A", i, Slot::MAX_LEN))?, Some(cny(1)?))
+            } else {
+                (
+                    Slot::parse(long("A", i, Slot::MAX_LEN))?,
+                    Some(cny(1_000_000_000)?),
+                )
+            };
+            let req = PurchaseRequest {
+                request_id: RequestId::parse(long(&format!("{prefix}r"), i, RequestId::MAX_LEN))?,
+                slot,
+                price,
+                session: None,
+            };
+            let t = request_purchase(
+                device,
+                current.as_ref(),
+                &req,
+                &shelves.shelves(),
+                &windows,
+                at(100),
+            )?;
+            if i < MAX_APPROVED_PURCHASES {
+                assert!(
+                    t.effects
+                        .iter()
+                        .any(|e| matches!(e, Effect::Approve { .. })),
+                    "purchase {i} is approved"
+                );
+            }
+            decide(&mut current, shelves, t);
+        }
+        let s = current.ok_or("no session")?;
+        let holds = s
+            .purchases
+            .iter()
+            .filter(|p| p.reserved && p.status == PurchaseStatus::Held)
+            .count();
+        assert_eq!(holds, MAX_RESERVED_HOLDS);
+        Ok(s)
+    }
+
+    /// The largest session the rules allow — every list at its bound, every id at its longest, the
+    /// most holds that reserve stock — and the largest decisions on it: they must fit one
+    /// `TransactWriteItems` (100 actions, 400 KB per item, 4 MB in all), slot rows included.
     #[test]
     fn the_largest_possible_commit_fits_one_transaction() -> Result<(), Box<dyn std::error::Error>>
     {
@@ -397,54 +688,29 @@ mod tests {
             mode: Mode::PayFirst,
             currency: Currency::Cny,
         };
-        let windows = Windows::default();
         let t0 = Timestamp::from_millis(1_700_000_000_000);
         let at = |ms: i64| Timestamp::from_millis(t0.millis() + ms);
-        let mut current: Option<Session> = None;
-        let apply = |current: &mut Option<Session>, t: &Transition| {
-            if let Some(s) = t.sessions.iter().find(|s| s.is_pay_first()) {
-                *current = Some(s.clone());
-            }
-        };
-        for i in 0..MAX_PAYMENTS {
-            let p = IncomingPayment {
-                trade_no: TradeNo::parse(long("T", i, TradeNo::MAX_LEN))?,
-                merchant_trade_no: MerchantTradeNo::parse(long("M", i, MerchantTradeNo::MAX_LEN))?,
-                amount: cny(100_000)?,
-                buyer_id: Some(BuyerId::parse(long("2088", 0, BuyerId::MAX_LEN))?),
-                paid_at: at(i as i64),
-            };
-            let t = receive_payment(&device, current.as_ref(), &p, &windows, at(i as i64))?;
-            apply(&mut current, &t);
-        }
-        for i in 0..MAX_APPROVED_PURCHASES + MAX_RECORDED_DECLINES + 5 {
-            let price = if i < MAX_APPROVED_PURCHASES {
-                1
-            } else {
-                1_000_000_000
-            };
-            let req = PurchaseRequest {
-                request_id: RequestId::parse(long("r", i, RequestId::MAX_LEN))?,
-                slot: Slot::parse(long("A", i, Slot::MAX_LEN))?,
-                price: cny(price)?,
-                session: None,
-            };
-            let t = request_purchase(&device, current.as_ref(), &req, &windows, at(100))?;
-            apply(&mut current, &t);
-        }
+        let mut shelves = Planogram::full(&device.id)?;
+        let session = fill(&device, &mut shelves, 'a', true, t0)?;
+
         // Ending with every hold outstanding refunds the free balance over all 50 payments.
-        let t = end_session(&device, current.as_ref(), None, at(200))?;
+        let t = end_session(&device, Some(&session), None, &shelves.shelves(), at(200))?;
         let (n, _, _) = commit_cost(&commit_of(&t, None, false))?;
-        assert!(n <= 100, "end-session commit of {n} actions");
-        apply(&mut current, &t);
-        // Every hold then fails, one by one: a refund row each.
-        let session = current.clone().ok_or("no session")?;
-        let mut s = session;
+        assert!(
+            n <= MAX_TRANSACT_ACTIONS,
+            "end-session commit of {n} actions"
+        );
+        let mut s = t.sessions.first().cloned().unwrap_or(session);
+        shelves.apply(&t);
+        // Every hold then fails, one by one: a refund row each, and a slot row for the reserving ones.
         for i in 0..MAX_APPROVED_PURCHASES {
-            let r = RequestId::parse(long("r", i, RequestId::MAX_LEN))?;
-            let t = report_vend(&s, &r, false, at(300))?;
-            let (n, _, _) = commit_cost(&commit_of(&t, None, false))?;
-            assert!(n <= 100, "vend commit of {n} actions");
+            let r = RequestId::parse(long("ar", i, RequestId::MAX_LEN))?;
+            let t = report_vend(&s, &r, false, &shelves.shelves(), at(300))?;
+            let c = commit_of(&t, None, false);
+            assert_eq!(c.stock.len(), usize::from(i < MAX_RESERVED_HOLDS));
+            let (n, _, _) = commit_cost(&c)?;
+            assert!(n <= MAX_TRANSACT_ACTIONS, "vend commit of {n} actions");
+            shelves.apply(&t);
             if let Some(w) = t.sessions.first() {
                 s = w.clone();
             }
@@ -465,32 +731,21 @@ mod tests {
             s.anomalies.len()
         );
 
-        // The largest single decision: a payment on a machine whose full session is overdue, with
-        // every hold unconfirmed: the settlement refunds over all 50 payments, and the new payment
-        // opens the next session.
-        let mut full = None;
-        for i in 0..MAX_PAYMENTS {
-            let p = IncomingPayment {
-                trade_no: TradeNo::parse(long("U", i, TradeNo::MAX_LEN))?,
-                merchant_trade_no: MerchantTradeNo::parse(long("N", i, MerchantTradeNo::MAX_LEN))?,
-                amount: cny(100_000)?,
-                buyer_id: None,
-                paid_at: at(i as i64),
-            };
-            let t = receive_payment(&device, full.as_ref(), &p, &windows, at(i as i64))?;
-            apply(&mut full, &t);
-        }
-        for i in 0..MAX_APPROVED_PURCHASES {
-            let req = PurchaseRequest {
-                request_id: RequestId::parse(long("q", i, RequestId::MAX_LEN))?,
-                slot: Slot::parse(long("B", i, Slot::MAX_LEN))?,
-                price: cny(1)?,
-                session: None,
-            };
-            let t = request_purchase(&device, full.as_ref(), &req, &windows, at(100))?;
-            apply(&mut full, &t);
-        }
+        // The largest single decisions: on a full session whose holds are all unconfirmed, its
+        // deadline, and a payment that finds it overdue (the settlement refunds over all 50 payments
+        // and releases every reserved item, and the new payment opens the next session).
+        let mut shelves = Planogram::full(&device.id)?;
+        let full = fill(&device, &mut shelves, 'b', false, t0)?;
         let late = at(100).plus(Duration::from_secs(3600));
+        let t = deadline_due(&full, &shelves.shelves(), late)?;
+        assert_eq!(
+            t.stock.len(),
+            MAX_RESERVED_HOLDS,
+            "every reservation released"
+        );
+        let (n, item, total) = commit_cost(&commit_of(&t, None, false))?;
+        eprintln!("largest deadline: {n} actions, largest item {item} bytes, {total} bytes in all");
+        assert!(n <= MAX_TRANSACT_ACTIONS, "{n} actions");
         let next = IncomingPayment {
             trade_no: TradeNo::parse("T-NEXT")?,
             merchant_trade_no: MerchantTradeNo::parse("M-NEXT")?,
@@ -498,14 +753,147 @@ mod tests {
             buyer_id: None,
             paid_at: late,
         };
-        let t = receive_payment(&device, full.as_ref(), &next, &windows, late)?;
+        let t = receive_payment(
+            &device,
+            Some(&full),
+            &next,
+            &shelves.shelves(),
+            &Windows::default(),
+            late,
+        )?;
+        assert_eq!(
+            t.stock.len(),
+            MAX_RESERVED_HOLDS,
+            "every reservation released"
+        );
         let (n, item, total) = commit_cost(&commit_of(&t, None, true))?;
         eprintln!("largest decision: {n} actions, largest item {item} bytes, {total} bytes in all");
-        assert!(n <= 100, "{n} actions");
+        assert!(n <= MAX_TRANSACT_ACTIONS, "{n} actions");
         assert!(
             item <= 400 * 1024 && total <= 4 * 1024 * 1024,
             "{item} / {total} bytes"
         );
+        Ok(())
+    }
+
+    /// The largest planogram changes: every old row replaced by a new slot, every id at its longest.
+    /// 48 removals and 48 new rows leave the count alone (96 actions); 47 and 48 write the listing
+    /// entry too (96 again): a replacement never needs more.
+    #[test]
+    fn the_largest_slot_map_replacement_fits_one_transaction(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let device = Device {
+            id: DeviceId::parse(long("vm", 0, DeviceId::MAX_LEN))?,
+            mode: Mode::Mixed,
+            currency: Currency::Cny,
+        };
+        let sku = Sku::parse(long("new", 0, Sku::MAX_LEN))?;
+        let catalogue = BTreeMap::from([(
+            sku.clone(),
+            Product {
+                sku: sku.clone(),
+                name: "n".repeat(inventory::MAX_NAME_CHARS),
+                price: cny(350)?,
+                category: Some("c".repeat(inventory::MAX_CATEGORY_CHARS)),
+            },
+        )]);
+        let spec = (0..MAX_SLOTS)
+            .map(|i| {
+                Ok(SlotSpec {
+                    slot: Slot::parse(long("Q", i, Slot::MAX_LEN))?,
+                    sku: sku.clone(),
+                    capacity: 1000,
+                    price: Some(cny(u64::MAX / 4)?),
+                })
+            })
+            .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
+        for old_rows in [MAX_SLOTS, MAX_SLOTS - 1] {
+            let old: Vec<SlotStock> = Planogram::full(&device.id)?
+                .rows
+                .into_values()
+                .take(old_rows)
+                .collect();
+            let writes = replace_planogram(&device, &old, &spec, &catalogue)?;
+            assert_eq!(
+                (writes.write.len(), writes.remove.len()),
+                (MAX_SLOTS, old_rows)
+            );
+            let (n, item, total) = slot_writes_cost(&device.id, &writes, Some(old_rows as u64))?;
+            eprintln!(
+                "slot map of {old_rows} rows replaced: {n} actions, largest item {item} bytes, {total} in all"
+            );
+            let listing = usize::from(old_rows != MAX_SLOTS);
+            assert_eq!(n, MAX_SLOTS + old_rows + listing);
+            assert!(n <= MAX_TRANSACT_ACTIONS, "{n} actions");
+            assert!(item <= 400 * 1024 && total <= 4 * 1024 * 1024);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_listing_entry_follows_the_number_of_rows() -> Result<(), Box<dyn std::error::Error>> {
+        let device = DeviceId::parse("vm-1")?;
+        let rows: Vec<SlotStock> = Planogram::full(&device)?
+            .rows
+            .into_values()
+            .take(2)
+            .collect();
+        let new = |r: &SlotStock| SlotStock {
+            version: 1,
+            ..r.clone()
+        };
+        let listing = |actions: &[Action]| -> Option<String> {
+            actions.iter().find_map(|a| match a {
+                Action::Put(p) if item_name(&p.item).starts_with(PLANOGRAMS) => Some(format!(
+                    "put {:?} if {:?}",
+                    p.item.get(ATTR_SLOTS),
+                    p.cond.expression
+                )),
+                Action::Delete(d) if d.pk == PLANOGRAMS => {
+                    Some(format!("delete if {:?}", d.cond.expression))
+                }
+                _ => None,
+            })
+        };
+        let first = SlotWrites {
+            write: rows.iter().map(new).collect(),
+            remove: Vec::new(),
+        };
+        assert_eq!(
+            listing(&slot_actions(&device, &first, None)?).as_deref(),
+            Some(r##"put Some(N("2")) if Some("attribute_not_exists(#pk)")"##)
+        );
+        let restock = SlotWrites {
+            write: rows.clone(),
+            remove: Vec::new(),
+        };
+        assert_eq!(listing(&slot_actions(&device, &restock, None)?), None);
+        let emptied = SlotWrites {
+            write: Vec::new(),
+            remove: rows.clone(),
+        };
+        assert_eq!(
+            listing(&slot_actions(&device, &emptied, Some(2))?).as_deref(),
+            Some(r##"delete if Some("#n = :n")"##)
+        );
+        let one_less = SlotWrites {
+            write: Vec::new(),
+            remove: rows[..1].to_vec(),
+        };
+        assert_eq!(
+            listing(&slot_actions(&device, &one_less, Some(2))?).as_deref(),
+            Some(r##"put Some(N("1")) if Some("#n = :n")"##)
+        );
+        // A listing that counts fewer rows than are removed was read before rows were added.
+        assert!(matches!(
+            slot_actions(&device, &emptied, Some(1)),
+            Err(StoreError::Conflict(_))
+        ));
+        let other = DeviceId::parse("vm-2")?;
+        assert!(matches!(
+            slot_actions(&other, &first, None),
+            Err(StoreError::Permanent(_))
+        ));
         Ok(())
     }
 }

@@ -1,6 +1,16 @@
 //! The table's vocabulary: attribute names, keys, typed attribute values, the item codec (nothing
-//! read is trusted: a missing or malformed attribute is a permanent error naming the item), item
-//! sizes, and the deadline index's shards.
+//! read is trusted: a missing or malformed attribute, or a body that disagrees with its key, is a
+//! permanent error naming the item), item sizes, and the deadline index's shards.
+//!
+//! Catalogue and inventory keys (the access patterns are in the module header, [`super`]):
+//!
+//! - a slot row lives in its machine's partition, `pk = dev#{device_id}`, `sk = slot#{slot}`, beside
+//!   the device item (`sk = device`), so one `Query` of the partition reads the machine with its
+//!   planogram; `body` is the JSON `SlotStock`, `version` the attribute conditions test;
+//! - a product lives in the one catalogue partition, `pk = catalogue`, `sk = sku#{sku}`, `body` the
+//!   JSON `Product`: `Query` lists them in sku order, `GetItem` reads one;
+//! - the listing of stocked machines is one item per machine, `pk = planograms`,
+//!   `sk = dev#{device_id}`, with `slots` (N), how many slot rows the machine has.
 
 use std::collections::HashMap;
 
@@ -9,7 +19,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use vendpay_app::{DeviceRecord, RefundRecord};
-use vendpay_domain::{DeviceId, RefundId, RequestId, Session, SessionId, Timestamp, TradeNo};
+use vendpay_domain::{
+    DeviceId, Product, RefundId, RequestId, Session, SessionId, Sku, Slot, SlotStock, Timestamp,
+    TradeNo,
+};
 
 use crate::error::StoreError;
 
@@ -35,6 +48,8 @@ pub(super) const ATTR_VERSION: &str = "version";
 pub(super) const ATTR_CURRENT: &str = "current";
 pub(super) const ATTR_QRCODE: &str = "qrcode";
 pub(super) const ATTR_DEVICE: &str = "device";
+/// The number of slot rows of a machine, on its planogram listing item.
+pub(super) const ATTR_SLOTS: &str = "slots";
 
 /// How many `gsi1` partitions the deadline entries are spread over.
 pub const DUE_SHARDS: u32 = 8;
@@ -46,6 +61,13 @@ pub(super) const SK_TRADE: &str = "trade";
 pub(super) const SK_REQUEST: &str = "request";
 pub(super) const SK_REFUND: &str = "refund";
 pub(super) const SESSION_PREFIX: &str = "ses#";
+pub(super) const DEVICE_PREFIX: &str = "dev#";
+pub(super) const SLOT_PREFIX: &str = "slot#";
+pub(super) const SKU_PREFIX: &str = "sku#";
+/// The partition of the catalogue's products.
+pub(super) const CATALOGUE: &str = "catalogue";
+/// The partition of the stocked machines' listing.
+pub(super) const PLANOGRAMS: &str = "planograms";
 
 /// The deadline index shard of a session: stable across processes and releases (not `std`'s hasher).
 pub fn due_shard(id: &SessionId) -> u32 {
@@ -57,7 +79,15 @@ pub fn due_shard(id: &SessionId) -> u32 {
 // ---- keys and attribute helpers -------------------------------------------------------------------
 
 pub(super) fn device_pk(id: &DeviceId) -> String {
-    format!("dev#{id}")
+    format!("{DEVICE_PREFIX}{id}")
+}
+
+pub(super) fn slot_sk(slot: &Slot) -> String {
+    format!("{SLOT_PREFIX}{slot}")
+}
+
+pub(super) fn product_sk(sku: &Sku) -> String {
+    format!("{SKU_PREFIX}{sku}")
 }
 
 pub(super) fn session_pk(id: &SessionId) -> String {
@@ -104,11 +134,22 @@ pub(super) fn json<T: Serialize>(v: &T) -> Result<AttributeValue, StoreError> {
         .map_err(|e| StoreError::Permanent(format!("encoding an item: {e}").into()))
 }
 
+/// The item's key as the errors name it: `pk`, or `pk sk` for an item of a collection (a slot row, a
+/// product, a listing entry).
 pub(super) fn item_name(item: &Item) -> String {
-    match item.get(ATTR_PK) {
-        Some(AttributeValue::S(pk)) => pk.clone(),
+    match (item.get(ATTR_PK), item.get(ATTR_SK)) {
+        (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk)))
+            if sk.contains('#') || pk == CATALOGUE || pk == PLANOGRAMS =>
+        {
+            format!("{pk} {sk}")
+        }
+        (Some(AttributeValue::S(pk)), _) => pk.clone(),
         _ => "an item without pk".to_owned(),
     }
+}
+
+fn malformed(item: &Item, what: impl std::fmt::Display) -> StoreError {
+    StoreError::Permanent(format!("{}: {what}", item_name(item)).into())
 }
 
 pub(super) fn string<'a>(item: &'a Item, attr: &str) -> Result<&'a str, StoreError> {
@@ -219,6 +260,69 @@ pub(super) fn decode_session(item: &Item) -> Result<Session, StoreError> {
     Ok(session)
 }
 
+// ---- catalogue and inventory ------------------------------------------------------------------------
+
+/// A slot row: in its machine's partition, the JSON row with its version beside it.
+pub(super) fn slot_to_item(row: &SlotStock) -> Result<Item, StoreError> {
+    let mut item = key(device_pk(&row.device_id), &slot_sk(&row.slot));
+    item.insert(ATTR_BODY.into(), json(row)?);
+    item.insert(ATTR_VERSION.into(), n(row.version));
+    Ok(item)
+}
+
+/// A slot row of `device`'s partition. Its body must name the machine and slot of its key, and carry
+/// the version of its attribute.
+pub(super) fn decode_slot(item: &Item, device: &DeviceId) -> Result<SlotStock, StoreError> {
+    let row: SlotStock = decode_json(item, ATTR_BODY)?;
+    let version = number(item, ATTR_VERSION)?;
+    let sk = string(item, ATTR_SK)?;
+    if row.version != version {
+        return Err(malformed(
+            item,
+            format_args!("body has version {}, attribute {version}", row.version),
+        ));
+    }
+    if &row.device_id != device || sk.strip_prefix(SLOT_PREFIX) != Some(row.slot.as_str()) {
+        return Err(malformed(
+            item,
+            format_args!(
+                "body is slot {} of machine {}, not the row its key names",
+                row.slot, row.device_id
+            ),
+        ));
+    }
+    Ok(row)
+}
+
+pub(super) fn product_to_item(product: &Product) -> Result<Item, StoreError> {
+    let mut item = key(CATALOGUE.to_owned(), &product_sk(&product.sku));
+    item.insert(ATTR_BODY.into(), json(product)?);
+    Ok(item)
+}
+
+/// A product of the catalogue partition; its body must be the product its key names.
+pub(super) fn decode_product(item: &Item) -> Result<Product, StoreError> {
+    let product: Product = decode_json(item, ATTR_BODY)?;
+    let sk = string(item, ATTR_SK)?;
+    if sk.strip_prefix(SKU_PREFIX) != Some(product.sku.as_str()) {
+        return Err(malformed(
+            item,
+            format_args!("body is product {}, not the one its key names", product.sku),
+        ));
+    }
+    Ok(product)
+}
+
+/// The machine an entry of the planogram listing names, with its count of slot rows.
+pub(super) fn decode_listing(item: &Item) -> Result<(DeviceId, u64), StoreError> {
+    let sk = string(item, ATTR_SK)?;
+    let device = sk
+        .strip_prefix(DEVICE_PREFIX)
+        .and_then(|id| id.parse::<DeviceId>().ok())
+        .ok_or_else(|| malformed(item, "the key does not name a machine"))?;
+    Ok((device, number(item, ATTR_SLOTS)?))
+}
+
 /// DynamoDB's item size: attribute names plus values (strings as UTF-8 bytes; numbers about one byte
 /// per two digits, plus one). Used to prove a commit's items fit the 400 KB limit.
 pub fn item_size(item: &Item) -> usize {
@@ -248,5 +352,78 @@ mod tests {
             seen[shard as usize] += 1;
         }
         assert!(seen.iter().all(|&c| c > 50), "uneven shards: {seen:?}");
+    }
+
+    fn row() -> SlotStock {
+        SlotStock {
+            device_id: "vm-1".parse().expect("id"),
+            slot: "A1".parse().expect("slot"),
+            sku: "cola".parse().expect("sku"),
+            capacity: 10,
+            price: None,
+            stock: 4,
+            reserved: 1,
+            version: 3,
+        }
+    }
+
+    fn permanent(r: Result<SlotStock, StoreError>) -> String {
+        match r {
+            Err(StoreError::Permanent(f)) => f.to_string(),
+            other => panic!("expected a permanent error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_slot_row_round_trips_and_a_malformed_one_is_named() {
+        let device: DeviceId = "vm-1".parse().expect("id");
+        let item = slot_to_item(&row()).expect("encode");
+        assert_eq!(decode_slot(&item, &device), Ok(row()));
+        assert_eq!(item_name(&item), "dev#vm-1 slot#A1");
+
+        let mut stale = item.clone();
+        stale.insert(ATTR_VERSION.into(), n(4));
+        assert!(permanent(decode_slot(&stale, &device))
+            .contains("dev#vm-1 slot#A1: body has version 3"));
+
+        let mut moved = item.clone();
+        moved.insert(ATTR_SK.into(), s("slot#B2"));
+        assert!(permanent(decode_slot(&moved, &device)).contains("not the row its key names"));
+        let other: DeviceId = "vm-2".parse().expect("id");
+        assert!(permanent(decode_slot(&item, &other)).contains("not the row its key names"));
+
+        let mut garbled = item.clone();
+        garbled.insert(ATTR_BODY.into(), s(r#"{"slot":"A1"}"#));
+        assert!(
+            permanent(decode_slot(&garbled, &device)).contains("attribute body does not decode")
+        );
+        let mut negative = item;
+        negative.insert(ATTR_VERSION.into(), AttributeValue::N("-1".into()));
+        assert!(permanent(decode_slot(&negative, &device)).contains("is negative"));
+    }
+
+    #[test]
+    fn a_product_and_a_listing_entry_must_match_their_keys() {
+        let product = Product {
+            sku: "cola".parse().expect("sku"),
+            name: "Cola".into(),
+            price: vendpay_domain::Money::new(350, vendpay_domain::Currency::Cny).expect("money"),
+            category: None,
+        };
+        let mut item = product_to_item(&product).expect("encode");
+        assert_eq!(decode_product(&item), Ok(product));
+        item.insert(ATTR_SK.into(), s("sku#water"));
+        assert!(
+            matches!(decode_product(&item), Err(StoreError::Permanent(f)) if f.to_string().contains("catalogue sku#water"))
+        );
+
+        let mut entry = key(PLANOGRAMS.to_owned(), "dev#vm-1");
+        entry.insert(ATTR_SLOTS.into(), n(3));
+        assert_eq!(decode_listing(&entry), Ok(("vm-1".parse().expect("id"), 3)));
+        entry.insert(ATTR_SK.into(), s("dev#not a device"));
+        assert!(matches!(
+            decode_listing(&entry),
+            Err(StoreError::Permanent(_))
+        ));
     }
 }

@@ -1,14 +1,18 @@
-//! [`DynamoStore`]: `DeviceStore` + `SessionStore` on one DynamoDB table.
+//! [`DynamoStore`]: `DeviceStore` + `SessionStore` + `InventoryStore` on one DynamoDB table.
 //!
 //! # Key design
 //!
-//! One item per entity, every entity in its own partition (`pk`); `sk` names the entity type, so a later
-//! item collection (e.g. per-session ledger rows) needs no new table. All ids are restricted to
-//! `[A-Za-z0-9_:.-]` by `vendpay-domain`, so `#` is a safe separator.
+//! Each entity has its own partition (`pk`) and `sk` names the entity type, except where items are
+//! read together: a machine's slot rows share its partition, the catalogue's products one partition,
+//! the stocked-machines listing another. All ids are restricted to `[A-Za-z0-9_:.-]` by
+//! `vendpay-domain`, so `#` is a safe separator.
 //!
 //! | entity | `pk` | `sk` | other attributes |
 //! |---|---|---|---|
 //! | device | `dev#{device_id}` | `device` | `body` (JSON `DeviceRecord`), `version` (N), `current` (S, optional), `qrcode` (JSON, optional) |
+//! | slot row (planogram, stock, reservations) | `dev#{device_id}` | `slot#{slot}` | `body` (JSON `SlotStock`), `version` (N) |
+//! | product | `catalogue` | `sku#{sku}` | `body` (JSON `Product`) |
+//! | stocked machine (listing entry) | `planograms` | `dev#{device_id}` | `slots` (N): how many slot rows the machine has (≥ 1; no entry when none) |
 //! | session / order | `ses#{session_id}` | `session` | `body` (JSON `Session`), `version` (N), `device` (S); while due-able: `gsi1pk` = `due#{shard}`, `gsi1sk` = deadline (epoch ms) |
 //! | trade dedupe | `trade#{trade_no}` | `trade` | `body` (JSON `PaymentOutcome`); permanent |
 //! | request idempotency | `req#{device_id}#{request_id}` | `request` | `body` (JSON `RequestRecord`), `expires_at` (N, epoch s: the TTL attribute) |
@@ -16,8 +20,9 @@
 //!
 //! `gsi1` (`gsi1pk` HASH, `gsi1sk` N RANGE, projecting the keys and `refund`) is sparse and overloaded:
 //! a session is in it only while it is not closed and has a deadline; a refund only while pending.
-//! The device's `version`/`current` and the session's `version` are attributes beside the JSON body
-//! because conditions test them; on read they are taken from the attributes.
+//! The device's `version`/`current`, the session's and the slot row's `version` are attributes beside
+//! the JSON body because conditions test them; on read they are taken from (and checked against) the
+//! attributes. A slot row's or a product's body must name the row or product of its key.
 //!
 //! # Access patterns
 //!
@@ -26,18 +31,54 @@
 //! | `register` | `PutItem` device, `attribute_not_exists(pk)` |
 //! | `device` | `GetItem` device (consistent) |
 //! | `set_qrcode` | `UpdateItem SET qrcode`, `attribute_exists(pk)` (no read-modify-write) |
-//! | `machine` | `GetItem` device, then `GetItem` its current session (both consistent) |
+//! | `machine` | one `Query` of `pk = dev#{id}`: the device item and its slot rows (consistent, paginated); then `GetItem` its current session (consistent) — the planogram costs no extra request |
+//! | `slots(device)` | one `Query`: `pk = dev#{id} AND begins_with(sk, "slot#")` (consistent, paginated), in slot order |
+//! | `product(sku)` | `GetItem` `catalogue` / `sku#{sku}` (consistent) |
 //! | `session`, `trade`, `request`, `refund` | one consistent `GetItem` |
 //! | `commit` | one `TransactWriteItems`; one conditional `PutItem`/`UpdateItem` when it holds one write; one consistent `GetItem` when it is a bare device guard (a check writes nothing, so a read is exact) |
 //! | `due(now, limit)` | one `Query` per shard on `gsi1`: `gsi1pk = due#{n} AND gsi1sk <= now`, ascending, `Limit` |
 //! | `pending_refunds(due_by, limit)` | one `Query` on `gsi1`: `gsi1pk = refund#pending AND gsi1sk <= due_by`, ascending, `Limit` |
+//! | `put_product` | `PutItem` (an upsert, unconditional) |
+//! | `products` | one `Query` of `pk = catalogue` (consistent, paginated), in sku order |
+//! | `write_slots` | when it adds or removes rows, a consistent `GetItem` of the listing entry; then one `TransactWriteItems` (one conditional write when it holds one action) |
+//! | `stocked_devices` | one `Query` of `pk = planograms` (consistent, paginated), in id order |
 //!
 //! `commit` maps the port's conditions one to one: the device guard is a `ConditionCheck` on
 //! `version = :expected` (or an `Update` that sets `current` and bumps `version` under that condition);
 //! each session is a `Put` on `version = :prev` (`attribute_not_exists(pk)` when creating, version 1);
 //! the trade and request rows are `Put`s on `attribute_not_exists(pk)`; refund rows are unconditional
 //! `Put`s (guarded by their session's version in the same transaction); a send-schedule change
-//! (`RefundSend`) is one `UpdateItem` of the refund item under its condition.
+//! (`RefundSend`) is one `UpdateItem` of the refund item under its condition; each slot row a sale
+//! changes (`Commit.stock`) is a `Put` on `version = :prev` — a missing row fails it, as the port asks.
+//! A purchase that reserves an item is therefore one transaction of device guard, session, request
+//! row and slot row: stock and money move together or not at all, and two purchases racing for the
+//! last item of a slot cannot both pass the slot row's version.
+//!
+//! `write_slots` is one transaction too: a new row is a `Put` on `attribute_not_exists(pk)`, a kept row
+//! a `Put` on `version = v - 1`, a removed row a `Delete` on `version = v`; when the number of rows
+//! changes, the machine's listing entry is written with the new count (or deleted at 0) on the count it
+//! read. Every change that adds or removes rows passes that condition, so the count is exact and the
+//! entry exists exactly while the machine has rows; a restock (no rows added or removed) leaves it
+//! alone. A failed condition is `StoreError::Conflict`: the service re-reads and re-decides. Slot rows
+//! and listing entries are the only items this adapter deletes (`Delete` parts of that transaction;
+//! the function that serves the admin routes needs `dynamodb:DeleteItem` for them).
+//!
+//! A slot removed and later created again starts over at version 1 (the domain numbers a new row so),
+//! so a sale decided on the old row before both changes would pass the new row's condition. Both
+//! changes would have to fall between that sale's read and its write (milliseconds).
+//!
+//! The limits hold by the domain's bounds: a planogram has at most `MAX_SLOTS` (48) rows, so a
+//! replacement is at most 96 actions (48 writes + 48 removals leave the count alone; 48 + 47 write the
+//! listing entry too); a decision changes
+//! at most `MAX_RESERVED_HOLDS` (20) slot rows beside its other actions (the unit tests of
+//! `actions` build the largest of each and count).
+//!
+//! # Hot keys
+//!
+//! A purchase of a slot without its own price reads its product (`GetItem` on the catalogue
+//! partition), a strongly consistent read of a small item: one partition serves about 3,000 of those
+//! a second, and DynamoDB splits a hot partition by sort key (per product). The listing partition is
+//! written only by operators' planogram changes.
 //!
 //! # Scaling the deadline index
 //!
@@ -49,9 +90,9 @@
 //! one partition. GSI reads are eventually consistent; both lists feed sweeps whose actions are
 //! conditional, so a just-changed entry is harmless.
 //!
-//! The module's parts: this file is the store and its port calls; `actions` turns a `Commit` into
-//! the actions of one conditional write (and what it costs); `items` holds the attribute names, keys,
-//! the item codec and item sizes.
+//! The module's parts: this file is the store and its port calls; `actions` turns a `Commit` (or a
+//! planogram change) into the actions of one conditional write (and what it costs); `items` holds the
+//! attribute names, keys, the item codec and item sizes.
 
 mod actions;
 mod items;
@@ -64,15 +105,17 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use vendpay_app::{
-    Commit, DeviceRecord, DeviceStore, Machine, QrCode, RefundRecord, RequestRecord, SessionStore,
+    Commit, DeviceRecord, DeviceStore, InventoryStore, Machine, QrCode, RefundRecord,
+    RequestRecord, SessionStore,
 };
 use vendpay_domain::{
-    DeviceId, PaymentOutcome, RefundId, RequestId, Session, SessionId, Timestamp, TradeNo,
+    DeviceId, PaymentOutcome, Product, RefundId, RequestId, Session, SessionId, Sku, Slot,
+    SlotStock, SlotWrites, Timestamp, TradeNo,
 };
 
 use crate::error::{classify, classify_cancellation, StoreError};
 
-pub use actions::commit_cost;
+pub use actions::{commit_cost, slot_writes_cost, MAX_TRANSACT_ACTIONS};
 pub use items::{
     due_shard, item_size, ATTR_ATTEMPTS, ATTR_EXPIRES, ATTR_GENERATION, ATTR_GSI1_PK, ATTR_GSI1_SK,
     ATTR_IN_FLIGHT, ATTR_PK, ATTR_REFUND, ATTR_SK, DUE_SHARDS, GSI1,
@@ -87,6 +130,8 @@ pub struct DynamoStore {
     client: Client,
     table: String,
     requests: Arc<AtomicU64>,
+    /// At most this many items per `Query` page of a partition (`None`: DynamoDB's 1 MB pages).
+    page: Option<i32>,
 }
 
 impl DynamoStore {
@@ -100,7 +145,16 @@ impl DynamoStore {
             client,
             table: table.into(),
             requests: Arc::new(AtomicU64::new(0)),
+            page: None,
         }
+    }
+
+    /// Caps the items of each `Query` page of a partition (a machine with its slot rows, the
+    /// catalogue, the listing), so tests see the pages a large partition gets from DynamoDB's 1 MB
+    /// limit. Every read follows `LastEvaluatedKey` either way.
+    pub fn with_query_page(mut self, items: i32) -> DynamoStore {
+        self.page = Some(items.max(1));
+        self
     }
 
     pub fn client(&self) -> &Client {
@@ -147,14 +201,62 @@ impl DynamoStore {
         }
     }
 
-    /// Sends the actions of one commit as cheaply as they allow.
+    /// Every item of partition `pk` (with `sk` starting with `prefix`, when given), in `sk` order: one
+    /// consistent `Query`, followed page by page.
+    async fn query_partition(
+        &self,
+        pk: String,
+        prefix: Option<&str>,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .expression_attribute_names("#p", ATTR_PK)
+                .expression_attribute_values(":p", AttributeValue::S(pk.clone()))
+                .scan_index_forward(true)
+                .set_limit(self.page)
+                .set_exclusive_start_key(start.take());
+            q = match prefix {
+                Some(prefix) => q
+                    .key_condition_expression("#p = :p AND begins_with(#s, :prefix)")
+                    .expression_attribute_names("#s", ATTR_SK)
+                    .expression_attribute_values(":prefix", s(prefix)),
+                None => q.key_condition_expression("#p = :p"),
+            };
+            self.count();
+            let page = q.send().await.map_err(classify)?;
+            out.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sends the actions of one write as cheaply as they allow.
     async fn write(&self, mut actions: Vec<Action>) -> Result<(), StoreError> {
+        if actions.len() > MAX_TRANSACT_ACTIONS {
+            return Err(StoreError::Permanent(
+                format!(
+                    "a write of {} actions; one transaction holds at most {MAX_TRANSACT_ACTIONS}",
+                    actions.len()
+                )
+                .into(),
+            ));
+        }
         match actions.len() {
             0 => Ok(()),
             1 => match actions.pop() {
                 Some(Action::Check(c)) => self.check(c).await,
                 Some(Action::Put(p)) => self.put(p).await,
                 Some(Action::Update(u)) => self.update(u).await,
+                Some(Action::Delete(d)) => self.delete(d).await,
                 None => Ok(()),
             },
             _ => {
@@ -194,7 +296,7 @@ impl DynamoStore {
 
     /// A bare condition check writes nothing, so one consistent read decides it exactly.
     async fn check(&self, c: Check) -> Result<(), StoreError> {
-        let Some(item) = self.get(c.pk.clone(), c.sk).await? else {
+        let Some(item) = self.get(c.pk.clone(), &c.sk).await? else {
             return Err(StoreError::Conflict(format!("{} does not exist", c.pk)));
         };
         let version = number(&item, ATTR_VERSION)?;
@@ -228,11 +330,26 @@ impl DynamoStore {
         self.client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(u.pk, u.sk)))
+            .set_key(Some(key(u.pk, &u.sk)))
             .update_expression(u.expression)
             .set_condition_expression(u.cond.expression)
             .set_expression_attribute_names(u.cond.names)
             .set_expression_attribute_values(u.cond.values)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn delete(&self, d: DeleteAction) -> Result<(), StoreError> {
+        self.count();
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(d.pk, &d.sk)))
+            .set_condition_expression(d.cond.expression)
+            .set_expression_attribute_names(d.cond.names)
+            .set_expression_attribute_values(d.cond.values)
             .send()
             .await
             .map_err(classify)?;
@@ -317,7 +434,7 @@ impl DeviceStore for DynamoStore {
     async fn set_qrcode(&self, id: &DeviceId, qrcode: &QrCode) -> Result<(), StoreError> {
         let update = UpdateAction {
             pk: device_pk(id),
-            sk: SK_DEVICE,
+            sk: SK_DEVICE.to_owned(),
             expression: "SET #q = :q".into(),
             cond: Cond {
                 expression: Some("attribute_exists(#pk)".into()),
@@ -334,21 +451,85 @@ impl DeviceStore for DynamoStore {
     }
 }
 
-#[async_trait]
-impl SessionStore for DynamoStore {
-    async fn machine(&self, id: &DeviceId) -> Result<Option<Machine>, StoreError> {
-        let Some(record) = self.device(id).await? else {
-            return Ok(None);
-        };
-        let current = match &record.current {
-            Some(sid) => Some(self.session_item(sid).await?.ok_or_else(|| {
+impl DynamoStore {
+    /// The device item (`sk = device`) and its slot rows (`sk = slot#…`), ordered by slot, in one
+    /// query. Other item types a later release may add to the partition are left alone.
+    async fn device_partition(
+        &self,
+        id: &DeviceId,
+    ) -> Result<Option<(DeviceRecord, Vec<SlotStock>)>, StoreError> {
+        let mut record = None;
+        let mut slots = Vec::new();
+        for item in self.query_partition(device_pk(id), None).await? {
+            let sk = string(&item, ATTR_SK)?;
+            if sk == SK_DEVICE {
+                record = Some(decode_device(&item)?);
+            } else if sk.starts_with(SLOT_PREFIX) {
+                slots.push(decode_slot(&item, id)?);
+            }
+        }
+        slots.sort_by(|a, b| a.slot.cmp(&b.slot));
+        Ok(record.map(|r| (r, slots)))
+    }
+
+    async fn current_session(
+        &self,
+        id: &DeviceId,
+        record: &DeviceRecord,
+    ) -> Result<Option<Session>, StoreError> {
+        match &record.current {
+            Some(sid) => Ok(Some(self.session_item(sid).await?.ok_or_else(|| {
                 StoreError::Permanent(
                     format!("device {id} names session {sid}, which is missing").into(),
                 )
-            })?),
-            None => None,
+            })?)),
+            None => Ok(None),
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for DynamoStore {
+    async fn machine(&self, id: &DeviceId) -> Result<Option<Machine>, StoreError> {
+        let Some((record, slots)) = self.device_partition(id).await? else {
+            return Ok(None);
         };
-        Ok(Some(Machine { record, current }))
+        let current = self.current_session(id, &record).await?;
+        Ok(Some(Machine {
+            record,
+            current,
+            slots,
+        }))
+    }
+
+    async fn machine_selling(
+        &self,
+        id: &DeviceId,
+        slot: &Slot,
+    ) -> Result<Option<(Machine, Option<Product>)>, StoreError> {
+        let Some((record, slots)) = self.device_partition(id).await? else {
+            return Ok(None);
+        };
+        let sku = slots
+            .iter()
+            .find(|r| &r.slot == slot && r.price.is_none())
+            .map(|r| r.sku.clone());
+        // The session and the product in parallel: the purchase path keeps its round trips.
+        let product = async {
+            match &sku {
+                Some(sku) => self.product(sku).await,
+                None => Ok(None),
+            }
+        };
+        let (current, product) = tokio::try_join!(self.current_session(id, &record), product)?;
+        Ok(Some((
+            Machine {
+                record,
+                current,
+                slots,
+            },
+            product,
+        )))
     }
 
     async fn session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
@@ -376,6 +557,24 @@ impl SessionStore for DynamoStore {
     async fn refund(&self, refund_id: &RefundId) -> Result<Option<RefundRecord>, StoreError> {
         match self.get(refund_pk(refund_id), SK_REFUND).await? {
             Some(item) => decode_refund(&item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn slots(&self, device: &DeviceId) -> Result<Vec<SlotStock>, StoreError> {
+        let mut rows = self
+            .query_partition(device_pk(device), Some(SLOT_PREFIX))
+            .await?
+            .iter()
+            .map(|item| decode_slot(item, device))
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.sort_by(|a, b| a.slot.cmp(&b.slot));
+        Ok(rows)
+    }
+
+    async fn product(&self, sku: &Sku) -> Result<Option<Product>, StoreError> {
+        match self.get(CATALOGUE.to_owned(), &product_sk(sku)).await? {
+            Some(item) => decode_product(&item).map(Some),
             None => Ok(None),
         }
     }
@@ -438,5 +637,53 @@ impl SessionStore for DynamoStore {
             }
         }
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl InventoryStore for DynamoStore {
+    async fn put_product(&self, product: &Product) -> Result<(), StoreError> {
+        self.put(PutAction {
+            item: product_to_item(product)?,
+            cond: Cond::default(),
+        })
+        .await
+    }
+
+    async fn products(&self) -> Result<Vec<Product>, StoreError> {
+        let mut products = self
+            .query_partition(CATALOGUE.to_owned(), Some(SKU_PREFIX))
+            .await?
+            .iter()
+            .map(decode_product)
+            .collect::<Result<Vec<_>, _>>()?;
+        products.sort_by(|a, b| a.sku.cmp(&b.sku));
+        Ok(products)
+    }
+
+    async fn write_slots(&self, device: &DeviceId, writes: &SlotWrites) -> Result<(), StoreError> {
+        let adds = writes.write.iter().filter(|r| r.version == 1).count();
+        // The listing entry's count is read only when this change adds or removes rows; the write is
+        // conditional on it.
+        let listed = if adds != writes.remove.len() {
+            match self.get(PLANOGRAMS.to_owned(), &device_pk(device)).await? {
+                Some(item) => Some(decode_listing(&item)?.1),
+                None => None,
+            }
+        } else {
+            None
+        };
+        self.write(slot_actions(device, writes, listed)?).await
+    }
+
+    async fn stocked_devices(&self) -> Result<Vec<DeviceId>, StoreError> {
+        let mut devices = self
+            .query_partition(PLANOGRAMS.to_owned(), Some(DEVICE_PREFIX))
+            .await?
+            .iter()
+            .map(|item| decode_listing(item).map(|(device, _)| device))
+            .collect::<Result<Vec<_>, _>>()?;
+        devices.sort();
+        Ok(devices)
     }
 }

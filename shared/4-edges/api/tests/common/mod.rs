@@ -17,6 +17,7 @@ use vendpay_api::auth::sign;
 use vendpay_api::notify::NotifySettings;
 use vendpay_api::{AdminAuth, Api, ApiParts, DeviceKey, ProvisionError, QrProvisioner};
 use vendpay_app::contract::{ManualClock, Recorder};
+use vendpay_app::inventory::Inventory;
 use vendpay_app::{
     Commit, DeviceRecord, Ledger, Machine, QrCode, RefundRecord, RequestRecord, SessionStore,
     StoreError,
@@ -89,14 +90,16 @@ pub async fn harness_with(
     });
     let rec = Arc::new(Recorder::default());
     let ledger = Ledger::new(
-        sessions,
+        sessions.clone(),
         rec.clone(),
         rec.clone(),
         clock.clone(),
         Windows::default(),
     );
+    let inventory = Inventory::new(store.clone(), sessions.clone(), store.clone());
     let api = Api::new(ApiParts {
         ledger: ledger.clone(),
+        inventory,
         devices: store,
         device_key: DeviceKey::from_hex("DEVICE_KEY", &"5a".repeat(32)).expect("key"),
         admin: AdminAuth::Token(TOKEN.into()),
@@ -147,6 +150,19 @@ impl SessionStore for FlakyStore {
     }
     async fn refund(&self, refund_id: &RefundId) -> Result<Option<RefundRecord>, StoreError> {
         self.inner.refund(refund_id).await
+    }
+    async fn machine_selling(
+        &self,
+        id: &DeviceId,
+        slot: &Slot,
+    ) -> Result<Option<(Machine, Option<Product>)>, StoreError> {
+        self.inner.machine_selling(id, slot).await
+    }
+    async fn slots(&self, device: &DeviceId) -> Result<Vec<SlotStock>, StoreError> {
+        self.inner.slots(device).await
+    }
+    async fn product(&self, sku: &Sku) -> Result<Option<Product>, StoreError> {
+        self.inner.product(sku).await
     }
     async fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
         let fail = self

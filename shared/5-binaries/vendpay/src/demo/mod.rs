@@ -8,17 +8,20 @@
 //! refunds really go to the sandbox's `gateway.do`.
 //!
 //! Each scenario ends with checks against `GET /admin/sessions/{id}` (phase, spent, refunds, the money
-//! invariant) and `GET /sandbox/refunds` (what the sandbox confirmed). Any failed check makes
+//! invariant) and `GET /sandbox/refunds` (what the sandbox confirmed); the inventory scenario also
+//! reads `GET /admin/devices/{id}/inventory` (stock and reservations after each step) and
+//! `GET /admin/inventory` (the restocking round). Any failed check makes
 //! [`run`] return `Ok(false)`, and the command exit non-zero.
 //!
 //! - this file: the runner, the timeline (`say`) and the record of checks;
 //! - [`steps`]: what operator, customers and machines do, each step printed on the timeline;
 //! - [`checks`]: the final checks of a scenario;
 //! - [`view`]: how answers are printed;
-//! - [`pay_first`] and [`purchase_first`]: the scenarios;
+//! - [`pay_first`], [`purchase_first`] and [`inventory`]: the scenarios;
 //! - [`local`]: the local server (shared with `vendpay load`).
 
 mod checks;
+mod inventory;
 mod pay_first;
 mod purchase_first;
 mod steps;
@@ -117,6 +120,11 @@ pub async fn run(options: Options) -> Result<bool, DemoError> {
     demo.scenario(
         "6. A duplicated notification: Alipay sends it twice, the payment is credited once",
         pay_first::duplicated_notification,
+    )
+    .await;
+    demo.scenario(
+        "7. Catalogue and inventory: the last item sold at the server's price, sold out, restocked, the restocking round",
+        inventory::sold_out_and_restocked,
     )
     .await;
 

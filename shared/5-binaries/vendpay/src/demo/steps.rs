@@ -104,10 +104,34 @@ impl Demo {
         slot: &str,
         price: u64,
     ) -> Step<Value> {
-        let a = self.client.purchase(m, request, slot, &cny(price)).await?;
+        let a = self
+            .client
+            .purchase(m, request, slot, Some(&cny(price)))
+            .await?;
         self.say(format!(
             "machine asks to sell slot {slot} for {} (request {request}): {}, balance {}",
             fen(price),
+            text(&a, "decision"),
+            money(&a["balance"])
+        ));
+        Ok(a)
+    }
+
+    /// The machine asks to sell `slot` of its slot map without a price: the server's price applies.
+    pub(super) async fn buy_from_slot(
+        &self,
+        m: &MachineKeys,
+        request: &str,
+        slot: &str,
+    ) -> Step<Value> {
+        let a = self.client.purchase(m, request, slot, None).await?;
+        let reason = a
+            .get("reason")
+            .and_then(Value::as_str)
+            .map(|r| format!(" {r}"))
+            .unwrap_or_default();
+        self.say(format!(
+            "machine asks to sell slot {slot} at the server's price (request {request}): {}{reason}, balance {}",
             text(&a, "decision"),
             money(&a["balance"])
         ));
@@ -152,7 +176,7 @@ impl Demo {
         slot: &str,
         price: u64,
     ) -> Step<Value> {
-        let o = self.client.order(m, order, slot, &cny(price)).await?;
+        let o = self.client.order(m, order, slot, Some(&cny(price))).await?;
         self.say(format!(
             "customer picks slot {slot}; machine registers order {order} for {}: {}, expires at {}",
             fen(price),

@@ -73,3 +73,47 @@ pub(super) fn summary(s: &Value) -> String {
         refunds.join("; ")
     )
 }
+
+/// A machine's inventory (`{"slots": [...]}`) as one line: `A1 Cola 3.50 CNY 0/6 (low); …`.
+pub(super) fn shelf(inventory: &Value) -> String {
+    let slots: Vec<String> = list(inventory, "slots")
+        .iter()
+        .map(|s| {
+            let mut notes = Vec::new();
+            let reserved = s["reserved"].as_u64().unwrap_or(0);
+            if reserved > 0 {
+                notes.push(format!("{reserved} reserved"));
+            }
+            if s["low"] == true {
+                notes.push("low".to_owned());
+            }
+            format!(
+                "{} {} {} {}/{}{}",
+                text(s, "slot"),
+                text(s, "name"),
+                money(&s["price"]),
+                s["stock"],
+                s["capacity"],
+                if notes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", notes.join(", "))
+                }
+            )
+        })
+        .collect();
+    if slots.is_empty() {
+        "no slots".to_owned()
+    } else {
+        slots.join("; ")
+    }
+}
+
+/// One slot of a machine's inventory, `Value::Null` when it has no such slot.
+pub(super) fn slot<'a>(inventory: &'a Value, name: &str) -> &'a Value {
+    inventory
+        .get("slots")
+        .and_then(Value::as_array)
+        .and_then(|slots| slots.iter().find(|s| s["slot"] == name))
+        .unwrap_or(&Value::Null)
+}
