@@ -138,6 +138,10 @@ pub enum InventoryError {
     Category,
     #[error("the machine has no slot map; set one first (PUT /admin/devices/{0}/slots)")]
     NoPlanogram(DeviceId),
+    /// Dropping a slot while items of it are promised would leave those promises to land on whatever
+    /// slot takes its name later. They end within the vend window (or an order's payment window).
+    #[error("slot {slot} has {reserved} item(s) promised to customers; drop it once they are vended (try again in a minute)")]
+    SlotReserved { slot: Slot, reserved: u32 },
 }
 
 impl InventoryError {
@@ -155,7 +159,14 @@ impl InventoryError {
             InventoryError::Name => "invalid_name",
             InventoryError::Category => "invalid_category",
             InventoryError::NoPlanogram(_) => "no_slot_map",
+            InventoryError::SlotReserved { .. } => "slot_reserved",
         }
+    }
+
+    /// Whether the same request may succeed later without change (`slot_reserved`: once the promised
+    /// items are vended); every other refusal is final.
+    pub fn may_succeed_later(&self) -> bool {
+        matches!(self, InventoryError::SlotReserved { .. })
     }
 }
 
@@ -198,7 +209,8 @@ pub struct SlotWrites {
 
 /// Replaces a machine's slot map. A slot keeps its stock (clamped to the new capacity) when it keeps
 /// its sku, and starts at 0 otherwise; it keeps its reservations either way (they are promises about
-/// that slot, released or delivered by their purchase). Slots not in `spec` are removed.
+/// that slot, released or delivered by their purchase). Slots not in `spec` are removed — but not while
+/// items of theirs are promised ([`InventoryError::SlotReserved`]).
 pub fn replace_planogram(
     device: &Device,
     current: &[SlotStock],
@@ -279,6 +291,12 @@ pub fn replace_planogram(
         .filter(|r| !seen.contains(&r.slot))
         .cloned()
         .collect();
+    if let Some(r) = writes.remove.iter().find(|r| r.reserved > 0) {
+        return Err(InventoryError::SlotReserved {
+            slot: r.slot.clone(),
+            reserved: r.reserved,
+        });
+    }
     Ok(writes)
 }
 
@@ -435,6 +453,16 @@ mod tests {
         );
         let a2 = second.write.iter().find(|r| r.slot == slot("A2")).unwrap();
         assert_eq!((a2.stock, a2.reserved), (0, 1), "a new sku starts at 0");
+        assert_eq!(
+            replace_planogram(&m, &rows, &[spec("A1", "cola", 10)], &catalogue())
+                .map_err(|e| e.code()),
+            Err("slot_reserved"),
+            "A2 has an item promised: it cannot be dropped yet"
+        );
+        let rows: Vec<SlotStock> = rows
+            .into_iter()
+            .map(|r| SlotStock { reserved: 0, ..r })
+            .collect();
         let third = replace_planogram(&m, &rows, &[spec("A1", "cola", 10)], &catalogue()).unwrap();
         assert!(third.write.is_empty(), "an unchanged slot is not rewritten");
         assert_eq!(third.remove.len(), 1);

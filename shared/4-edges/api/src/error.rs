@@ -100,6 +100,10 @@ impl From<AppError> for ApiError {
     fn from(e: AppError) -> Self {
         match e {
             AppError::Rejected(r) => r.into(),
+            // A slot with items promised can be dropped once they are vended: a conflict, not a bad body.
+            AppError::Inventory(e) if e.may_succeed_later() => {
+                ApiError::new(409, e.code(), e.to_string())
+            }
             AppError::Inventory(e) => ApiError::bad_request(e.code(), e.to_string()),
             AppError::UnknownDevice(d) => {
                 ApiError::new(404, "unknown_device", format!("unknown device {d}"))

@@ -1047,3 +1047,39 @@ async fn the_inventory_routes_are_operator_routes() {
     }
     assert_eq!(inventory(&h, "vm-1").await, before, "nothing changed");
 }
+
+#[tokio::test]
+async fn a_slot_with_items_promised_cannot_be_dropped_until_they_are_vended() {
+    let h = harness().await;
+    let secret = stocked(&h, "vm-1", "pay_first", 2, 1).await;
+    h.pay("vm-1", "T1", 2000).await;
+    let (s, b) = h
+        .call(
+            "POST",
+            "/devices/vm-1/purchases",
+            "vm-1",
+            &secret,
+            &buy("r1", "A2", None),
+        )
+        .await;
+    assert_eq!((s, b["decision"].as_str()), (200, Some("approved")), "{b}");
+    let before = inventory(&h, "vm-1").await;
+    let only_a1 = json!({"slots": [{"slot": "A1", "sku": "cola", "capacity": 10}]});
+    let (s, b) = op(&h, "PUT", "/admin/devices/vm-1/slots", only_a1.clone()).await;
+    assert_eq!((s, code(&b)), (409, Some("slot_reserved")), "{b}");
+    assert_eq!(inventory(&h, "vm-1").await, before, "nothing changed");
+
+    let (s, _) = h
+        .call(
+            "POST",
+            "/devices/vm-1/purchases/r1/result",
+            "vm-1",
+            &secret,
+            r#"{"delivered": true}"#,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, b) = op(&h, "PUT", "/admin/devices/vm-1/slots", only_a1).await;
+    assert_eq!(s, 200, "vended: the slot may go now: {b}");
+    assert_eq!(b["slots"].as_array().map(Vec::len), Some(1));
+}

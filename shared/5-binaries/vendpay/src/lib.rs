@@ -9,11 +9,13 @@
 //!   deadline and refund queues long-polled into the functions' own consumers, the once-a-minute sweep.
 //! - [`sandbox`]: the sandbox's customer routes on the server's own listener.
 //! - [`error`]: why the server did not start; [`respond`]: the HTTP helpers of the server's own routes.
-//! - [`demo`]: `vendpay demo` — both flows end to end over HTTP, printed as a timeline and checked.
+//! - [`demo`]: `vendpay demo` — both flows and the catalogue and inventory scene end to end over HTTP,
+//!   printed as a timeline and checked.
 //! - [`local`]: the throwaway server (temporary SQLite, in-process sandbox) and client that `demo` and
 //!   `load` run against.
 //! - [`load`]: `vendpay load` — many machines in pay-first sessions over HTTP at once: events/s,
-//!   latency, and the money invariant of every session.
+//!   latency, CPU per event and per purchase, and the money invariant of every session; with
+//!   `--planogram` the purchases come from slot maps at the server's price (stock checked too).
 //!
 //! The binary (`src/main.rs`) only parses the command line, sets up logging and calls these.
 

@@ -4,7 +4,9 @@
 //! gateway), the device key and admin token, then the store: either the SQLite store, the tokio timers
 //! and refund queue, the [`Worker`] that drains them and [`rearm`] (so a restart picks up every stored
 //! deadline and pending refund before the first request); or, with `--store aws`, DynamoDB and the SQS
-//! pollers of [`crate::aws`]. Finally the HTTP listener. Every request is turned into an
+//! pollers of [`crate::aws`]. Either way the ledger and the catalogue and inventory service
+//! (`vendpay_app::inventory::Inventory`) run over the same store, so stock moves in the money's writes.
+//! Finally the HTTP listener. Every request is turned into an
 //! `http::Request<Bytes>` and answered by [`Api::handle`], the same code the Lambda functions run.
 //!
 //! In sandbox mode the listener also answers the sandbox's customer side (see [`crate::sandbox`]).

@@ -76,9 +76,10 @@ impl SlotBook {
 /// What a command must lead to, worked out from the store before it is decided.
 #[derive(Default)]
 pub(crate) struct Expect {
-    /// The machine whose slot rows the command may change, and those rows before it.
+    /// The machine whose slot rows the command may change.
     pub(crate) device: Option<usize>,
-    pub(crate) rows: BTreeMap<Slot, SlotStock>,
+    /// The row of the slot a purchase or order names, before it (`None`: not in the planogram).
+    pub(crate) named: Option<SlotStock>,
     /// A fresh purchase or order (one the store does not answer itself): its price rule.
     pub(crate) price: Option<PriceRule>,
     /// A fresh order on a slot of the planogram: the items available once the machine's current
@@ -688,8 +689,8 @@ impl Auditor {
 // ------------------------------------------------------------------------------------------------
 
 /// Items of one slot available in `rows` (stock − reserved, never below 0).
-fn available(rows: &BTreeMap<Slot, SlotStock>, slot: &Slot) -> Option<u32> {
-    rows.get(slot).map(|r| r.stock.saturating_sub(r.reserved))
+fn available(row: Option<&SlotStock>) -> Option<u32> {
+    row.map(|r| r.stock.saturating_sub(r.reserved))
 }
 
 /// The reservations a session holds as stored: held purchases and an awaiting order that reserved.
@@ -736,15 +737,18 @@ pub(crate) fn stock_changes(
             Some(_) => {}
         }
     }
-    for p in &new.purchases {
+    // A reservation never disappears from a record (only reserving records are looked at below).
+    for q in old.iter().flat_map(|s| &s.purchases).filter(|q| q.reserved) {
+        if new.purchase(&q.request_id).is_none_or(|p| !p.reserved) {
+            return Err(format!("purchase {} lost its reservation", q.request_id));
+        }
+    }
+    for p in new.purchases.iter().filter(|p| p.reserved) {
         let prev = old.and_then(|s| s.purchase(&p.request_id));
         if let Some(prev) = prev {
-            if prev.reserved != p.reserved || prev.slot != p.slot {
+            if !prev.reserved || prev.slot != p.slot {
                 return Err(format!("purchase {} changed its reservation", p.request_id));
             }
-        }
-        if !p.reserved {
-            continue;
         }
         let late_delivered = |before: Option<bool>| before.is_none() && p.late_report == Some(true);
         match prev.map(|q| (q.status, q.late_report)) {
@@ -853,10 +857,15 @@ impl Auditor {
             Command::Deadline { session } => session_device(Some(session.clone())),
             Command::RefundResult { .. } | Command::RefundUnresolved { .. } => None,
         };
-        let rows = device.map_or_else(BTreeMap::new, |d| world.machines[d].slots.clone());
+        let named = match cmd {
+            Command::Purchase { device, slot, .. } | Command::Order { device, slot, .. } => {
+                world.machines[*device].slots.get(slot).cloned()
+            }
+            _ => None,
+        };
         let mut expect = Expect {
             device,
-            rows,
+            named,
             price: None,
             order_available: None,
         };
@@ -920,7 +929,7 @@ impl Auditor {
                                 0
                             }
                         });
-                    expect.order_available = expect.rows.get(slot).map(|r| {
+                    expect.order_available = expect.named.as_ref().map(|r| {
                         r.stock
                             .saturating_sub(r.reserved.saturating_sub(given_back))
                     });
@@ -961,8 +970,7 @@ impl Auditor {
                 if expect.order_available != Some(0) {
                     return Err(format!(
                         "order refused sold_out on {slot} with {:?} available (rows {:?})",
-                        expect.order_available,
-                        expect.rows.get(slot)
+                        expect.order_available, expect.named
                     ));
                 }
                 self.bump("order refused sold_out");
@@ -1022,13 +1030,13 @@ impl Auditor {
         cmd: &Command,
         t: &Transition,
         expect: Expect,
-        before: &[Option<Session>],
+        before: &Before,
     ) -> Result<(), String> {
         let device_id = expect.device.map(|d| world.machines[d].device.id.clone());
         // The stock changes the written records call for, from how each purchase and order moved
         // (not from the effects): they must be exactly the effects.
         let mut called_for = Vec::new();
-        for (new, old) in t.sessions.iter().zip(before) {
+        for (new, old) in t.sessions.iter().zip(&before.sessions) {
             called_for.extend(stock_changes(old.as_ref(), new)?);
         }
         let mut emitted: Vec<(Slot, StockChange)> = t
@@ -1052,16 +1060,24 @@ impl Auditor {
             request, delivered, ..
         } = cmd
         {
-            check_vend_recorded(request, *delivered, &t.sessions, before)?;
+            check_vend_recorded(request, *delivered, &t.sessions, &before.sessions)?;
         }
         // Whether the slot a purchase or order names was in the planogram when it was decided.
-        let named_in_planogram = match cmd {
-            Command::Purchase { slot, .. } | Command::Order { slot, .. } => {
-                expect.rows.contains_key(slot)
-            }
-            _ => false,
+        let named_in_planogram = expect.named.is_some();
+        // The rows as they were before the command: those it overwrote, else as they are.
+        let mut rows: BTreeMap<Slot, SlotStock> = BTreeMap::new();
+        let row_before = |slot: &Slot| -> Option<SlotStock> {
+            before
+                .rows
+                .iter()
+                .find(|r| &r.slot == slot)
+                .or_else(|| {
+                    expect
+                        .device
+                        .and_then(|d| world.machines[d].slots.get(slot))
+                })
+                .cloned()
         };
-        let mut rows = expect.rows;
         let mut zero_takes: BTreeMap<Slot, usize> = BTreeMap::new();
         let mut taken: BTreeMap<Slot, i64> = BTreeMap::new();
         let mut reserved: Vec<Slot> = Vec::new();
@@ -1078,6 +1094,11 @@ impl Auditor {
                         ));
                     }
                     self.bump(&format!("stock {change:?}"));
+                    if !rows.contains_key(slot) {
+                        if let Some(row) = row_before(slot) {
+                            rows.insert(slot.clone(), row);
+                        }
+                    }
                     let Some(row) = rows.get_mut(slot) else {
                         if *change == StockChange::Reserve {
                             return Err(format!(
@@ -1122,10 +1143,11 @@ impl Auditor {
                     let Command::Purchase { slot, .. } = cmd else {
                         return Err(format!("sold_out decline from {cmd:?}"));
                     };
-                    if available(&rows, slot) != Some(0) {
+                    let row = rows.get(slot).cloned().or_else(|| row_before(slot));
+                    if available(row.as_ref()) != Some(0) {
                         return Err(format!(
                             "purchase declined sold_out on {slot} with {:?}",
-                            rows.get(slot)
+                            row
                         ));
                     }
                 }
@@ -1329,6 +1351,11 @@ impl Auditor {
                         out.push("invalid_price");
                     }
                 }
+                // A slot left out while items of it are promised cannot be dropped yet.
+                let kept: HashSet<&Slot> = spec.iter().map(|s| &s.slot).collect();
+                if m.slots.values().any(|r| r.reserved > 0 && !kept.contains(&r.slot)) {
+                    out.push("slot_reserved");
+                }
             }
             Operator::Restock { counts, .. } => {
                 if m.slots.is_empty() {
@@ -1456,14 +1483,25 @@ impl Auditor {
                 }
             }
         }
-        let mut rows = 0;
+        let none = BTreeMap::new();
+        let mut machines = 0;
         for m in &world.machines {
             let id = &m.device.id;
-            for (slot, row) in &m.slots {
-                rows += 1;
-                let book = self
-                    .book(id, slot)
-                    .ok_or_else(|| format!("{id} has a row for {slot}, which no planogram set"))?;
+            let books = match self.slots.get(id) {
+                Some(books) => {
+                    machines += 1;
+                    books
+                }
+                None => &none,
+            };
+            if m.slots.len() != books.len() || !m.slots.keys().eq(books.keys()) {
+                return Err(format!(
+                    "{id} has rows for {:?}, its planograms set {:?}",
+                    m.slots.keys().collect::<Vec<_>>(),
+                    books.keys().collect::<Vec<_>>()
+                ));
+            }
+            for ((slot, row), book) in m.slots.iter().zip(books.values()) {
                 if &row.slot != slot
                     || &row.device_id != id
                     || row.sku != book.sku
@@ -1479,7 +1517,11 @@ impl Auditor {
                         row.stock, book.start, book.restocked, book.delivered, row.capacity
                     ));
                 }
-                let outstanding = held.get(&(id, slot)).copied().unwrap_or(0);
+                let outstanding = if held.is_empty() {
+                    0
+                } else {
+                    held.get(&(id, slot)).copied().unwrap_or(0)
+                };
                 if row.reserved != outstanding {
                     return Err(format!(
                         "{id} {slot}: reserved {} but {outstanding} reservations are outstanding ({row:?})",
@@ -1488,11 +1530,8 @@ impl Auditor {
                 }
             }
         }
-        let books: usize = self.slots.values().map(BTreeMap::len).sum();
-        if rows != books {
-            return Err(format!(
-                "{rows} slot rows stored, {books} in the planograms set"
-            ));
+        if machines != self.slots.len() {
+            return Err("the auditor books slots of a machine the store does not have".into());
         }
         Ok(())
     }

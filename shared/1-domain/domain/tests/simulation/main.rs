@@ -170,7 +170,7 @@ fn simulated_fleets_keep_every_money_rule() {
             "planogram refused",
             "planogram changed a slot's sku",
             "planogram clamped a slot's stock",
-            "planogram removed a slot with items reserved",
+            "planogram refused slot_reserved",
             "planogram slot with its own price",
             "stock change for a slot no longer in the planogram",
             "slot ends the run sold out",

@@ -505,10 +505,16 @@ impl Sim {
     /// Whether a session of the machine still holds a reservation of `slot`.
     fn promised(&self, device: usize, slot: &Slot) -> bool {
         let id = &self.world.machines[device].device.id;
-        self.world
-            .sessions
-            .values()
-            .any(|s| &s.device_id == id && held_reservations(s).iter().any(|(_, sl)| sl == slot))
+        self.world.sessions.values().any(|s| {
+            &s.device_id == id
+                && (s
+                    .purchases
+                    .iter()
+                    .any(|p| p.reserved && p.status == PurchaseStatus::Held && &p.slot == slot)
+                    || s.order().is_some_and(|o| {
+                        o.reserved && o.status == OrderStatus::AwaitingPayment && &o.slot == slot
+                    }))
+        })
     }
 
     /// A new planogram for the machine, drawn from its current one: most slots kept (some with another

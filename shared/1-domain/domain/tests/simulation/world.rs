@@ -357,13 +357,8 @@ impl World {
 
     /// Persists a transition the way storage will: every session write and every slot row write
     /// conditional on its version (a slot row one above the stored one: a decision never creates or
-    /// removes a slot), all or nothing. Returns the sessions as they were before (`None`: new), in the
-    /// order of `t.sessions`.
-    pub(crate) fn apply(
-        &mut self,
-        cmd: &Command,
-        t: &Transition,
-    ) -> Result<Vec<Option<Session>>, String> {
+    /// removes a slot), all or nothing. Returns what it overwrote.
+    pub(crate) fn apply(&mut self, cmd: &Command, t: &Transition) -> Result<Before, String> {
         for s in &t.sessions {
             let expected = self.sessions.get(&s.id).map_or(0, |old| old.version);
             if s.version != expected + 1 {
@@ -391,14 +386,17 @@ impl World {
                 }
             }
         }
-        let before = t
+        let sessions = t
             .sessions
             .iter()
             .map(|s| self.sessions.insert(s.id.clone(), s.clone()))
             .collect();
-        for (row, m) in t.stock.iter().zip(targets) {
-            self.machines[m].slots.insert(row.slot.clone(), row.clone());
-        }
+        let rows = t
+            .stock
+            .iter()
+            .zip(targets)
+            .filter_map(|(row, m)| self.machines[m].slots.insert(row.slot.clone(), row.clone()))
+            .collect();
         if let Some(id) = &t.current {
             let device = self
                 .sessions
@@ -437,6 +435,13 @@ impl World {
             }
             _ => {}
         }
-        Ok(before)
+        Ok(Before { sessions, rows })
     }
+}
+
+/// What a transition overwrote: the sessions as they were (`None`: new), in the order of
+/// `Transition::sessions`, and the slot rows as they were.
+pub(crate) struct Before {
+    pub(crate) sessions: Vec<Option<Session>>,
+    pub(crate) rows: Vec<SlotStock>,
 }
