@@ -64,7 +64,10 @@ fn the_server_owns_the_price_of_a_planogram_slot() {
     );
     let t = m.apply(ask(&m, "r3", "Z9", Some(100)));
     assert!(purchase(&t).approved());
-    assert!(t.stock.is_empty(), "a slot outside the planogram has no stock");
+    assert!(
+        t.stock.is_empty(),
+        "a slot outside the planogram has no stock"
+    );
 }
 
 #[test]
@@ -116,11 +119,19 @@ fn nothing_available_is_a_sold_out_decline_that_moves_no_money() {
     m.apply(ask(&m, "r1", "A1", None));
     let t = m.apply(ask(&m, "r2", "A1", None));
     let a = purchase(&t);
-    assert_eq!(a.declined, Some(DeclineReason::SoldOut), "the one item is promised");
+    assert_eq!(
+        a.declined,
+        Some(DeclineReason::SoldOut),
+        "the one item is promised"
+    );
     assert_eq!(a.balance, cny(650), "the balance is untouched");
     assert!(t.stock.is_empty());
     let t = m.apply(ask(&m, "r3", "A2", None));
-    assert_eq!(purchase(&t).declined, Some(DeclineReason::SoldOut), "empty slot");
+    assert_eq!(
+        purchase(&t).declined,
+        Some(DeclineReason::SoldOut),
+        "empty slot"
+    );
     m.restock(&[("A2", 3)]);
     let t = m.apply(ask(&m, "r4", "A2", None));
     assert!(purchase(&t).approved(), "a restock makes it available");
@@ -200,7 +211,11 @@ fn an_order_for_a_sold_out_slot_is_refused() {
     let o1 = SessionId::for_order(&m.device.id, &order("o1"));
     let p = outcome(&m.pay(&payment("T1", cny(200), None, 1), 1));
     assert_eq!(p.disposition, Disposition::OrderPaid);
-    assert_eq!(counts(&m, "A2"), (1, 1), "a paid order keeps its item promised");
+    assert_eq!(
+        counts(&m, "A2"),
+        (1, 1),
+        "a paid order keeps its item promised"
+    );
     m.vend(&o1, "o1", true, 2);
     assert_eq!(counts(&m, "A2"), (0, 0));
 }

@@ -1353,7 +1353,10 @@ impl Auditor {
                 }
                 // A slot left out while items of it are promised cannot be dropped yet.
                 let kept: HashSet<&Slot> = spec.iter().map(|s| &s.slot).collect();
-                if m.slots.values().any(|r| r.reserved > 0 && !kept.contains(&r.slot)) {
+                if m.slots
+                    .values()
+                    .any(|r| r.reserved > 0 && !kept.contains(&r.slot))
+                {
                     out.push("slot_reserved");
                 }
             }

@@ -172,7 +172,6 @@ fn simulated_fleets_keep_every_money_rule() {
             "planogram clamped a slot's stock",
             "planogram refused slot_reserved",
             "planogram slot with its own price",
-            "stock change for a slot no longer in the planogram",
             "slot ends the run sold out",
         ] {
             assert!(
@@ -180,6 +179,16 @@ fn simulated_fleets_keep_every_money_rule() {
                 "the simulation never produced {must:?}"
             );
         }
+    }
+    // Rarer on purpose: a slot holding promised items cannot be dropped, so only a late "delivered"
+    // report of a hold released at the deadline can still name a slot dropped since (a few times in
+    // 10,000 seeds).
+    if seeds.len() >= 10_000 {
+        let must = "stock change for a slot no longer in the planogram";
+        assert!(
+            stats.get(must).copied().unwrap_or(0) > 0,
+            "the simulation never produced {must:?}"
+        );
     }
     println!(
         "simulation: {} seeds, {sessions} sessions, {steps} steps, all invariants held, in {:.2?}",
