@@ -276,15 +276,10 @@ pub fn replace_planogram(
                 version: 1,
             },
         };
-        let unchanged = old.get(&s.slot).is_some_and(|r| {
-            r.sku == row.sku
-                && r.capacity == row.capacity
-                && r.price == row.price
-                && r.stock == row.stock
-        });
-        if !unchanged {
-            writes.write.push(row);
-        }
+        // Every kept row is written, unchanged ones too: its version is then part of the write's
+        // condition, so two replacements decided on the same read cannot both land (one would
+        // otherwise keep a slot the other dropped, leaving a map neither asked for).
+        writes.write.push(row);
     }
     writes.remove = current
         .iter()
@@ -464,7 +459,11 @@ mod tests {
             .map(|r| SlotStock { reserved: 0, ..r })
             .collect();
         let third = replace_planogram(&m, &rows, &[spec("A1", "cola", 10)], &catalogue()).unwrap();
-        assert!(third.write.is_empty(), "an unchanged slot is not rewritten");
+        assert_eq!(
+            third.write.iter().map(|r| r.version).collect::<Vec<_>>(),
+            vec![2],
+            "an unchanged slot is written too, so the write is conditional on its version"
+        );
         assert_eq!(third.remove.len(), 1);
     }
 

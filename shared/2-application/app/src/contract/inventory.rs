@@ -358,6 +358,75 @@ pub(super) async fn a_full_slot_map_is_replaced_in_one_write<S: Store>(store: Ar
     );
 }
 
+pub(super) async fn two_slot_maps_decided_on_one_read_cannot_both_land<S: Store>(store: Arc<S>) {
+    // From the same read of {A1, A2}, operator 1 adds C1 and operator 2 adds B1. Whichever writes
+    // second must conflict: A1 and A2 are unchanged by both, but their versions are in both writes
+    // (else the machine would end with {A1, A2, B1, C1}, a map neither asked for).
+    store
+        .register(&device_record("vm-1", Mode::PayFirst))
+        .await
+        .expect("register");
+    catalogue(&store, &[("cola", 350), ("water", 200)]).await;
+    planogram(&store, "vm-1", &[("A1", "cola", 3), ("A2", "water", 2)]).await;
+    let dev: DeviceId = id("vm-1");
+    let m = store.machine(&dev).await.expect("read").expect("machine");
+    let cat: std::collections::BTreeMap<Sku, Product> = store
+        .products()
+        .await
+        .expect("products")
+        .into_iter()
+        .map(|p| (p.sku.clone(), p))
+        .collect();
+    let spec = |slots: &[(&str, &str)]| -> Vec<SlotSpec> {
+        slots
+            .iter()
+            .map(|(slot, sku)| SlotSpec {
+                slot: id(slot),
+                sku: id(sku),
+                capacity: 10,
+                price: None,
+            })
+            .collect()
+    };
+    let first = inventory::replace_planogram(
+        &m.record.device,
+        &m.slots,
+        &spec(&[("A1", "cola"), ("A2", "water"), ("C1", "cola")]),
+        &cat,
+    )
+    .expect("first");
+    let second = inventory::replace_planogram(
+        &m.record.device,
+        &m.slots,
+        &spec(&[("A1", "cola"), ("A2", "water"), ("B1", "water")]),
+        &cat,
+    )
+    .expect("second");
+    store
+        .write_slots(&dev, &first)
+        .await
+        .expect("the first lands");
+    assert!(
+        matches!(
+            store.write_slots(&dev, &second).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "the second was decided on a map that is gone"
+    );
+    let slots: Vec<String> = store
+        .slots(&dev)
+        .await
+        .expect("slots")
+        .iter()
+        .map(|r| r.slot.to_string())
+        .collect();
+    assert_eq!(
+        slots,
+        vec!["A1", "A2", "C1"],
+        "exactly the first operator's map"
+    );
+}
+
 pub(super) async fn a_sale_decided_on_a_stale_slot_row_writes_nothing<S: Store>(store: Arc<S>) {
     store
         .register(&device_record("vm-1", Mode::PayFirst))

@@ -66,6 +66,7 @@ where
     products_are_upserted_and_listed_by_sku(make().await).await;
     slot_maps_are_written_conditionally_and_atomically(make().await).await;
     a_full_slot_map_is_replaced_in_one_write(make().await).await;
+    two_slot_maps_decided_on_one_read_cannot_both_land(make().await).await;
     a_sale_decided_on_a_stale_slot_row_writes_nothing(make().await).await;
     ledger_the_last_item_sells_then_the_slot_is_sold_out(make().await).await;
     ledger_a_failed_vend_releases_the_reservation(make().await).await;
