@@ -81,7 +81,10 @@ ALERTS = {
     },
     # stock_mismatch is logged by vendpay-app's ledger when a vend result (device-api) reports a
     # delivery from a slot whose stock was already 0.
-    "device-api": {"device_event_refused", "stock_mismatch"},
+    # unreadable_row: every function that reads a machine leaves an unreadable slot row out, alerting.
+    "device-api": {"device_event_refused", "stock_mismatch", "unreadable_row"},
+    "alipay-notify": {"unreadable_row"},
+    "qr-provision": {"unreadable_row"},
     # deadline_failed is logged by the sweep in vendpay-app, which the deadline function runs.
     # ... and unreadable_row by the stores when the sweep lists pending refunds.
     "deadline": {"deadline_message_refused", "deadline_failed", "unreadable_row"},

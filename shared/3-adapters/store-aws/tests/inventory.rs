@@ -198,7 +198,10 @@ async fn a_machine_and_its_planogram_are_one_query_and_the_listing_follows_it() 
         .expect("replace");
     let rows = f.store.slots(&f.device).await.expect("slots");
     assert_eq!(slot_names(&rows), ["A1", "B7"]);
-    assert_eq!(rows[0].version, 1, "an unchanged slot is not rewritten");
+    assert_eq!(
+        rows[0].version, 2,
+        "a kept slot is rewritten, so the replacement is conditional on its version"
+    );
     assert_eq!(
         f.store.stocked_devices().await,
         Ok(vec![other.clone(), f.device.clone()])

@@ -115,7 +115,9 @@ pub(crate) fn read_refund(
         .transpose()
 }
 
-/// A machine's slot rows, ordered by slot.
+/// A machine's slot rows, ordered by slot. A row that cannot be read is left out with an alert naming
+/// it: one damaged slot must never stop the machine taking money or its sessions settling (its
+/// stock is then simply not kept until an operator fixes the row).
 pub(crate) fn read_slots(
     conn: &Connection,
     device: &DeviceId,
@@ -136,7 +138,16 @@ pub(crate) fn read_slots(
     let mut out = Vec::new();
     for row in rows {
         let (slot, version, body) = row.ctx(&what)?;
-        out.push(decode_slot(device, &slot, version, &body)?);
+        match decode_slot(device, &slot, version, &body) {
+            Ok(r) => out.push(r),
+            Err(e) => tracing::error!(
+                alert = "unreadable_row",
+                device = %device,
+                slot = %slot,
+                error = %e,
+                "slot row left out: it cannot be read"
+            ),
+        }
     }
     Ok(out)
 }
@@ -284,5 +295,27 @@ impl<T> Ctx<T> for Result<T, rusqlite::Error> {
                 StoreError::Permanent(failure)
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_slot_row_is_a_permanent_error_naming_it() {
+        let device = DeviceId::parse("vm-1").unwrap();
+        let body = r#"{"device_id":"vm-1","slot":"A1","sku":"cola","capacity":8,"stock":8,"reserved":0,"version":2}"#;
+        assert!(decode_slot(&device, "A1", 2, body).is_ok());
+        for (slot, version, body, says) in [
+            ("A1", 3, body, "version column 3 disagrees"),
+            ("B1", 2, body, "holds slot A1"),
+            ("A1", 1, "{", "slot row (vm-1, A1)"),
+        ] {
+            match decode_slot(&device, slot, version, body) {
+                Err(StoreError::Permanent(m)) => assert!(m.to_string().contains(says), "{m}"),
+                other => panic!("expected a permanent error, got {other:?}"),
+            }
+        }
     }
 }

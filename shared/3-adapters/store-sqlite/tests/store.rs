@@ -310,7 +310,7 @@ async fn a_version_2_database_gains_the_catalogue_and_the_slot_rows() {
 }
 
 #[tokio::test]
-async fn unreadable_slot_and_product_rows_are_permanent_errors_naming_them() {
+async fn unreadable_slot_rows_are_left_out_and_named_and_a_bad_product_is_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bad-slots.sqlite");
     drop(SqliteStore::open(&path).await.expect("open"));
@@ -358,15 +358,14 @@ async fn unreadable_slot_and_product_rows_are_permanent_errors_naming_them() {
         .expect("insert");
     }
     let store = SqliteStore::open(&path).await.expect("reopen");
-    for (device, names) in [
-        ("vm-1", "slot row (vm-1, A1)"),
-        ("vm-2", "slot row (vm-2, A1)"),
-        ("vm-3", "slot row (vm-3, A1)"),
-    ] {
-        match store.slots(&id(device)).await {
-            Err(StoreError::Permanent(m)) => assert!(m.to_string().contains(names), "{m}"),
-            other => panic!("{device}: expected a permanent error, got {other:?}"),
-        }
+    // Each unreadable slot row is left out (with an alert naming it), never an error: one damaged
+    // slot must not stop its machine taking money or its sessions settling.
+    for device in ["vm-1", "vm-2", "vm-3"] {
+        assert_eq!(
+            store.slots(&id(device)).await.expect("read"),
+            vec![],
+            "{device}"
+        );
     }
     match store.product(&id("tea")).await {
         Err(StoreError::Permanent(m)) => assert!(m.to_string().contains("product row tea"), "{m}"),

@@ -451,6 +451,24 @@ impl DeviceStore for DynamoStore {
     }
 }
 
+/// A slot row, or `None` (with an alert naming it) when it cannot be read: one damaged slot must never
+/// stop the machine taking money or its sessions settling (its stock is then simply not kept until
+/// an operator fixes the item).
+fn readable_slot(item: &Item, device: &DeviceId) -> Option<SlotStock> {
+    match decode_slot(item, device) {
+        Ok(row) => Some(row),
+        Err(e) => {
+            tracing::error!(
+                alert = "unreadable_row",
+                device = %device,
+                error = %e,
+                "slot item left out: it cannot be read"
+            );
+            None
+        }
+    }
+}
+
 impl DynamoStore {
     /// The device item (`sk = device`) and its slot rows (`sk = slot#…`), ordered by slot, in one
     /// query. Other item types a later release may add to the partition are left alone.
@@ -465,7 +483,7 @@ impl DynamoStore {
             if sk == SK_DEVICE {
                 record = Some(decode_device(&item)?);
             } else if sk.starts_with(SLOT_PREFIX) {
-                slots.push(decode_slot(&item, id)?);
+                slots.extend(readable_slot(&item, id));
             }
         }
         slots.sort_by(|a, b| a.slot.cmp(&b.slot));
@@ -562,12 +580,12 @@ impl SessionStore for DynamoStore {
     }
 
     async fn slots(&self, device: &DeviceId) -> Result<Vec<SlotStock>, StoreError> {
-        let mut rows = self
+        let mut rows: Vec<SlotStock> = self
             .query_partition(device_pk(device), Some(SLOT_PREFIX))
             .await?
             .iter()
-            .map(|item| decode_slot(item, device))
-            .collect::<Result<Vec<_>, _>>()?;
+            .filter_map(|item| readable_slot(item, device))
+            .collect();
         rows.sort_by(|a, b| a.slot.cmp(&b.slot));
         Ok(rows)
     }
