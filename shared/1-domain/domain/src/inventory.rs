@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::device::Device;
 use crate::ids::{DeviceId, Sku, Slot};
 use crate::money::{Currency, Money};
+use crate::time::Timestamp;
 
 /// Slots one machine's planogram may have: a replacement (every old row removed, every new one
 /// written) then stays within one DynamoDB transaction (100 actions).
@@ -59,6 +60,10 @@ pub struct SlotStock {
     pub reserved: u32,
     /// Bumped by every write; storage writes conditionally on the version it read (`1`: a new row).
     pub version: u64,
+    /// When an item last left the slot (a delivery reported): a machine's count taken before it is
+    /// stale ([`count_by_machine`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sold_at: Option<Timestamp>,
 }
 
 impl SlotStock {
@@ -142,6 +147,14 @@ pub enum InventoryError {
     /// slot takes its name later. They end within the vend window (or an order's payment window).
     #[error("slot {slot} has {reserved} item(s) promised to customers; drop it once they are vended (try again in a minute)")]
     SlotReserved { slot: Slot, reserved: u32 },
+    /// A machine's count taken before the slot's last sale (a retried, redelivered or replayed
+    /// report) would undo that sale.
+    #[error("slot {slot} sold an item at {sold_at}, after this count was taken at {counted_at}; count again")]
+    StaleCount {
+        slot: Slot,
+        sold_at: Timestamp,
+        counted_at: Timestamp,
+    },
 }
 
 impl InventoryError {
@@ -160,13 +173,17 @@ impl InventoryError {
             InventoryError::Category => "invalid_category",
             InventoryError::NoPlanogram(_) => "no_slot_map",
             InventoryError::SlotReserved { .. } => "slot_reserved",
+            InventoryError::StaleCount { .. } => "stale_count",
         }
     }
 
     /// Whether the same request may succeed later without change (`slot_reserved`: once the promised
     /// items are vended); every other refusal is final.
     pub fn may_succeed_later(&self) -> bool {
-        matches!(self, InventoryError::SlotReserved { .. })
+        matches!(
+            self,
+            InventoryError::SlotReserved { .. } | InventoryError::StaleCount { .. }
+        )
     }
 }
 
@@ -266,6 +283,7 @@ pub fn replace_planogram(
                 }
             }
             None => SlotStock {
+                sold_at: None,
                 device_id: device.id.clone(),
                 slot: s.slot.clone(),
                 sku: s.sku.clone(),
@@ -341,6 +359,32 @@ pub fn restock(
 }
 
 /// A slot's price (its own, or its product's: `whose`) must be in the machine's currency.
+/// The machine's own count, taken at `counted_at` (its signed request time): as [`restock`], but a slot
+/// that sold an item after the count was taken is refused ([`InventoryError::StaleCount`]) — a retry
+/// after a lost answer, a queue's redelivery or a replay would otherwise undo that sale.
+pub fn count_by_machine(
+    device: &DeviceId,
+    current: &[SlotStock],
+    counts: &[StockCount],
+    counted_at: Timestamp,
+) -> Result<SlotWrites, InventoryError> {
+    for c in counts {
+        let sold_after = current
+            .iter()
+            .find(|r| r.slot == c.slot)
+            .and_then(|r| r.sold_at)
+            .filter(|sold_at| *sold_at > counted_at);
+        if let Some(sold_at) = sold_after {
+            return Err(InventoryError::StaleCount {
+                slot: c.slot.clone(),
+                sold_at,
+                counted_at,
+            });
+        }
+    }
+    restock(device, current, counts)
+}
+
 fn check_price(
     currency: Currency,
     price: Money,
@@ -559,6 +603,7 @@ mod tests {
     #[test]
     fn low_is_available_at_or_below_a_quarter_of_capacity() {
         let row = |stock, reserved| SlotStock {
+            sold_at: None,
             device_id: machine().id,
             slot: slot("A1"),
             sku: sku("cola"),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use vendpay_domain::inventory::{self, LOW_SHARE};
 use vendpay_domain::{
-    DeviceId, Money, Product, Rejection, Sku, Slot, SlotSpec, SlotStock, StockCount,
+    DeviceId, Money, Product, Rejection, Sku, Slot, SlotSpec, SlotStock, StockCount, Timestamp,
 };
 
 use crate::ledger::AppError;
@@ -121,17 +121,39 @@ impl Inventory {
         Err(AppError::Contention(format!("slot map of {device}")))
     }
 
-    /// Sets slot counts after a refill (an operator) or as counted (the machine); answers the
-    /// inventory.
+    /// Sets slot counts after a refill (an operator); answers the inventory.
     pub async fn restock(
         &self,
         device: &DeviceId,
         counts: &[StockCount],
     ) -> Result<MachineInventory, AppError> {
+        self.count(device, counts, None).await
+    }
+
+    /// The machine's own count, taken at `counted_at`: refused for a slot that sold an item since
+    /// (`stale_count`), so a retry, a redelivery or a replay never undoes a sale.
+    pub async fn machine_count(
+        &self,
+        device: &DeviceId,
+        counts: &[StockCount],
+        counted_at: Timestamp,
+    ) -> Result<MachineInventory, AppError> {
+        self.count(device, counts, Some(counted_at)).await
+    }
+
+    async fn count(
+        &self,
+        device: &DeviceId,
+        counts: &[StockCount],
+        counted_at: Option<Timestamp>,
+    ) -> Result<MachineInventory, AppError> {
         self.device(device).await?;
         for _ in 0..MAX_ATTEMPTS {
             let current = self.sessions.slots(device).await?;
-            let writes = inventory::restock(device, &current, counts)?;
+            let writes = match counted_at {
+                Some(at) => inventory::count_by_machine(device, &current, counts, at)?,
+                None => inventory::restock(device, &current, counts)?,
+            };
             if writes.write.is_empty() {
                 return self.inventory(device).await;
             }

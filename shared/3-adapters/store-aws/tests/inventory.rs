@@ -258,6 +258,7 @@ async fn reads_follow_every_query_page() {
 async fn write_slots_is_conditional_and_all_or_nothing() {
     let f = fixture(Mode::PayFirst, None).await;
     let new = |slot: &str| SlotStock {
+        sold_at: None,
         device_id: f.device.clone(),
         slot: id(slot),
         sku: id("cola"),
@@ -344,6 +345,7 @@ async fn concurrent_additions_keep_the_listing_exact() {
         let (store, device) = (f.store.clone(), f.device.clone());
         tasks.spawn(async move {
             let row = SlotStock {
+                sold_at: None,
                 device_id: device.clone(),
                 slot: id(&format!("S{i}")),
                 sku: id("water"),

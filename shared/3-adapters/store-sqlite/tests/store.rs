@@ -282,6 +282,7 @@ async fn a_version_2_database_gains_the_catalogue_and_the_slot_rows() {
     };
     store.put_product(&product).await.expect("put");
     let row = SlotStock {
+        sold_at: None,
         device_id: id("vm-1"),
         slot: id("A1"),
         sku: id("cola"),
@@ -315,6 +316,7 @@ async fn unreadable_slot_rows_are_left_out_and_named_and_a_bad_product_is_an_err
     let path = dir.path().join("bad-slots.sqlite");
     drop(SqliteStore::open(&path).await.expect("open"));
     let good = SlotStock {
+        sold_at: None,
         device_id: id("vm-1"),
         slot: id("A1"),
         sku: id("cola"),

@@ -214,6 +214,7 @@ pub fn verify(
 #[derive(Debug)]
 pub struct Envelope {
     given: Vec<u8>,
+    signed_at: Timestamp,
 }
 
 /// The first half of [`verify`]: everything but the signature's value.
@@ -251,10 +252,16 @@ pub fn check_envelope(
     if given.len() != 32 {
         return Err(AuthError::MalformedSignature);
     }
-    Ok(Envelope { given })
+    let signed_at = Timestamp::from_secs(ts).ok_or(AuthError::Stale { skew })?;
+    Ok(Envelope { given, signed_at })
 }
 
 impl Envelope {
+    /// When the machine signed the request (its `X-Timestamp`, within the allowed skew of ours).
+    pub fn signed_at(&self) -> Timestamp {
+        self.signed_at
+    }
+
     /// The second half of [`verify`]: the signature against the machine's secret (`None`: no such
     /// machine, or no secret for its credential).
     pub fn check_signature(

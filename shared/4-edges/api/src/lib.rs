@@ -324,12 +324,17 @@ impl DeviceRoutes {
                 let session = self.ledger.end_session(id, expected.as_ref()).await?;
                 ok(&views::session(&session))
             }
-            // The machine's own count of its slots (as a restock: only slots of its slot map).
+            // The machine's own count of its slots (as a restock: only slots of its slot map), taken
+            // when it signed the request: a slot that sold an item since refuses it (`stale_count`),
+            // so a retried, redelivered or replayed count never undoes a sale.
             (&Method::POST, ["inventory"]) => {
                 let body = input::object(req.body())?;
                 let counts = input::stock_counts(&body)?;
                 ok(&views::inventory(
-                    &self.inventory.restock(id, &counts).await?,
+                    &self
+                        .inventory
+                        .machine_count(id, &counts, envelope.signed_at())
+                        .await?,
                 ))
             }
             (

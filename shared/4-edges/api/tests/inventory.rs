@@ -1083,3 +1083,84 @@ async fn a_slot_with_items_promised_cannot_be_dropped_until_they_are_vended() {
     assert_eq!(s, 200, "vended: the slot may go now: {b}");
     assert_eq!(b["slots"].as_array().map(Vec::len), Some(1));
 }
+
+#[tokio::test]
+async fn a_count_taken_before_a_sale_never_undoes_it() {
+    // The machine counts A1 (4), the answer is lost, a customer buys one, then the machine's retry of
+    // the same signed request arrives (or the queue redelivers it, or someone replays it): the
+    // count is older than the sale and is refused, so the sale stays counted.
+    let h = harness().await;
+    let secret = stocked(&h, "vm-1", "pay_first", 4, 3).await;
+    let count = json!({"slots": [{"slot": "A1", "stock": 4}]}).to_string();
+    let counted_at = h.now_secs();
+    let (s, b) = send(
+        &h.api,
+        signed(
+            "POST",
+            "/devices/vm-1/inventory",
+            "vm-1",
+            &secret,
+            counted_at,
+            &count,
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+
+    h.clock.advance(std::time::Duration::from_secs(5));
+    h.pay("vm-1", "T1", 1000).await;
+    let (s, b) = h
+        .call(
+            "POST",
+            "/devices/vm-1/purchases",
+            "vm-1",
+            &secret,
+            &buy("r1", "A1", None),
+        )
+        .await;
+    assert_eq!((s, b["decision"].as_str()), (200, Some("approved")), "{b}");
+    let (s, _) = h
+        .call(
+            "POST",
+            "/devices/vm-1/purchases/r1/result",
+            "vm-1",
+            &secret,
+            r#"{"delivered": true}"#,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let after_sale = inventory(&h, "vm-1").await;
+    assert_eq!(counts(&after_sale, "A1"), (3, 0));
+
+    let (s, b) = send(
+        &h.api,
+        signed(
+            "POST",
+            "/devices/vm-1/inventory",
+            "vm-1",
+            &secret,
+            counted_at,
+            &count,
+        ),
+    )
+    .await;
+    assert_eq!((s, code(&b)), (409, Some("stale_count")), "{b}");
+    assert_eq!(
+        inventory(&h, "vm-1").await,
+        after_sale,
+        "the sale stays counted"
+    );
+
+    // A count taken after the sale is applied; an operator's refill is never stale.
+    let (s, b) = h
+        .call("POST", "/devices/vm-1/inventory", "vm-1", &secret, &count)
+        .await;
+    assert_eq!((s, counts(&b, "A1")), (200, (4, 0)), "{b}");
+    assert_eq!(
+        counts(
+            &restock(&h, "vm-1", json!([{"slot": "A1", "stock": 2}])).await,
+            "A1"
+        ),
+        (2, 0)
+    );
+}

@@ -424,15 +424,18 @@ impl Session {
 /// command's stock effects into the slot rows it read.
 pub(crate) struct Builder<'a> {
     pub(crate) shelves: &'a Shelves,
+    /// When the command is decided: the time an item leaving a slot is stamped with.
+    pub(crate) now: Timestamp,
     pub(crate) sessions: Vec<Session>,
     pub(crate) current: Option<SessionId>,
     pub(crate) effects: Vec<Effect>,
 }
 
 impl<'a> Builder<'a> {
-    pub(crate) fn new(shelves: &'a Shelves) -> Builder<'a> {
+    pub(crate) fn new(shelves: &'a Shelves, now: Timestamp) -> Builder<'a> {
         Builder {
             shelves,
+            now,
             sessions: Vec::new(),
             current: None,
             effects: Vec::new(),
@@ -445,7 +448,7 @@ impl<'a> Builder<'a> {
     }
 
     pub(crate) fn finish(self, reply: Reply) -> Decision {
-        let stock = self.shelves.apply(&self.effects);
+        let stock = self.shelves.apply(&self.effects, self.now);
         Ok(Transition {
             sessions: self.sessions,
             current: self.current,

@@ -27,7 +27,7 @@ pub fn receive_payment(
     windows: &Windows,
     now: Timestamp,
 ) -> Decision {
-    let mut b = Builder::new(shelves);
+    let mut b = Builder::new(shelves, now);
     let current = live(device, current)?;
     if let Some(s) = current {
         if s.payments.iter().any(|p| p.trade_no == payment.trade_no) {
@@ -247,7 +247,7 @@ pub fn request_purchase(
         check_price(device, asked)?;
     }
     let current = live(device, current)?;
-    let mut b = Builder::new(shelves);
+    let mut b = Builder::new(shelves, now);
     if let Some(s) = current {
         if let Some(p) = s.purchase(request_id) {
             if req.price.is_some_and(|asked| asked != p.price) || &p.slot != slot {
@@ -430,7 +430,7 @@ pub fn place_order(
     let price = settle_price(slot, asked, shelves)?;
     check_price(device, price)?;
     let current = live(device, current)?;
-    let mut b = Builder::new(shelves);
+    let mut b = Builder::new(shelves, now);
     if let Some(s) = current {
         let mut s = s.clone();
         let changed = s.settle_if_due(now, &mut b.effects)?;
@@ -519,7 +519,7 @@ pub fn end_session(
             session: s.id.clone(),
         });
     }
-    let mut b = Builder::new(shelves);
+    let mut b = Builder::new(shelves, now);
     let mut s = s.clone();
     let mut changed = s.settle_if_due(now, &mut b.effects)?;
     if s.phase == Phase::Open {

@@ -26,7 +26,7 @@ pub fn report_vend(
     shelves: &Shelves,
     now: Timestamp,
 ) -> Decision {
-    let mut b = Builder::new(shelves);
+    let mut b = Builder::new(shelves, now);
     let mut s = session.clone();
     let Some(idx) = s.purchases.iter().position(|p| &p.request_id == request_id) else {
         return match s.order() {
@@ -149,7 +149,7 @@ fn vend_stock(
 /// A deadline message (delayed SQS message, schedule or sweep) for this session. Late, early, stale and
 /// repeated deliveries are harmless: only a deadline that has really passed is acted on, once.
 pub fn deadline_due(session: &Session, shelves: &Shelves, now: Timestamp) -> Decision {
-    let mut b = Builder::new(shelves);
+    let mut b = Builder::new(shelves, now);
     let mut s = session.clone();
     let settled = s.settle_if_due(now, &mut b.effects)?;
     let reply = Reply::Deadline {
@@ -170,7 +170,7 @@ pub fn settle_refund(
     outcome: RefundOutcome,
     now: Timestamp,
 ) -> Decision {
-    let mut b = Builder::new(&NO_SHELVES);
+    let mut b = Builder::new(&NO_SHELVES, now);
     let mut s = session.clone();
     let Some(idx) = s.refunds.iter().position(|r| &r.id == refund_id) else {
         return Err(Rejection::UnknownRefund(refund_id.clone()));
@@ -222,7 +222,7 @@ pub fn settle_refund(
 /// the refund's issue; after it, the refund is raised once as [`AnomalyKind::RefundStuck`] and stays
 /// pending (still retried with the same id and amount) until a verified answer or reconciliation.
 pub fn refund_unresolved(session: &Session, refund_id: &RefundId, now: Timestamp) -> Decision {
-    let mut b = Builder::new(&NO_SHELVES);
+    let mut b = Builder::new(&NO_SHELVES, now);
     let mut s = session.clone();
     let Some(refund) = s.refund(refund_id) else {
         return Err(Rejection::UnknownRefund(refund_id.clone()));

@@ -7,6 +7,7 @@ use super::types::{Effect, Rejection};
 use crate::ids::{Sku, Slot};
 use crate::inventory::{SlotStock, StockChange};
 use crate::money::Money;
+use crate::time::Timestamp;
 
 /// A machine's slot rows as a command read them, and the catalogue prices of the products it needs
 /// (those of the slots it names that have no price of their own).
@@ -68,17 +69,18 @@ impl Shelves {
 
     /// Items of `slot` still available once `effects` (earlier changes of the same decision) apply.
     pub(crate) fn available_after(&self, slot: &Slot, effects: &[Effect]) -> Option<u32> {
-        let rows = self.fold(effects);
+        let rows = self.fold(effects, Timestamp::from_millis(0));
         rows.get(slot)
             .or_else(|| self.rows.get(slot))
             .map(SlotStock::available)
     }
 
-    /// The rows `effects` change, each with its version bumped once. A change to a slot outside the
-    /// planogram changes nothing; counts never go below zero (a delivery at stock 0 is flagged by the
-    /// command as `stock_mismatch` before it gets here).
-    pub fn apply(&self, effects: &[Effect]) -> Vec<SlotStock> {
-        self.fold(effects)
+    /// The rows `effects` change, each with its version bumped once; an item that left a slot stamps
+    /// it `sold_at = now`. A change to a slot outside the planogram changes nothing; counts never go
+    /// below zero (a delivery at stock 0 is flagged by the command as `stock_mismatch` before it gets
+    /// here).
+    pub fn apply(&self, effects: &[Effect], now: Timestamp) -> Vec<SlotStock> {
+        self.fold(effects, now)
             .into_values()
             .map(|mut r| {
                 r.version += 1;
@@ -87,7 +89,7 @@ impl Shelves {
             .collect()
     }
 
-    fn fold(&self, effects: &[Effect]) -> BTreeMap<Slot, SlotStock> {
+    fn fold(&self, effects: &[Effect], now: Timestamp) -> BTreeMap<Slot, SlotStock> {
         let mut changed: BTreeMap<Slot, SlotStock> = BTreeMap::new();
         for e in effects {
             let Effect::Stock { slot, change, .. } = e else {
@@ -103,8 +105,12 @@ impl Shelves {
                 StockChange::Deliver => {
                     row.reserved = row.reserved.saturating_sub(1);
                     row.stock = row.stock.saturating_sub(1);
+                    row.sold_at = Some(now);
                 }
-                StockChange::Remove => row.stock = row.stock.saturating_sub(1),
+                StockChange::Remove => {
+                    row.stock = row.stock.saturating_sub(1);
+                    row.sold_at = Some(now);
+                }
             }
         }
         changed

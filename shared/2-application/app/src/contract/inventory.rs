@@ -32,6 +32,7 @@ fn product(sku: &str, minor: u64) -> Product {
 /// A slot row of capacity 10 selling `sku` at its product's price, nothing reserved.
 fn row(device: &str, slot: &str, sku: &str, stock: u32, version: u64) -> SlotStock {
     SlotStock {
+        sold_at: None,
         device_id: id(device),
         slot: id(slot),
         sku: id(sku),

@@ -548,6 +548,7 @@ mod tests {
                 .map(|i| {
                     let slot = Slot::parse(long("P", i, Slot::MAX_LEN))?;
                     let row = SlotStock {
+                        sold_at: None,
                         device_id: device.clone(),
                         slot: slot.clone(),
                         sku: sku.clone(),

@@ -356,6 +356,7 @@ mod tests {
 
     fn row() -> SlotStock {
         SlotStock {
+            sold_at: None,
             device_id: "vm-1".parse().expect("id"),
             slot: "A1".parse().expect("slot"),
             sku: "cola".parse().expect("sku"),
