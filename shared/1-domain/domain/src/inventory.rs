@@ -137,6 +137,14 @@ pub enum InventoryError {
     },
     #[error("price must be greater than zero")]
     NonPositivePrice,
+    /// Every slot relying on a product's price is in the machine's currency; moving the product to
+    /// another would make them all refuse sales.
+    #[error("product {sku} is priced in {was}; a price in {asked} would break every slot selling it at the product's price - add another sku for {asked}")]
+    ProductCurrency {
+        sku: Sku,
+        was: Currency,
+        asked: Currency,
+    },
     #[error("name must be 1 to {MAX_NAME_CHARS} characters")]
     Name,
     #[error("category must be 1 to {MAX_CATEGORY_CHARS} characters")]
@@ -169,6 +177,7 @@ impl InventoryError {
             InventoryError::TooManySlots { .. } => "too_many_slots",
             InventoryError::CurrencyMismatch { .. } => "currency_mismatch",
             InventoryError::NonPositivePrice => "invalid_price",
+            InventoryError::ProductCurrency { .. } => "currency_mismatch",
             InventoryError::Name => "invalid_name",
             InventoryError::Category => "invalid_category",
             InventoryError::NoPlanogram(_) => "no_slot_map",
@@ -185,6 +194,27 @@ impl InventoryError {
             InventoryError::SlotReserved { .. } | InventoryError::StaleCount { .. }
         )
     }
+}
+
+/// A product as an operator defines it, replacing `existing` (if any): a non-empty name, a positive
+/// price, in the currency it had.
+pub fn update_product(
+    existing: Option<&Product>,
+    sku: Sku,
+    name: &str,
+    price: Money,
+    category: Option<&str>,
+) -> Result<Product, InventoryError> {
+    if let Some(was) = existing.map(|p| p.price.currency()) {
+        if was != price.currency() {
+            return Err(InventoryError::ProductCurrency {
+                sku,
+                was,
+                asked: price.currency(),
+            });
+        }
+    }
+    product(sku, name, price, category)
 }
 
 /// A product as an operator defines it: a non-empty name, a positive price.

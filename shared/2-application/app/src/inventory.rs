@@ -91,7 +91,8 @@ impl Inventory {
         price: Money,
         category: Option<&str>,
     ) -> Result<Product, AppError> {
-        let product = inventory::product(sku, name, price, category)?;
+        let existing = self.sessions.product(&sku).await?;
+        let product = inventory::update_product(existing.as_ref(), sku, name, price, category)?;
         self.store.put_product(&product).await?;
         Ok(product)
     }

@@ -1164,3 +1164,30 @@ async fn a_count_taken_before_a_sale_never_undoes_it() {
         (2, 0)
     );
 }
+
+#[tokio::test]
+async fn a_product_keeps_its_currency() {
+    // Slots relying on a product's price are in their machine's currency: moving the product to
+    // another would make every one of them refuse sales, so the catalogue refuses it instead.
+    let h = harness().await;
+    product(&h, "cola", "Cola", 350).await;
+    let (s, b) = op(
+        &h,
+        "PUT",
+        "/admin/products/cola",
+        json!({"name": "Cola", "price": {"minor": 50, "currency": "USD"}}),
+    )
+    .await;
+    assert_eq!((s, code(&b)), (400, Some("currency_mismatch")), "{b}");
+    let (s, b) = op(&h, "GET", "/admin/products", json!(null)).await;
+    assert_eq!(s, 200);
+    assert_eq!(b["products"][0]["price"], cny(350), "unchanged: {b}");
+    let (s, b) = op(
+        &h,
+        "PUT",
+        "/admin/products/cola",
+        json!({"name": "Cola", "price": {"minor": 380, "currency": "CNY"}}),
+    )
+    .await;
+    assert_eq!((s, &b["product"]["price"]), (200, &cny(380)), "{b}");
+}

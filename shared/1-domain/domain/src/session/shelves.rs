@@ -92,10 +92,17 @@ impl Shelves {
     fn fold(&self, effects: &[Effect], now: Timestamp) -> BTreeMap<Slot, SlotStock> {
         let mut changed: BTreeMap<Slot, SlotStock> = BTreeMap::new();
         for e in effects {
-            let Effect::Stock { slot, change, .. } = e else {
+            let Effect::Stock {
+                device,
+                slot,
+                change,
+            } = e
+            else {
                 continue;
             };
-            let Some(base) = self.rows.get(slot) else {
+            // Rows are one machine's; a change for another machine's slot of the same name is none
+            // of theirs (a session belongs to one machine, so this is a guard, not a path).
+            let Some(base) = self.rows.get(slot).filter(|r| &r.device_id == device) else {
                 continue;
             };
             let row = changed.entry(slot.clone()).or_insert_with(|| base.clone());
