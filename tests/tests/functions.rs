@@ -535,10 +535,22 @@ async fn a_purchase_is_one_write_with_or_without_a_slot_map() {
         "a slot at its product's price reads the product, once"
     );
 
-    // An operator drops A2 from the slot map: its row is deleted in qr-provision's transaction.
+    // An operator drops A2 from the slot map: not while m-3's item is promised (409), then, once it
+    // is vended, its row is deleted in qr-provision's transaction.
     let mut one_slot = fixture("admin-set-slots.json");
     one_slot["body"] =
         json!(json!({"slots": [{"slot": "A1", "sku": "cola-330", "capacity": 10}]}).to_string());
+    let a = f.admin(&one_slot).await;
+    assert_eq!(a.status, 409, "{}", a.text);
+    assert_eq!(a.json()["error"]["code"], "slot_reserved", "{}", a.text);
+    let mut vend = fixture("device-vend-result.json");
+    let path = "/devices/vm-fixture-1/purchases/m-3/result";
+    vend["rawPath"] = json!(path);
+    vend["requestContext"]["http"]["path"] = json!(path);
+    vend["pathParameters"]["request_id"] = json!("m-3");
+    sign_http(&mut vend, &secret, now_secs());
+    let a = f.device(&vend).await;
+    assert_eq!(a.status, 200, "{}", a.text);
     let a = f.admin(&one_slot).await;
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(

@@ -389,9 +389,10 @@ pub fn restock(
 }
 
 /// A slot's price (its own, or its product's: `whose`) must be in the machine's currency.
-/// The machine's own count, taken at `counted_at` (its signed request time): as [`restock`], but a slot
-/// that sold an item after the count was taken is refused ([`InventoryError::StaleCount`]) — a retry
-/// after a lost answer, a queue's redelivery or a replay would otherwise undo that sale.
+/// The machine's own count, taken at `counted_at` (its signed request time, whole seconds): as
+/// [`restock`], but a slot that sold an item in a later second than the count was signed is refused
+/// ([`InventoryError::StaleCount`]) — a retry after a lost answer, a queue's redelivery or a replay
+/// would otherwise undo that sale.
 pub fn count_by_machine(
     device: &DeviceId,
     current: &[SlotStock],
@@ -403,7 +404,9 @@ pub fn count_by_machine(
             .iter()
             .find(|r| r.slot == c.slot)
             .and_then(|r| r.sold_at)
-            .filter(|sold_at| *sold_at > counted_at);
+            // The machine signs in whole seconds: only a sale in a later second is surely after the
+            // count (one in the same second may have been counted, and is given the benefit).
+            .filter(|sold_at| sold_at.secs() > counted_at.secs());
         if let Some(sold_at) = sold_after {
             return Err(InventoryError::StaleCount {
                 slot: c.slot.clone(),
