@@ -154,7 +154,7 @@ impl Harness {
         must(self.client.sandbox_list(what).await)
     }
 
-    // --- catalogue and inventory (design §7) ---
+    // --- catalogue and inventory (`docs/contract.md`, “Catalogue and inventory”) ---
 
     /// `PUT /admin/products/{sku}` at `minor` fen: the product.
     pub async fn put_product(&self, sku: &str, name: &str, minor: u64) -> Value {

@@ -5,7 +5,7 @@
 //! A genuine, verified payment that cannot be credited (wrong currency, machine busy) is not bad input:
 //! it is refunded in full (see `docs/contract.md`, “Money rules”) and tested elsewhere.
 //!
-//! The catalogue and inventory routes (design §7) are checked over `vendpay serve` itself, on the
+//! The catalogue and inventory routes (`docs/contract.md`, “Catalogue and inventory”) are checked over `vendpay serve` itself, on the
 //! embedded store and on `--store aws` against moto: every refusal answers its precise code and leaves
 //! the catalogue, each machine's inventory, the machines' sessions and the restocking round as they were.
 //!
@@ -287,7 +287,7 @@ async fn every_function_refuses_bad_input_clearly_and_changes_nothing() {
     );
 }
 
-// --- catalogue and inventory over `vendpay serve` (design §7) ---
+// --- catalogue and inventory over `vendpay serve` (`docs/contract.md`, “Catalogue and inventory”) ---
 
 /// Who sends an inventory case.
 #[derive(Clone, Copy, Debug)]
@@ -715,7 +715,7 @@ fn inventory_cases() -> Vec<InvCase> {
     ]
 }
 
-/// What §7 refusals must leave alone.
+/// What the catalogue and inventory refusals must leave alone.
 async fn inventory_snapshot(h: &vendpay_e2e::Harness, a: &MachineKeys, b: &MachineKeys) -> Value {
     let bare = h
         .admin("GET", "/admin/devices/vm-inv-bare/inventory", None)

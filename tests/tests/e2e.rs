@@ -475,7 +475,7 @@ async fn forged_notifications_are_refused_and_move_no_money() {
     h.stop().await;
 }
 
-// 7. Catalogue and inventory (design §7).
+// 7. Catalogue and inventory (`docs/contract.md`, “Catalogue and inventory”).
 
 /// A signed `POST /devices/{id}/{tail}`: `(status, body)`.
 async fn device_post(h: &Harness, m: &MachineKeys, tail: &str, body: Value) -> (u16, Value) {

@@ -1,7 +1,7 @@
 //! The two flows (see `docs/contract.md`, “Money rules”) end to end over HTTP, on the embedded
 //! store and on `--store aws` against moto (DynamoDB + SQS, the deadline and refund queues
 //! long-polled into the Lambda handlers), and a late payment on the embedded store. Catalogue and
-//! inventory (design §7) on both stores: catalogue → planogram → sale at the server's price → sold out
+//! inventory (`docs/contract.md`, “Catalogue and inventory”) on both stores: catalogue → planogram → sale at the server's price → sold out
 //! (a purchase declined, an order refused 409) → restock → an order from the slot → the restocking
 //! round.
 //!

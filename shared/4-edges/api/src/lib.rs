@@ -72,7 +72,7 @@ pub trait QrProvisioner: Send + Sync {
 /// What the routes are built from, once at start-up; [`Api::new`] splits it into the three route groups.
 pub struct ApiParts {
     pub ledger: Ledger,
-    /// Catalogue and inventory (design §7), over the same store as the ledger.
+    /// Catalogue and inventory (`docs/contract.md`, “Catalogue and inventory”), over the same store as the ledger.
     pub inventory: Inventory,
     pub devices: Arc<dyn DeviceStore>,
     pub device_key: DeviceKey,

@@ -371,7 +371,7 @@ fn admin_token(config: &Config) -> Result<(String, Option<PathBuf>), ServeError>
 /// What a store mode gives the server.
 struct Stores {
     ledger: Ledger,
-    /// Catalogue and inventory (design §7), over the same store as the ledger.
+    /// Catalogue and inventory (`docs/contract.md`, “Catalogue and inventory”), over the same store as the ledger.
     inventory: Inventory,
     devices: Arc<dyn DeviceStore>,
     store: ServerStore,

@@ -1321,7 +1321,7 @@ impl Auditor {
         Ok(())
     }
 
-    /// The defects an operator's request has, by the rules of design §7 (none: it must be accepted;
+    /// The defects an operator's request has, by the rules of `docs/contract.md`, “Catalogue and inventory” (none: it must be accepted;
     /// any: it must be refused with one of them and change nothing).
     pub(crate) fn defects(&self, world: &World, op: &Operator) -> Vec<&'static str> {
         let m = &world.machines[op.device()];

@@ -36,7 +36,7 @@
 //! an unverified attempt, only while pending an hour or more after its issue, and must be raised by the
 //! first such attempt. At the end, every refund Alipay paid is succeeded and no other is.
 //!
-//! Inventory (design §7): most machines get a planogram from a shared catalogue (some none), with tiny
+//! Inventory (`docs/contract.md`, “Catalogue and inventory”): most machines get a planogram from a shared catalogue (some none), with tiny
 //! capacities so slots sell out often, some slots priced on their own; customers also name slots
 //! outside it, and machines omit the price or name a wrong one. Operators refill, the machines report
 //! their own counts (sometimes 0 while an item is promised, so a vend meets an empty slot), planograms
