@@ -4,6 +4,7 @@
 //! - [`ids`]: identifiers parsed at the edge (`DeviceId`, `TradeNo`, `RefundId`, ...).
 //! - [`device`]: a machine's mode and currency.
 //! - [`inventory`]: the catalogue, a machine's slot map (planogram), stock and reservations.
+//! - [`facts`]: the sales facts each decision records (for reports and Athena), buyers only as keys.
 //! - [`session`]: the pay-first session and purchase-first order state machine (see
 //!   `docs/contract.md`, “Money rules”) as pure functions from (state, command, now) to (new
 //!   state, effects, reply).
@@ -13,6 +14,7 @@
 //! only translates to and from these types; no decision about money is made anywhere else.
 
 pub mod device;
+pub mod facts;
 pub mod ids;
 pub mod inventory;
 pub mod money;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use vendpay_domain::facts::{BuyerHistory, Fact};
 use vendpay_domain::{
     Device, DeviceId, Money, PaymentOutcome, Product, RefundId, RefundStatus, Reply, RequestId,
     Session, SessionId, Sku, Slot, SlotStock, SlotWrites, Timestamp, TradeNo,
@@ -217,6 +218,9 @@ pub struct Commit {
     /// Slot rows whose stock or reservations the decision changes; each written only if the stored
     /// row's version is `version - 1` (the row exists: only a planogram creates rows).
     pub stock: Vec<SlotStock>,
+    /// The decision's sales facts (see `docs/sales.md`), written unconditionally in the same write:
+    /// a fact id already stored is kept as it is.
+    pub facts: Vec<Fact>,
 }
 
 /// Who may send a pending refund to Alipay, and when. Beside its money, every refund row carries its send
@@ -320,6 +324,16 @@ pub trait InventoryStore: Send + Sync {
     async fn write_slots(&self, device: &DeviceId, writes: &SlotWrites) -> Result<(), StoreError>;
     /// The machines that have a planogram, ordered by id.
     async fn stocked_devices(&self) -> Result<Vec<DeviceId>, StoreError>;
+}
+
+/// The sales facts every commit writes (see `docs/sales.md`), read back for reports. Only the embedded
+/// store serves reports; on AWS the facts go to S3 and Athena.
+#[async_trait]
+pub trait FactStore: Send + Sync {
+    /// Facts with `from <= at < to`, ordered by `at`, then id.
+    async fn facts(&self, from: Timestamp, to: Timestamp) -> Result<Vec<Fact>, StoreError>;
+    /// Every buyer with a sale before `before`: their first and latest sale, and its district.
+    async fn buyers_before(&self, before: Timestamp) -> Result<Vec<BuyerHistory>, StoreError>;
 }
 
 /// Why a queue or scheduler refused a message.

@@ -36,6 +36,7 @@ impl Session {
             purchases: Vec::new(),
             refunds: Vec::new(),
             anomalies: Vec::new(),
+            place: None,
             version: 0,
         }
     }

@@ -157,6 +157,7 @@ async fn open_session<S: Store>(
         refunds: vec![],
         send: None,
         stock: vec![],
+        facts: vec![],
     };
     store.commit(&commit).await.expect("commit");
     t.session(&outcome.session).expect("written").clone()

@@ -209,6 +209,7 @@ pub(super) async fn a_failed_condition_writes_nothing<S: Store>(store: Arc<S>) {
         refunds: vec![],
         send: None,
         stock: vec![],
+        facts: vec![],
     };
     assert!(
         matches!(store.commit(&commit).await, Err(StoreError::Conflict(_))),

@@ -9,9 +9,11 @@
 //! This file holds the service and the machine's commands (payment, purchase, vend, order, end, the
 //! deadline); [`refunds`] holds the refund side (sending one, recording its verdict, the sweep).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use vendpay_domain::facts::{facts_of, AnalyticsKey, Fact, FactContext, Place};
 
 use vendpay_domain::{
     deadline_due, end_session, place_order, receive_payment, report_vend, request_purchase,
@@ -82,7 +84,14 @@ pub struct Ledger {
     refunds: Arc<dyn RefundQueue>,
     clock: Arc<dyn Clock>,
     windows: Windows,
+    /// Hashes buyer ids into the facts' `buyer_key`; without it facts name no buyer.
+    analytics: Option<AnalyticsKey>,
+    /// Product names by sku for sale facts, each kept [`NAME_TTL`] (a rename shows within that).
+    names: Arc<Mutex<HashMap<vendpay_domain::Sku, (Option<String>, Timestamp)>>>,
 }
+
+/// How long a product name read for sale facts is reused.
+const NAME_TTL: Duration = Duration::from_secs(300);
 
 impl Ledger {
     pub fn new(
@@ -98,7 +107,15 @@ impl Ledger {
             refunds,
             clock,
             windows,
+            analytics: None,
+            names: Arc::default(),
         }
+    }
+
+    /// Facts name buyers by their key under `key` (`ANALYTICS_KEY`).
+    pub fn with_analytics_key(mut self, key: AnalyticsKey) -> Ledger {
+        self.analytics = Some(key);
+        self
     }
 
     pub fn windows(&self) -> Windows {
@@ -192,7 +209,7 @@ impl Ledger {
                 return Err(unexpected(&t.reply));
             };
             let outcome = outcome.clone();
-            let mut commit = self.commit_for(&t, Some(&m), &before(&m.current));
+            let mut commit = self.commit_for(&t, Some(&m), &before(&m.current)).await?;
             commit.trade = Some((payment.trade_no.clone(), outcome.clone()));
             if self.try_commit(&commit, attempt).await? {
                 self.dispatch(&t).await;
@@ -254,7 +271,7 @@ impl Ledger {
                 return Err(unexpected(&t.reply));
             };
             let answer = answer.clone();
-            let mut commit = self.commit_for(&t, Some(&m), &before(&m.current));
+            let mut commit = self.commit_for(&t, Some(&m), &before(&m.current)).await?;
             commit.request = Some(RequestRecord {
                 device: device.clone(),
                 request_id: request_id.clone(),
@@ -351,7 +368,7 @@ impl Ledger {
             if t.is_noop() {
                 return self.session(&id).await;
             }
-            let mut commit = self.commit_for(&t, Some(&m), &before(&m.current));
+            let mut commit = self.commit_for(&t, Some(&m), &before(&m.current)).await?;
             commit.request = Some(RequestRecord {
                 device: device.clone(),
                 request_id: as_request.clone(),
@@ -400,7 +417,7 @@ impl Ledger {
                     _ => Err(AppError::UnknownSession(session)),
                 };
             }
-            let commit = self.commit_for(&t, Some(&m), &before(&m.current));
+            let commit = self.commit_for(&t, Some(&m), &before(&m.current)).await?;
             if self.try_commit(&commit, attempt).await? {
                 self.dispatch(&t).await;
                 return written(&t, &session);
@@ -445,7 +462,7 @@ impl Ledger {
             return Ok(Some(read.clone()));
         }
         let prior = HashMap::from([(read.id.clone(), read)]);
-        let commit = self.commit_for(t, None, &prior);
+        let commit = self.commit_for(t, None, &prior).await?;
         if !self.try_commit(&commit, attempt).await? {
             return Ok(None);
         }
@@ -453,14 +470,15 @@ impl Ledger {
         Ok(Some(written(t, &read.id)?))
     }
 
-    /// The commit of a transition: its sessions, the device guard of a device-level command, and the
-    /// refund rows that are new or changed relative to what was read.
-    fn commit_for(
+    /// The commit of a transition: its sessions (a new one stamped with the machine's place), the
+    /// device guard of a device-level command, the refund rows that are new or changed relative to
+    /// what was read, and the decision's facts.
+    async fn commit_for(
         &self,
         t: &Transition,
         machine: Option<&Machine>,
         prior: &HashMap<SessionId, &Session>,
-    ) -> Commit {
+    ) -> Result<Commit, AppError> {
         let mut refunds = Vec::new();
         for s in &t.sessions {
             let old = prior.get(&s.id);
@@ -483,19 +501,100 @@ impl Ledger {
                 }
             }
         }
-        Commit {
+        let mut sessions = t.sessions.clone();
+        if let Some(m) = machine {
+            let place = place_of(m);
+            for s in sessions.iter_mut().filter(|s| s.place.is_none()) {
+                s.place = Some(place.clone());
+            }
+        }
+        let facts = self.facts(t, &sessions, prior).await?;
+        Ok(Commit {
             device: machine.map(|m| DeviceGuard {
                 device: m.record.device.id.clone(),
                 expected_version: m.record.version,
                 new_current: t.current.clone(),
             }),
-            sessions: t.sessions.clone(),
+            sessions,
             trade: None,
             request: None,
             refunds,
             send: None,
             stock: t.stock.clone(),
+            facts,
+        })
+    }
+
+    /// The facts of a decision (see `docs/sales.md`), from its sessions as they will be written.
+    async fn facts(
+        &self,
+        t: &Transition,
+        sessions: &[Session],
+        prior: &HashMap<SessionId, &Session>,
+    ) -> Result<Vec<Fact>, AppError> {
+        let stamped = Transition {
+            sessions: sessions.to_vec(),
+            current: t.current.clone(),
+            effects: t.effects.clone(),
+            reply: t.reply.clone(),
+            stock: t.stock.clone(),
+        };
+        // A session stored before places were kept: its machine's place now.
+        let mut place = None;
+        if let Some(s) = sessions.iter().find(|s| s.place.is_none()) {
+            if let Some(m) = self.store.machine(&s.device_id).await? {
+                place = Some(place_of(&m));
+            }
         }
+        let mut names = BTreeMap::new();
+        let delivering = t.effects.iter().any(|e| {
+            matches!(
+                e,
+                Effect::Stock {
+                    change: vendpay_domain::StockChange::Deliver
+                        | vendpay_domain::StockChange::Remove,
+                    ..
+                }
+            )
+        });
+        if delivering {
+            for row in &t.stock {
+                if let Some(name) = self.product_name(&row.sku).await? {
+                    names.insert(row.sku.clone(), name);
+                }
+            }
+        }
+        // Without a key, facts name no buyer (the empty key's output is dropped below).
+        let unkeyed = AnalyticsKey::new(Vec::new());
+        let ctx = FactContext {
+            key: self.analytics.as_ref().unwrap_or(&unkeyed),
+            place: place.as_ref(),
+            products: &names,
+        };
+        let mut facts = facts_of(&stamped, prior, &ctx, self.clock.now());
+        if self.analytics.is_none() {
+            for f in &mut facts {
+                f.buyer_key = None;
+            }
+        }
+        Ok(facts)
+    }
+
+    /// A product's name for sale facts, read at most once per [`NAME_TTL`].
+    async fn product_name(&self, sku: &vendpay_domain::Sku) -> Result<Option<String>, AppError> {
+        let now = self.clock.now();
+        if let Ok(names) = self.names.lock() {
+            if let Some((name, until)) = names.get(sku) {
+                if now < *until {
+                    return Ok(name.clone());
+                }
+            }
+        }
+        let name = self.store.product(sku).await?.map(|p| p.name);
+        if let Ok(mut names) = self.names.lock() {
+            names.insert(sku.clone(), (name.clone(), now.plus(NAME_TTL)));
+        }
+        Ok(name)
     }
 
     /// `true` when written, `false` when a condition failed (re-read and re-decide). A lost race
@@ -574,6 +673,13 @@ impl Ledger {
                 | Effect::Stock { .. } => {}
             }
         }
+    }
+}
+
+fn place_of(m: &Machine) -> Place {
+    Place {
+        district: m.record.district.clone(),
+        location: m.record.location.clone(),
     }
 }
 

@@ -530,6 +530,7 @@ mod tests {
             refunds,
             send: None,
             stock: t.stock.clone(),
+            facts: vec![],
         }
     }
 
