@@ -7,6 +7,8 @@
 //!   `group_commit` (one drainer, one transaction per group), `writes` (the SQL of a commit and of a
 //!   slot-map change, migrations, pruning) and `row_codec` (rows to and from domain types), with no
 //!   cycle among them (`scripts/check-layers`).
+//!   The sales facts each commit writes are rows of `facts` (private `facts`), read by
+//!   `vendpay report` through the `FactStore` port.
 //! - [`delivery`]: [`TimerScheduler`] (a tokio timer per deadline message) and [`ChannelRefundQueue`],
 //!   both feeding in-process channels, plus [`rearm`], which re-schedules every stored deadline and
 //!   re-sends every pending refund after a restart.
@@ -18,6 +20,7 @@
 
 mod db;
 pub mod delivery;
+mod facts;
 mod group_commit;
 mod row_codec;
 pub mod store;

@@ -49,12 +49,15 @@
 //! | `refunds` | `refund_id` | `session`, `status`, `issued_at`, `body` (JSON `RefundRecord`), `next_attempt_at`, `in_flight_until`, `attempts`, `generation` | the last four are the send schedule (`RefundSend`), kept beside the JSON |
 //! | `products` | `sku` | `body` (JSON `Product`) | the catalogue |
 //! | `slots` | `(device, slot)` | `version`, `body` (JSON `SlotStock`) | a machine's planogram with stock and reservations; `version` is the body's, the column the conditions compare |
+//! | `facts` | `id` | one column per fact field (`docs/sales.md`) | written in the commit's savepoint, `ON CONFLICT DO NOTHING`; never changed |
 //!
 //! Indexes: `sessions_by_device (device, opened_at, id)`; the partial `sessions_by_deadline (deadline_at, id)
 //! WHERE deadline_at IS NOT NULL` (the sweep and the re-arm list); `requests_by_expiry (expires_at)`;
-//! the partial `refunds_pending (next_attempt_at, refund_id) WHERE status = 'pending'`.
-//! `PRAGMA user_version` holds the schema version (3; migrations in `writes` take versions 0, 1 and 2
-//! there on open: version 2 added the send schedule, version 3 `products` and `slots`).
+//! the partial `refunds_pending (next_attempt_at, refund_id) WHERE status = 'pending'`;
+//! `facts_by_time (at, id)` and the partial `facts_sales_by_buyer (buyer_key, at, id) WHERE kind = 'sale'`.
+//! `PRAGMA user_version` holds the schema version (4; migrations in `writes` take versions 0 … 3
+//! there on open: version 2 added the send schedule, version 3 `products` and `slots`, version 4
+//! `facts`).
 //!
 //! ## Access patterns
 //! | operation | SQL |
@@ -74,6 +77,8 @@
 //! | `products` | `products` ordered by sku |
 //! | `write_slots` | in one transaction: per removed row `DELETE .. WHERE version = v`; per written row `INSERT .. ON CONFLICT DO NOTHING` (version 1) or `UPDATE .. WHERE version = v - 1`; any row changing nothing rolls it all back as a conflict |
 //! | `stocked_devices` | `SELECT DISTINCT device FROM slots` ordered by device (the primary key), so it is always up to date |
+//! | `facts(from, to)` | `facts_by_time`: `at >= from AND at < to` ordered by `at, id` |
+//! | `buyers_before(t)` | `facts_sales_by_buyer`: per buyer the first sale and the latest (a window over `at < t`) |
 //! | pruning | `DELETE FROM requests WHERE expires_at <= now` on open and at most hourly after a commit |
 //!
 //! Nothing read from the database is trusted: a row that does not decode, or whose key disagrees with
@@ -84,7 +89,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use vendpay_app::{
+use vendpay_domain::facts::{BuyerHistory, Fact};
+use vendpay_app::{FactStore, 
     Commit, DeadlineMessage, DeviceRecord, DeviceStore, Failure, InventoryStore, Machine, QrCode,
     RefundRecord, RequestRecord, SessionStore, StoreError,
 };
@@ -569,6 +575,19 @@ impl SessionStore for SqliteStore {
             Ok(out)
         })
         .await
+    }
+}
+
+#[async_trait]
+impl FactStore for SqliteStore {
+    async fn facts(&self, from: Timestamp, to: Timestamp) -> Result<Vec<Fact>, StoreError> {
+        self.read(move |conn, _| crate::facts::read(conn, from, to))
+            .await
+    }
+
+    async fn buyers_before(&self, before: Timestamp) -> Result<Vec<BuyerHistory>, StoreError> {
+        self.read(move |conn, _| crate::facts::buyers_before(conn, before))
+            .await
     }
 }
 

@@ -88,8 +88,9 @@ CREATE TABLE slots (
 ) STRICT;
 ";
 
+/// Version 4 (`facts::SCHEMA_4`): the sales facts.
 /// The migrations, in order: `MIGRATIONS[v]` takes a database at schema version `v` to `v + 1`.
-const MIGRATIONS: [&str; 3] = [SCHEMA, SCHEMA_2, SCHEMA_3];
+const MIGRATIONS: [&str; 4] = [SCHEMA, SCHEMA_2, SCHEMA_3, crate::facts::SCHEMA_4];
 
 pub(crate) fn migrate(conn: &mut Connection, location: &Location) -> Result<(), StoreError> {
     let what = format!("preparing the schema of {location}");
@@ -313,7 +314,7 @@ pub(crate) fn apply_commit(
             )));
         }
     }
-    Ok(())
+    crate::facts::insert(conn, &commit.facts)
 }
 
 /// Creates or replaces a product.

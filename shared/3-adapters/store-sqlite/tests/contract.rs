@@ -47,3 +47,32 @@ async fn contract_on_files() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn facts_contract_in_memory() {
+    contract::run_facts(|| async {
+        Arc::new(
+            SqliteStore::open_with_clock(Location::Memory, clock())
+                .await
+                .expect("open in memory"),
+        )
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn facts_contract_on_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let n = AtomicUsize::new(0);
+    contract::run_facts(|| {
+        let path = dir.path().join(format!("facts-{}.sqlite", n.fetch_add(1, Ordering::SeqCst)));
+        async move {
+            Arc::new(
+                SqliteStore::open_with_clock(Location::File(path), clock())
+                    .await
+                    .expect("open file"),
+            )
+        }
+    })
+    .await;
+}

@@ -6,7 +6,7 @@
 //!
 //! The checks live by subject: `store` and `refunds` on the store ports, `ledger` through the
 //! `Ledger` service, `inventory` on the catalogue and slot rows (through the ports and the `Ledger`);
-//! `fakes` and `limited` are the stand-ins they run with. This file holds [`run`] and the fixtures
+//! `facts` (run by [`run_facts`]) on the sales facts of stores that serve reports; `fakes` and `limited` are the stand-ins they run with. This file holds [`run`] and the fixtures
 //! they share.
 
 // A test suite compiled as library code (behind the `contract` feature, which only dev-dependencies
@@ -20,6 +20,7 @@ use vendpay_domain::*;
 
 use crate::ports::*;
 
+mod facts;
 mod fakes;
 mod inventory;
 mod ledger;
@@ -27,6 +28,7 @@ mod limited;
 mod refunds;
 mod store;
 
+pub use facts::run_facts;
 pub use fakes::{ManualClock, Recorder};
 pub use limited::{commit_actions, MAX_WRITE_ACTIONS};
 
