@@ -51,6 +51,8 @@ pub(crate) struct Auditor {
     /// The reservations each stored session holds now (held purchases and awaiting orders that
     /// reserved), as its last write shows.
     pub(crate) outstanding: HashMap<SessionId, Vec<(DeviceId, Slot, u64)>>,
+    /// The sales facts every decision records, replayed against the sessions (`facts`).
+    pub(crate) facts: crate::facts::FactBook,
 }
 
 /// One slot as the auditor books it: `stock_start + restocked − delivered` is the stock it must have.

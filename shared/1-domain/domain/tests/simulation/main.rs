@@ -36,6 +36,11 @@
 //! an unverified attempt, only while pending an hour or more after its issue, and must be raised by the
 //! first such attempt. At the end, every refund Alipay paid is succeeded and no other is.
 //!
+//! Sales facts (`docs/sales.md`): every transition's facts are derived as the service derives them
+//! before its commit, and the facts auditor (`facts`) replays them: after every step each written
+//! session's facts add up to its payments, spent, refunds and failed vends; at the end of a run the
+//! same per machine and currency; no fact id is ever recorded twice.
+//!
 //! Inventory (`docs/contract.md`, “Catalogue and inventory”): most machines get a planogram from a shared catalogue (some none), with tiny
 //! capacities so slots sell out often, some slots priced on their own; customers also name slots
 //! outside it, and machines omit the price or name a wrong one. Operators refill, the machines report
@@ -68,6 +73,7 @@ use std::time::{Duration, Instant};
 use vendpay_domain::*;
 
 mod auditor;
+mod facts;
 mod rng;
 mod workload;
 mod world;
@@ -173,6 +179,14 @@ fn simulated_fleets_keep_every_money_rule() {
             "planogram refused slot_reserved",
             "planogram slot with its own price",
             "slot ends the run sold out",
+            // Sales facts.
+            "fact payment",
+            "fact sale",
+            "fact vend_failed",
+            "fact refund issued",
+            "fact refund succeeded",
+            "fact refund failed",
+            "fact anomaly",
         ] {
             assert!(
                 stats.get(must).copied().unwrap_or(0) > 0,

@@ -793,6 +793,9 @@ impl Sim {
         if let Err(e) = self.auditor.check(&self.world, &cmd, &t, self.now) {
             return Err(self.fail(seed, &e));
         }
+        if let Err(e) = self.auditor.facts.record(&t, &before, now) {
+            return Err(self.fail(seed, &e));
+        }
         if let Err(e) = self
             .auditor
             .check_stock(&self.world, &cmd, &t, expect, &before)
@@ -1099,6 +1102,12 @@ impl Sim {
                     }
                 }
             }
+        }
+        if let Err(e) = self.auditor.facts.check_machines(&self.world) {
+            return Err(self.fail(seed, &e));
+        }
+        for (k, v) in std::mem::take(&mut self.auditor.facts.stats) {
+            *self.auditor.stats.entry(k).or_default() += v;
         }
         // A purchase the machine reported delivered in time was delivered, never refunded.
         for (session, request) in &self.auditor.delivered_in_time {

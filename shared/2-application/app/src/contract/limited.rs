@@ -28,6 +28,7 @@ pub fn commit_actions(c: &Commit) -> usize {
         + c.refunds.len()
         + usize::from(c.send.is_some())
         + c.stock.len()
+        + usize::from(!c.facts.is_empty())
 }
 
 #[async_trait]

@@ -1,6 +1,6 @@
 //! A [`Commit`] as the actions of one conditional write: the device guard, each session, the trade
 //! and request rows, refund rows, a refund's send-schedule change and the slot rows the decision
-//! changes, each with its condition; a planogram change ([`SlotWrites`]) likewise; and what a write
+//! changes, each with its condition, and the decision's facts item; a planogram change ([`SlotWrites`]) likewise; and what a write
 //! costs DynamoDB (actions, largest item, total size), so the bounds are proved.
 
 use std::collections::HashMap;
@@ -213,7 +213,40 @@ pub(super) fn actions(commit: &Commit) -> Result<Vec<Action>, StoreError> {
             cond: Cond::version_is(row.version - 1),
         }));
     }
+    if let Some(item) = facts_item(commit)? {
+        // Unconditional: the key names the decision (its session's new version), so writing it
+        // again writes the same facts, and the stream sees no change.
+        out.push(Action::Put(PutAction {
+            item,
+            cond: Cond::default(),
+        }));
+    }
     Ok(out)
+}
+
+/// The one item holding a commit's facts, keyed by the decision: the first written session and its
+/// new version (unique per landed decision, since that version is written only once).
+fn facts_item(commit: &Commit) -> Result<Option<Item>, StoreError> {
+    let Some(first) = commit.facts.first() else {
+        return Ok(None);
+    };
+    let pk = match commit.sessions.first() {
+        Some(s) => format!("{FACTS_PREFIX}{}#{}", s.id, s.version),
+        None => format!("{FACTS_PREFIX}{}", first.id),
+    };
+    let latest = commit
+        .facts
+        .iter()
+        .map(|f| f.at)
+        .max()
+        .unwrap_or(first.at);
+    let mut item = key(pk, SK_FACTS);
+    item.insert(ATTR_FACTS.into(), json(&commit.facts)?);
+    item.insert(
+        ATTR_EXPIRES.into(),
+        AttributeValue::N(latest.plus(FACTS_TTL).secs().to_string()),
+    );
+    Ok(Some(item))
 }
 
 /// The actions of a planogram change of `device`: each written row a `Put` on `version = v - 1`
@@ -530,8 +563,31 @@ mod tests {
             refunds,
             send: None,
             stock: t.stock.clone(),
-            facts: vec![],
+            facts: worst_facts(t),
         }
+    }
+
+    /// The decision's facts as if every session were new (every payment, vend and refund reported
+    /// again) at the longest district and location: more than a real decision writes, so the bounds
+    /// proved with them hold for it.
+    fn worst_facts(t: &Transition) -> Vec<vendpay_domain::facts::Fact> {
+        use vendpay_domain::facts::{facts_of, AnalyticsKey, FactContext, Place};
+        let place = Place {
+            district: "d".repeat(100),
+            location: Some("l".repeat(200)),
+        };
+        let key = AnalyticsKey::new(b"k".to_vec());
+        let names = std::collections::BTreeMap::new();
+        let ctx = FactContext {
+            key: &key,
+            place: Some(&place),
+            products: &names,
+        };
+        let mut facts = facts_of(t, &HashMap::new(), &ctx, Timestamp::from_millis(0));
+        for f in &mut facts {
+            f.product = Some("p".repeat(100));
+        }
+        facts
     }
 
     /// A machine's slot rows as the decisions leave them, and the catalogue price they sell at.

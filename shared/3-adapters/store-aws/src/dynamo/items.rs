@@ -64,6 +64,14 @@ pub(super) const SESSION_PREFIX: &str = "ses#";
 pub(super) const DEVICE_PREFIX: &str = "dev#";
 pub(super) const SLOT_PREFIX: &str = "slot#";
 pub(super) const SKU_PREFIX: &str = "sku#";
+/// A decision's sales facts: one item per decision, `facts#{session}#{version}` / `facts`, holding
+/// them as a JSON array in `facts`; the stream carries them to `analytics-export`.
+pub const FACTS_PREFIX: &str = "facts#";
+pub const SK_FACTS: &str = "facts";
+pub const ATTR_FACTS: &str = "facts";
+/// How long a facts item stays in the table: the stream has delivered it long before (its records
+/// live 24 h), and the analytics copy in S3 is the lasting one.
+pub const FACTS_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 /// The partition of the catalogue's products.
 pub(super) const CATALOGUE: &str = "catalogue";
 /// The partition of the stocked machines' listing.
