@@ -51,5 +51,7 @@ pub fn build(sdk: &SdkConfig, env: &Env) -> Result<AdminRoutes, StartError> {
         admin,
         qr: alipay.alipay,
         public_base_url: settings::base_url(&env.required("PUBLIC_BASE_URL")?)?,
+        // The facts are in S3; the sales report is the Athena workgroup's named queries.
+        reports: None,
     })
 }

@@ -10,6 +10,7 @@
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use vendpay_domain::facts::AnalyticsKey;
 use vendpay_domain::{DeviceId, Timestamp};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -63,6 +64,20 @@ impl DeviceKey {
         hex::encode(&self.0)
     }
 
+    /// The key buyer ids are hashed with when `ANALYTICS_KEY` is not set: derived one way from this
+    /// key (a buyer key reveals nothing of it), so every process holding the device key writes the same
+    /// buyer keys without a second secret to manage.
+    pub fn analytics_key(&self) -> AnalyticsKey {
+        match HmacSha256::new_from_slice(&self.0) {
+            Ok(mut mac) => {
+                mac.update(b"vendpay/analytics/v1");
+                AnalyticsKey::new(mac.finalize().into_bytes().to_vec())
+            }
+            // HMAC takes keys of any length; kept total rather than unwrapped.
+            Err(_) => AnalyticsKey::new(self.0.clone()),
+        }
+    }
+
     /// A new credential for `device`: what to store, and the secret to show once.
     pub fn new_credential(&self, device: &DeviceId) -> Result<(String, String), KeyError> {
         let salt = hex::encode(random_bytes(16)?);
@@ -83,6 +98,14 @@ impl DeviceKey {
         mac.update(salt.as_bytes());
         Some(hex::encode(mac.finalize().into_bytes()))
     }
+}
+
+/// `ANALYTICS_KEY` (hex, at least 32 bytes, like `DEVICE_KEY`).
+pub fn analytics_key_from_hex(
+    setting: &'static str,
+    hex_key: &str,
+) -> Result<AnalyticsKey, KeyError> {
+    DeviceKey::from_hex(setting, hex_key).map(|k| AnalyticsKey::new(k.0))
 }
 
 fn random_bytes(n: usize) -> Result<Vec<u8>, KeyError> {

@@ -11,6 +11,7 @@
 
 pub mod alipay;
 pub mod auth;
+pub mod reports;
 pub mod error;
 pub mod input;
 pub mod label;
@@ -81,6 +82,8 @@ pub struct ApiParts {
     /// `PUBLIC_BASE_URL`: where Alipay reaches us; notify URLs are built from it.
     pub public_base_url: String,
     pub notify: notify::NotifySettings,
+    /// The sales report's facts (the embedded store); `None` on AWS, where Athena serves it.
+    pub reports: Option<reports::Reports>,
 }
 
 /// The machine routes, `/devices/{id}/...` (the `device-api` function).
@@ -103,6 +106,8 @@ pub struct AdminRoutes {
     pub qr: Arc<dyn QrProvisioner>,
     /// `PUBLIC_BASE_URL`: where Alipay reaches us; notify URLs are built from it.
     pub public_base_url: String,
+    /// `GET /admin/reports/sales`: the facts to report on, where this process has them.
+    pub reports: Option<reports::Reports>,
 }
 
 /// `POST /alipay/notify/{device_id}` (the `alipay-notify` function).
@@ -164,6 +169,7 @@ impl Api {
             qr,
             public_base_url,
             notify,
+            reports,
         } = parts;
         Api {
             device: DeviceRoutes {
@@ -180,6 +186,7 @@ impl Api {
                 admin,
                 qr,
                 public_base_url,
+                reports,
             },
             notify: NotifyRoute {
                 ledger,
@@ -439,6 +446,9 @@ impl AdminRoutes {
                     &self.inventory.restock(&id, &counts).await?,
                 ))
             }
+            (&Method::GET, ["reports", "sales"]) => {
+                reports::route(self.reports.as_ref(), req.uri().query()).await
+            }
             (&Method::GET, ["inventory"]) => {
                 let below = input::below(req.uri().query(), LOW_SHARE)?;
                 ok(&views::restocking_round(
@@ -455,6 +465,7 @@ impl AdminRoutes {
                 | ["products"]
                 | ["products", _]
                 | ["inventory"]
+                | ["reports", "sales"]
                 | ["sessions", _],
             ) => Err(ApiError::new(
                 405,

@@ -2,9 +2,10 @@
 //! template sets exactly their union (`infra/function-env.json`, checked by `infra/tests`), and
 //! [`crate::env`] reads and resolves them once at start-up.
 
-/// The ledger's settings: the table and the three windows.
+/// The ledger's settings: the table, the three windows, and the key of the facts' buyer keys.
 pub const LEDGER_SETTINGS: &[&str] = &[
     "TABLE_NAME",
+    "ANALYTICS_KEY",
     "PAY_FIRST_WINDOW_SECS",
     "PURCHASE_FIRST_WINDOW_SECS",
     "ORDER_PAYMENT_WINDOW_SECS",

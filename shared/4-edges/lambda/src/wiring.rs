@@ -8,11 +8,13 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use vendpay_alipay::{AlipayConfig, HttpGateway, MerchantProfile, PartnerId, Verifier};
 use vendpay_api::alipay::{Alipay, NotifyCheck};
 use vendpay_api::notify::NotifySettings;
+use vendpay_api::auth::{analytics_key_from_hex, DeviceKey};
 use vendpay_api::settings;
 use vendpay_app::inventory::Inventory;
 use vendpay_app::{
     DeadlineMessage, DeadlineScheduler, DispatchError, Ledger, RefundMessage, RefundQueue,
 };
+use vendpay_domain::facts::AnalyticsKey;
 use vendpay_domain::{Clock, SystemClock};
 use vendpay_store_aws::{DynamoStore, LongDeadlines, SqsDeadlineScheduler, SqsRefundQueue};
 
@@ -117,7 +119,27 @@ pub fn ledger(
     env: &Env,
 ) -> Result<Ledger, StartError> {
     let windows = settings::windows(&env.lookup())?;
-    Ok(Ledger::new(store, deadlines, refunds, clock, windows))
+    Ok(Ledger::new(store, deadlines, refunds, clock, windows).with_analytics_key(analytics_key(env)?))
+}
+
+/// The key of the facts' buyer keys: `ANALYTICS_KEY`, else derived from `DEVICE_KEY`. Every function
+/// that writes facts must hash buyers alike, so a function with neither does not start.
+pub fn analytics_key(env: &Env) -> Result<AnalyticsKey, StartError> {
+    let given = |name: &'static str| env.get(name).filter(|v| !v.trim().is_empty());
+    if let Some(hex) = given("ANALYTICS_KEY") {
+        return analytics_key_from_hex("ANALYTICS_KEY", &hex)
+            .map_err(|e| settings::invalid("ANALYTICS_KEY", e.to_string()).into());
+    }
+    if let Some(hex) = given("DEVICE_KEY") {
+        return DeviceKey::from_hex("DEVICE_KEY", &hex)
+            .map(|k| k.analytics_key())
+            .map_err(|e| settings::invalid("DEVICE_KEY", e.to_string()).into());
+    }
+    Err(settings::invalid(
+        "ANALYTICS_KEY",
+        "is not set (nor DEVICE_KEY to derive it from): facts would name no buyer",
+    )
+    .into())
 }
 
 /// Catalogue and inventory over the DynamoDB store (products, slot maps and stock live in the same

@@ -26,7 +26,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use vendpay_alipay::{AlipayConfig, MerchantProfile, Verifier};
+use vendpay_api::auth::analytics_key_from_hex;
 use vendpay_api::{settings, DeviceKey};
+use vendpay_domain::facts::AnalyticsKey;
+
+/// Report days are China's unless `REPORT_TZ` says otherwise (Alipay's day is GMT+8 too).
+pub const DEFAULT_REPORT_TZ: &str = "+08:00";
 use vendpay_domain::Windows;
 use vendpay_lambda::Env;
 
@@ -44,6 +49,8 @@ pub const SETTINGS: &[&str] = &[
     "ADMIN_TOKEN",
     "PUBLIC_BASE_URL",
     "DEVICE_KEY",
+    "ANALYTICS_KEY",
+    "REPORT_TZ",
     "ALIPAY_GATEWAY_URL",
     "ALIPAY_PARTNER_ID",
     "ALIPAY_SIGN_TYPE",
@@ -163,6 +170,10 @@ pub struct Config {
     pub public_base_url: Option<String>,
     /// `None`: kept in `<VENDPAY_DB>.device-key` (created on first start).
     pub device_key: Option<DeviceKey>,
+    /// `ANALYTICS_KEY`; `None`: derived from the device key.
+    pub analytics_key: Option<AnalyticsKey>,
+    /// `REPORT_TZ`: the fixed offset report days are in (`+08:00`).
+    pub report_tz: String,
     /// `ALIPAY_NOTIFY_VERIFY`.
     pub notify_verify: bool,
     pub alipay: AlipayMode,
@@ -186,6 +197,8 @@ impl fmt::Debug for Config {
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("public_base_url", &self.public_base_url)
             .field("device_key", &self.device_key.as_ref().map(|_| "<set>"))
+            .field("analytics_key", &self.analytics_key.as_ref().map(|_| "<set>"))
+            .field("report_tz", &self.report_tz)
             .field("notify_verify", &self.notify_verify)
             .field("alipay", &mode)
             .field("merchant", &self.merchant)
@@ -241,6 +254,13 @@ impl Config {
         let device_key = opt("DEVICE_KEY")
             .map(|k| DeviceKey::from_hex("DEVICE_KEY", &k))
             .transpose()?;
+
+        let analytics_key = opt("ANALYTICS_KEY")
+            .map(|k| analytics_key_from_hex("ANALYTICS_KEY", &k))
+            .transpose()?;
+
+        let report_tz = opt("REPORT_TZ").unwrap_or_else(|| DEFAULT_REPORT_TZ.to_owned());
+        vendpay_insight::parse_offset(&report_tz).map_err(|e| invalid("REPORT_TZ", e.to_string()))?;
 
         let notify_verify = settings::notify_verify(&get)?;
 
@@ -305,6 +325,8 @@ impl Config {
             admin_token,
             public_base_url,
             device_key,
+            analytics_key,
+            report_tz,
             notify_verify,
             alipay,
             merchant,

@@ -17,6 +17,9 @@
 //!   latency, CPU per event and per purchase, and the money invariant of every session; with
 //!   `--planogram` the purchases come from slot maps at the server's price (stock checked too).
 //!
+//! - [`report`]: `vendpay report` — the sales report (`docs/sales.md`) over a store's facts, as text,
+//!   JSON or HTML, and the campaign CSV.
+//!
 //! The binary (`src/main.rs`) only parses the command line, sets up logging and calls these.
 
 pub mod aws;
@@ -26,6 +29,7 @@ pub mod error;
 pub mod keyfile;
 pub mod load;
 pub mod local;
+pub mod report;
 pub mod respond;
 pub mod sandbox;
 pub mod server;

@@ -33,7 +33,9 @@ use vendpay_api::auth::DeviceKey;
 use vendpay_api::notify::NotifySettings;
 use vendpay_api::{AdminAuth, Api, ApiParts};
 use vendpay_app::inventory::Inventory;
-use vendpay_app::{DeviceStore, Ledger, RefundGateway};
+use vendpay_api::reports::Reports;
+use vendpay_app::{DeviceStore, FactStore, Ledger, RefundGateway};
+use vendpay_domain::facts::AnalyticsKey;
 use vendpay_domain::{Clock, SystemClock};
 use vendpay_store_sqlite::{channels, rearm, SqliteStore, Worker};
 
@@ -135,7 +137,18 @@ impl Server {
 
         let stores = match &config.store {
             StoreConfig::Sqlite => {
-                start_sqlite(&config, clock.clone(), alipay.clone(), refund_log.as_ref()).await?
+                let analytics = config
+                    .analytics_key
+                    .clone()
+                    .unwrap_or_else(|| device_key.analytics_key());
+                start_sqlite(
+                    &config,
+                    clock.clone(),
+                    alipay.clone(),
+                    refund_log.as_ref(),
+                    analytics,
+                )
+                .await?
             }
             StoreConfig::Aws(aws) => {
                 let running = crate::aws::start(aws, clock.clone(), alipay.clone()).await?;
@@ -145,6 +158,7 @@ impl Server {
                     devices: running.devices,
                     store: ServerStore::Aws(running.resources),
                     workers: running.tasks,
+                    facts: None,
                 }
             }
         };
@@ -164,6 +178,10 @@ impl Server {
                     .notify_verify
                     .then(|| alipay.clone() as Arc<dyn NotifyCheck>),
             },
+            reports: stores.facts.map(|facts| Reports {
+                facts,
+                tz: config.report_tz.clone(),
+            }),
         });
 
         // The sandbox's customer routes exist in sandbox mode only; everything else is the contract.
@@ -377,6 +395,8 @@ struct Stores {
     store: ServerStore,
     /// The refund worker (SQLite), or the queue pollers and the sweep (AWS).
     workers: Vec<JoinHandle<()>>,
+    /// The sales facts the report route reads (SQLite; on AWS they go to S3 and Athena).
+    facts: Option<Arc<dyn FactStore>>,
 }
 
 /// The SQLite store, the tokio timers and refund queue, the worker that drains them, and [`rearm`]
@@ -386,6 +406,7 @@ async fn start_sqlite(
     clock: Arc<dyn Clock>,
     alipay: Arc<Alipay>,
     refund_log: Option<&RefundLog>,
+    analytics: AnalyticsKey,
 ) -> Result<Stores, ServeError> {
     let db_name = config.db.display().to_string();
     let store = SqliteStore::open(&config.db)
@@ -401,7 +422,8 @@ async fn start_sqlite(
         Arc::new(queue.clone()),
         clock.clone(),
         config.windows,
-    );
+    )
+    .with_analytics_key(analytics);
     let refunds: Arc<dyn RefundGateway> = match refund_log {
         Some(log) => Arc::new(sandbox::Recording {
             inner: alipay,
@@ -422,6 +444,7 @@ async fn start_sqlite(
         ledger,
         inventory: Inventory::new(shared.clone(), shared.clone(), shared.clone()),
         devices: shared,
+        facts: Some(Arc::new(store.clone())),
         store: ServerStore::Sqlite { store, rearmed },
         workers: vec![worker],
     })

@@ -97,6 +97,7 @@ pub async fn harness_with(
         Windows::default(),
     );
     let inventory = Inventory::new(store.clone(), sessions.clone(), store.clone());
+    let facts: Arc<dyn vendpay_app::FactStore> = store.clone();
     let api = Api::new(ApiParts {
         ledger: ledger.clone(),
         inventory,
@@ -114,6 +115,10 @@ pub async fn harness_with(
             partner: PartnerId::parse(PARTNER).expect("partner"),
             notify_verify: notify_verify(clock.clone()),
         },
+        reports: Some(vendpay_api::reports::Reports {
+            facts,
+            tz: "+08:00".into(),
+        }),
     });
     Harness {
         api,
