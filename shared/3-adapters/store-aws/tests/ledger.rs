@@ -276,3 +276,123 @@ async fn one_unreadable_refund_item_does_not_hide_the_others() {
     let listed = f.store.pending_refunds(Timestamp::FAR_FUTURE, 10).await;
     assert_eq!(listed, Ok(good), "the readable item is still listed");
 }
+
+/// The facts items of the table (`facts#…` / `facts`), each decoded: (pk, facts, expires_at).
+async fn facts_items(
+    store: &DynamoStore,
+) -> Vec<(String, Vec<vendpay_domain::facts::Fact>, i64)> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let client = aws_sdk_dynamodb::Client::new(&moto::sdk().await);
+    let page = client
+        .scan()
+        .table_name(store.table())
+        .filter_expression("begins_with(pk, :p)")
+        .expression_attribute_values(":p", AttributeValue::S("facts#".into()))
+        .send()
+        .await
+        .expect("scan");
+    let mut out = Vec::new();
+    for item in page.items() {
+        let s = |k: &str| match item.get(k) {
+            Some(AttributeValue::S(v)) => v.clone(),
+            other => panic!("{k} of a facts item: {other:?}"),
+        };
+        let expires = match item.get("expires_at") {
+            Some(AttributeValue::N(n)) => n.parse().expect("epoch seconds"),
+            other => panic!("expires_at of a facts item: {other:?}"),
+        };
+        assert_eq!(s("sk"), "facts");
+        out.push((
+            s("pk"),
+            serde_json::from_str(&s("facts")).expect("facts JSON"),
+            expires,
+        ));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Each decision's facts ride in its own transaction as one item (a lost race writes none, a
+/// duplicate adds none), and they add up to the session's money.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn facts_ride_in_each_decisions_transaction_as_one_item() {
+    use vendpay_domain::facts::{AnalyticsKey, FactKind};
+    let mut f = fixture(Mode::PayFirst).await;
+    f.ledger = f
+        .ledger
+        .with_analytics_key(AnalyticsKey::new(b"moto analytics key".to_vec()));
+    let mut pay = payment("T1", 1000);
+    pay.buyer_id = Some("2088000000000042".parse().expect("buyer"));
+    let (a, b) = tokio::join!(
+        f.ledger.payment(&f.device, &pay),
+        f.ledger.payment(&f.device, &pay),
+    );
+    let outcome = a.expect("first");
+    assert_eq!(outcome, b.expect("second"));
+    for (r, delivered) in [("r1", true), ("r2", false)] {
+        let r = r.parse().expect("id");
+        f.clock.advance(Duration::from_secs(1));
+        assert!(f
+            .ledger
+            .purchase(&f.device, &r, &"A1".parse().expect("slot"), cny(300))
+            .await
+            .expect("buy")
+            .approved());
+        f.ledger.vend(&f.device, &r, delivered).await.expect("vend");
+    }
+    f.clock.advance(Duration::from_secs(301));
+    assert!(f.ledger.deadline(&outcome.session).await.expect("deadline"));
+    let refunds = f.recorder.refunds.lock().map(|r| r.clone()).unwrap_or_default();
+    f.ledger
+        .refund_result(&refunds[0].refund_id, RefundOutcome::Succeeded)
+        .await
+        .expect("verdict");
+
+    let items = facts_items(&f.store).await;
+    let per_item: Vec<Vec<(FactKind, Option<String>)>> = items
+        .iter()
+        .map(|(_, facts, _)| facts.iter().map(|x| (x.kind, x.status.clone())).collect())
+        .collect();
+    // Keys sort by session version: payment (v1), vend r1 (v3), vend r2 (v5), deadline (v6), verdict (v7).
+    assert_eq!(
+        per_item,
+        vec![
+            vec![(FactKind::Payment, None)],
+            vec![(FactKind::Sale, None)],
+            vec![(FactKind::VendFailed, None)],
+            vec![(FactKind::Refund, Some("issued".into()))],
+            vec![(FactKind::Refund, Some("succeeded".into()))],
+        ],
+        "{items:#?}"
+    );
+    let s = f
+        .store
+        .session(&outcome.session)
+        .await
+        .expect("read")
+        .expect("session");
+    let all: Vec<_> = items.iter().flat_map(|(_, facts, _)| facts.iter()).collect();
+    let sum = |k: FactKind| all.iter().filter(|x| x.kind == k).map(|x| x.amount).sum::<u64>();
+    assert_eq!(sum(FactKind::Sale), s.spent.minor());
+    assert_eq!(sum(FactKind::Payment), 1000);
+    assert_eq!(
+        all.iter()
+            .filter(|x| x.status.as_deref() == Some("issued"))
+            .map(|x| x.amount)
+            .sum::<u64>(),
+        s.total_refunded().expect("sum").minor()
+    );
+    let key = AnalyticsKey::new(b"moto analytics key".to_vec())
+        .buyer_key(&"2088000000000042".parse().expect("buyer"));
+    for (pk, facts, expires) in &items {
+        assert!(pk.starts_with(&format!("facts#{}#", outcome.session)), "{pk}");
+        let latest = facts.iter().map(|x| x.at.secs()).max().expect("a fact");
+        assert_eq!(*expires, latest + 7 * 24 * 3600, "a week's TTL");
+        for x in facts {
+            assert_eq!(x.buyer_key.as_ref(), Some(&key));
+            assert_eq!(x.district, "Xuhui");
+        }
+    }
+    let raw = format!("{items:?}");
+    assert!(!raw.contains("2088000000000042"), "a raw buyer id in the facts items");
+}
