@@ -23,9 +23,17 @@ What it asserts (each failure is printed as one line naming the function/resourc
   `schedule/<group>/*` and a log group's `log-stream:*`;
 - every SQS event source mapping reports batch item failures, its queue has a dead-letter queue with a
   redrive policy and a visibility timeout >= 6 x the consumer's timeout; every DLQ has an alarm;
+- the table has a NEW_IMAGE stream, read by analytics-export's mapping: batch item failures, bisection,
+  bounded retries into an on-failure queue (a DLQ with its alarm), filtered to inserts of facts items; its
+  role reads that stream and puts records into the delivery stream of FIREHOSE_STREAM_NAME only;
+- the sales analytics: the Glue table's columns are docs/sales.md's fact columns in order, partitioned by
+  `dt` only (projected); Firehose converts to Parquet against it and writes where it reads, with a role
+  limited to that table's schema and the two prefixes; the bucket is encrypted and private; the Athena
+  workgroup enforces its configuration and a scan cutoff; one named query per report section, in the
+  workgroup, equal to its infra/athena/NN-<section>.sql;
 - the alarms, the scheduler roles, the sweep schedule, the HTTP routes and the generated DEVICE_KEY.
 
-Then the self-test breaks the template (and the manifests) in 29 ways and asserts each is caught.
+Then the self-test breaks the template (and the manifests) in many ways (MUTATIONS) and asserts each is caught.
 
 The checks live in the package template_checks/ beside this file (model, functions, resources, mutations);
 this script is its command line. check_build.py imports TEMPLATE and load_yaml from here.

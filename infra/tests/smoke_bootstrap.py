@@ -14,7 +14,9 @@ Runtime API on loopback:
    - device-api: the fixture purchase with its old timestamp -> 401 stale_timestamp;
    - qr-provision: an admin request without API Gateway's IAM identity -> 401 unauthorized;
    - deadline, refund-executor: an SQS record whose body is not a message -> acknowledged (no batch item
-     failure; a poison record must not loop).
+     failure; a poison record must not loop);
+   - analytics-export: a DynamoDB stream INSERT of a facts item whose facts are not JSON -> acknowledged, with
+     the unreadable_fact log line (no Firehose call: nothing readable to send).
 
 Prints the time from spawn to the first GET /next per function (under emulation: not Lambda's cold start).
 """
@@ -84,6 +86,7 @@ def settings(binary):
         "ALIPAY_MERCHANT_INDUSTRY": "5499",
         "ALIPAY_SETTLEMENT_CURRENCY": "CNY",
         "ALIPAY_COUNTRY_CODE": "CN",
+        "FIREHOSE_STREAM_NAME": "vendpay-smoke-facts",
     }
     return {name: values[name] for name in names if values.get(name)}
 
@@ -106,6 +109,15 @@ def poison_record(name):
     event = json.loads((EVENTS / name).read_text())
     event["Records"] = [copy.deepcopy(event["Records"][0])]
     event["Records"][0]["body"] = "this is not a message"
+    return event
+
+
+def unreadable_facts():
+    event = json.loads((EVENTS / "analytics-export-stream.json").read_text())
+    record = copy.deepcopy(event["Records"][0])
+    assert record["eventName"] == "INSERT", "the fixture's first record changed; update the smoke case"
+    record["dynamodb"]["NewImage"]["facts"] = {"S": "these are not facts"}
+    event["Records"] = [record]
     return event
 
 
@@ -141,6 +153,7 @@ CASES = {
     "qr-provision": ([(lambda: without_iam("admin-get-device.json"), http_answer(401, "unauthorized"))], "ALIPAY_PRIVATE_KEY", None),
     "deadline": ([(lambda: poison_record("deadline-sqs.json"), acknowledged)], "TABLE_NAME", "DeadlineMessageRefusedFilter"),
     "refund-executor": ([(lambda: poison_record("refund-sqs.json"), acknowledged)], "REFUND_QUEUE_URL", "RefundMessageRefusedFilter"),
+    "analytics-export": ([(unreadable_facts, acknowledged)], "FIREHOSE_STREAM_NAME", "UnreadableFactFilter"),
 }
 
 def metric_filter_matches(pattern, output):
@@ -168,6 +181,7 @@ UNEXPECTED = {
     "alipay-notify": "&lambda_runtime::deserializer::DeserializeError",
     "qr-provision": "&lambda_runtime::deserializer::DeserializeError",
     "refund-executor": "&lambda_runtime::deserializer::DeserializeError",
+    "analytics-export": "&lambda_runtime::deserializer::DeserializeError",
     "deadline": "UnrecognisedEvent",
     "device-api": "UnrecognisedEvent",
 }

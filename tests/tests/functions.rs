@@ -305,12 +305,13 @@ fn the_template_sets_exactly_what_each_function_reads() {
     let doc: Value =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("function-env.json"))
             .expect("function-env.json is JSON");
-    let reads: [(&str, Vec<&str>); 5] = [
+    let reads: [(&str, Vec<&str>); 6] = [
         ("alipay-notify", alipay_notify::settings()),
         ("device-api", device_api::settings()),
         ("qr-provision", qr_provision::settings()),
         ("deadline", deadline::settings()),
         ("refund-executor", refund_executor::settings()),
+        ("analytics-export", analytics_export::settings()),
     ];
     for (name, settings) in reads {
         let mut template: Vec<String> = doc["functions"][name]
@@ -332,6 +333,11 @@ fn the_template_sets_exactly_what_each_function_reads() {
             template, code,
             "{name}: infra/function-env.json vs what {name}::settings() reads"
         );
+        if name == "analytics-export" {
+            // Its one setting names the delivery stream: never a secret reference, so it needs no
+            // place in the ledger functions' groups (which name a setting whose reference fails).
+            continue;
+        }
         let known = vendpay_lambda::setting_groups::names(vendpay_lambda::setting_groups::ALL);
         for s in &settings {
             assert!(
@@ -567,6 +573,246 @@ async fn a_purchase_is_one_write_with_or_without_a_slot_map() {
         f.proxy("qr-provision").log().detailed
     );
     assert_calls_listed(&f);
+}
+
+/// Moto's server checks no signature, but routes a request to S3, and as a signed one (an unsigned
+/// one is anonymous and may not read objects), by its credential scope: path-style requests with this
+/// header are enough to read back what Firehose wrote, without an S3 SDK in the tests.
+const MOTO_S3_AUTH: &str = "AWS4-HMAC-SHA256 Credential=testing/20261126/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
+
+/// A bucket on moto's S3.
+async fn moto_bucket(prefix: &str) -> String {
+    let bucket = vendpay_test_kit::moto::unique(prefix);
+    let url = format!("{}/{bucket}", vendpay_test_kit::moto::endpoint());
+    let res = reqwest::Client::new()
+        .put(&url)
+        .header("authorization", MOTO_S3_AUTH)
+        .send()
+        .await
+        .expect("create bucket");
+    assert!(res.status().is_success(), "create bucket: {}", res.status());
+    bucket
+}
+
+/// Every line of every object in `bucket`, as JSON, sorted by fact id (objects are named by the time
+/// Firehose wrote them, to the second: two deliveries in one second have no order).
+async fn delivered_rows(bucket: &str) -> Vec<Value> {
+    let http = reqwest::Client::new();
+    let base = format!("{}/{bucket}", vendpay_test_kit::moto::endpoint());
+    let listing = http
+        .get(format!("{base}?list-type=2"))
+        .header("authorization", MOTO_S3_AUTH)
+        .send()
+        .await
+        .expect("list")
+        .text()
+        .await
+        .expect("listing");
+    let keys: Vec<&str> = listing
+        .split("<Key>")
+        .skip(1)
+        .filter_map(|k| k.split("</Key>").next())
+        .collect();
+    assert!(!keys.is_empty(), "nothing delivered: {listing}");
+    let mut rows = Vec::new();
+    for key in keys {
+        assert!(key.starts_with("facts/"), "{key}: the destination's prefix");
+        let body = http
+            .get(format!("{base}/{key}"))
+            .header("authorization", MOTO_S3_AUTH)
+            .send()
+            .await
+            .expect("get object")
+            .text()
+            .await
+            .expect("object");
+        assert!(body.ends_with('\n'), "newline-terminated records: {body:?}");
+        for line in body.lines() {
+            rows.push(serde_json::from_str::<Value>(line).expect("one JSON object per line"));
+        }
+    }
+    rows.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    rows
+}
+
+/// A Firehose delivery stream on moto writing straight to `bucket` under `facts/`.
+async fn moto_delivery_stream(bucket: &str) -> String {
+    let name = vendpay_test_kit::moto::unique("vp-facts");
+    let admin = vendpay_test_kit::moto::sdk_for(&vendpay_test_kit::moto::endpoint()).await;
+    aws_sdk_firehose::Client::new(&admin)
+        .create_delivery_stream()
+        .delivery_stream_name(&name)
+        .delivery_stream_type(aws_sdk_firehose::types::DeliveryStreamType::DirectPut)
+        .extended_s3_destination_configuration(
+            aws_sdk_firehose::types::ExtendedS3DestinationConfiguration::builder()
+                .bucket_arn(format!("arn:aws:s3:::{bucket}"))
+                .role_arn("arn:aws:iam::123456789012:role/firehose")
+                .prefix("facts/")
+                .build()
+                .expect("destination"),
+        )
+        .send()
+        .await
+        .expect("create delivery stream");
+    name
+}
+
+fn stream_event(v: &Value) -> analytics_export::stream::StreamEvent {
+    serde_json::from_value(v.clone()).expect("a DynamoDB stream event")
+}
+
+fn stream_failures(r: &analytics_export::stream::StreamBatchResponse) -> Vec<String> {
+    r.batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect()
+}
+
+/// The fixture's INSERT facts as the Glue table's rows: every column, null where the fact has none.
+fn expected_rows(event: &Value) -> Vec<Value> {
+    let text = event["Records"][0]["dynamodb"]["NewImage"]["facts"]["S"]
+        .as_str()
+        .expect("the fixture's first record holds the facts");
+    let facts: Vec<Value> = serde_json::from_str(text).expect("facts JSON");
+    let mut rows: Vec<Value> = facts
+        .iter()
+        .map(|f| {
+            Value::Object(
+                analytics_export::rows::COLUMNS
+                    .iter()
+                    .map(|c| ((*c).to_owned(), f.get(*c).cloned().unwrap_or(Value::Null)))
+                    .collect(),
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    rows
+}
+
+/// analytics-export on moto's Firehose with an S3 destination: the fixture's INSERT of a facts item
+/// reaches S3 as one JSON row per fact with exactly the Glue table's columns; the session's MODIFY and
+/// the TTL's REMOVE send nothing. Delivered again (a stream retry), the same rows arrive again with the
+/// same ids (the queries count each id once). Its calls are its aws-calls.json exactly.
+#[tokio::test(flavor = "current_thread")]
+async fn analytics_export_delivers_each_fact_to_s3_as_a_glue_row() {
+    let bucket = moto_bucket("vp-analytics").await;
+    let stream = moto_delivery_stream(&bucket).await;
+    let (exporter, proxy) = analytics_export(&stream).await;
+    let event = fixture("analytics-export-stream.json");
+    let expected = expected_rows(&event);
+    assert_eq!(expected.len(), 3, "the fixture's three facts");
+
+    let answer = analytics_export::handler::handle(&exporter, &stream_event(&event)).await;
+    assert_eq!(stream_failures(&answer), Vec::<String>::new());
+    let rows = delivered_rows(&bucket).await;
+    assert_eq!(rows, expected);
+    for row in &rows {
+        assert!(row["at"].is_i64(), "`at` is bigint milliseconds: {row}");
+    }
+    assert_eq!(proxy.log().ops, vec!["firehose:PutRecordBatch"], "one call");
+
+    let again = analytics_export::handler::handle(&exporter, &stream_event(&event)).await;
+    assert_eq!(stream_failures(&again), Vec::<String>::new());
+    let twice: Vec<Value> = expected
+        .iter()
+        .flat_map(|r| [r.clone(), r.clone()])
+        .collect();
+    assert_eq!(
+        delivered_rows(&bucket).await,
+        twice,
+        "the same rows, same ids"
+    );
+
+    assert_proxies_listed([("analytics-export", &proxy)]);
+    assert_eq!(
+        proxy.calls(),
+        manifest("analytics-export"),
+        "functions/analytics-export/aws-calls.json is what the function calls"
+    );
+}
+
+/// Log lines captured as the Lambda JSON log format writes them.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// The `fields` of every JSON line whose `fields.alert` is `alert`.
+    fn alerts(&self, alert: &str) -> Vec<Value> {
+        let text = String::from_utf8(self.0.lock().expect("log buffer").clone()).expect("utf-8");
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["fields"]["alert"] == alert)
+            .map(|v| v["fields"].clone())
+            .collect()
+    }
+}
+
+/// A facts item that cannot be read is acknowledged with `alert = "unreadable_fact"` (the alarm's
+/// metric filter reads `$.fields.alert`), never retried; when Firehose cannot take the facts (here:
+/// no such delivery stream), the first stream record not delivered is the batch item failure — not
+/// the unreadable one before it, which is done.
+#[tokio::test(flavor = "current_thread")]
+async fn analytics_export_acknowledges_an_unreadable_item_and_reports_a_firehose_failure() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let fixture = fixture("analytics-export-stream.json");
+    let mut unreadable = fixture["Records"][0].clone();
+    unreadable["dynamodb"]["SequenceNumber"] = json!("4610000000000012345678800");
+    unreadable["dynamodb"]["NewImage"]["facts"]["S"] = json!("[{\"id\": \"payment:1\", \"kind\"");
+    let readable = fixture["Records"][0].clone();
+    let event = json!({"Records": [unreadable, readable]});
+
+    let bucket = moto_bucket("vp-analytics").await;
+    let stream = moto_delivery_stream(&bucket).await;
+    let (exporter, _) = analytics_export(&stream).await;
+    let answer = analytics_export::handler::handle(&exporter, &stream_event(&event)).await;
+    assert_eq!(
+        stream_failures(&answer),
+        Vec::<String>::new(),
+        "acknowledged"
+    );
+    let alerts = logs.alerts("unreadable_fact");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["sequence_number"], "4610000000000012345678800");
+    assert_eq!(delivered_rows(&bucket).await, expected_rows(&fixture));
+
+    let (mut broken, proxy) = analytics_export(&moto_unique_missing_stream()).await;
+    broken.retry.first_backoff = std::time::Duration::from_millis(1);
+    let answer = analytics_export::handler::handle(&broken, &stream_event(&event)).await;
+    assert_eq!(
+        stream_failures(&answer),
+        vec![fixture["Records"][0]["dynamodb"]["SequenceNumber"]
+            .as_str()
+            .expect("sequence number")
+            .to_owned()],
+        "the readable record is retried from; the unreadable one before it is done"
+    );
+    assert_eq!(logs.alerts("unreadable_fact").len(), 2);
+    assert!(
+        proxy.log().ops.len() >= 2,
+        "retried before giving the record back: {:?}",
+        proxy.log().ops
+    );
+}
+
+fn moto_unique_missing_stream() -> String {
+    vendpay_test_kit::moto::unique("vp-no-such-stream")
 }
 
 /// Every fixture of `events/` is run by a test of this file (or its harness) and listed in

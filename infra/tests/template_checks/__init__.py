@@ -3,6 +3,8 @@
 - model.py      constants, loading, helpers on intrinsic functions, _Template / _Function
 - functions.py  functions <-> crates and the per-function checks, IAM included
 - resources.py  table, queues / DLQs / alarms, Scheduler, secrets, HTTP routes, outputs
+- analytics.py  the sales facts' bucket, Glue table (= docs/sales.md), Firehose (Parquet), Athena workgroup and
+                named queries (= infra/athena/*.sql)
 - mutations.py  the self-test's deliberate breakages
 
 check() here runs them all, in a fixed order.
@@ -18,6 +20,14 @@ from .functions import (
     check_no_foreign_lambdas,
     event_sources_by_function,
 )
+from .analytics import (
+    check_analytics_bucket,
+    check_delivery_role,
+    check_delivery_stream,
+    check_glue_table,
+    check_named_queries,
+    check_workgroup,
+)
 from .model import _Template, code_alerts, transform
 from .resources import (
     check_alarm_actions,
@@ -27,6 +37,7 @@ from .resources import (
     check_generated_secrets,
     check_no_standalone_iam,
     check_outputs,
+    on_failure_queues,
     check_redrive_policies,
     check_refund_queue_age_alarm,
     check_routes,
@@ -68,7 +79,7 @@ def check(raw: dict, manifests: dict, env_spec: dict, table_def: dict, crates: d
     for binary, logical in sorted(fn_by_bin.items()):
         check_function(t, binary, logical, fn_by_bin, esm_by_fn)
     # queues, DLQs, alarms
-    dlqs = check_redrive_policies(t)
+    dlqs = check_redrive_policies(t) | on_failure_queues(t)
     check_dead_letter_queues(t, dlqs)
     check_dlq_alarms(t, dlqs)
     check_refund_queue_age_alarm(t)
@@ -82,6 +93,13 @@ def check(raw: dict, manifests: dict, env_spec: dict, table_def: dict, crates: d
     # HTTP routes
     check_routes(t, fn_by_bin)
     check_api_permissions(t, fn_by_bin)
+    # analytics: bucket, Glue table, Firehose, Athena
+    glue_table = check_glue_table(t)
+    firehose = check_delivery_stream(t, glue_table)
+    check_delivery_role(t, firehose, glue_table)
+    check_analytics_bucket(t)
+    workgroup = check_workgroup(t)
+    check_named_queries(t, workgroup, glue_table)
     # outputs
     check_outputs(t)
     return t.errors, t.notes

@@ -4,11 +4,15 @@ role and IAM actions/resources (aws-calls.json expanded), alert and Errors alarm
 
 from __future__ import annotations
 
+import json
 import re
 
 from .model import (
     CONSUMERS,
     EXPANSION,
+    FACTS_FILTER,
+    STREAM_CONSUMER_ACTIONS,
+    STREAM_CONSUMERS,
     LOGS_ACTIONS,
     NO_BATCHING_WINDOW,
     OWN_QUEUE_ACTIONS,
@@ -217,6 +221,7 @@ def check_environment_resources(t: _Template, f: _Function) -> None:
         q for var in env if var.endswith("_QUEUE_URL") and var != f.own_url_var for q in [_env_ref(t, f, var, t.queues)] if q
     }
     f.group = _env_ref(t, f, "SCHEDULE_GROUP_NAME", t.groups)
+    f.firehose = _env_ref(t, f, "FIREHOSE_STREAM_NAME", t.firehoses)
     if "SCHEDULER_ROLE_ARN" in env:
         ga = getatt_of(env["SCHEDULER_ROLE_ARN"])
         if not ga or ga[1] != "Arn" or ga[0] not in t.roles:
@@ -231,9 +236,13 @@ def check_environment_resources(t: _Template, f: _Function) -> None:
 
 
 def check_event_sources(t: _Template, f: _Function, mappings: list[str]) -> None:
-    """The function consumes exactly the queue CONSUMERS gives it (one mapping at most), and its own queue URL names that queue."""
+    """The function consumes exactly the queue CONSUMERS / the table stream STREAM_CONSUMERS gives it (one mapping at most), and its own queue URL names that queue."""
     who = f.who
     for e_logical in mappings:
+        ga = getatt_of(t.props(e_logical).get("EventSourceArn"))
+        if ga and ga[1] == "StreamArn":
+            f.stream_table = check_stream_mapping(t, f, e_logical)
+            continue
         q = check_event_source_mapping(t, f, e_logical)
         if q is not None:
             f.own_queue = q
@@ -242,6 +251,9 @@ def check_event_sources(t: _Template, f: _Function, mappings: list[str]) -> None
         t.err(f"{who}: more than one event source mapping ({mappings})")
     if want_queue != f.own_queue:
         t.err(f"{who}: must consume {want_queue or 'no queue'}, consumes {f.own_queue or 'no queue'}")
+    want_stream = STREAM_CONSUMERS.get(f.binary)
+    if want_stream != f.stream_table:
+        t.err(f"{who}: must read {f'{want_stream} stream' if want_stream else 'no table stream'}, reads {f'{f.stream_table} stream' if f.stream_table else 'none'}")
     if f.own_url_var in f.env:
         named = _env_ref(t, f, f.own_url_var, t.queues)
         if named and named != f.own_queue:
@@ -268,6 +280,43 @@ def check_event_source_mapping(t: _Template, f: _Function, e_logical: str) -> st
     if not isinstance(vis, int) or vis < 6 * f.timeout + (window if isinstance(window, int) else 0):
         t.err(f"{who}: {q} VisibilityTimeout {vis} < 6 x Timeout {f.timeout} (+ batching window)")
     return q
+
+
+def check_stream_mapping(t: _Template, f: _Function, e_logical: str) -> str | None:
+    """A mapping on a template table's stream: from the start (TRIM_HORIZON), batch item failures, bisection, bounded
+    retries into an SQS on-failure destination, and only the inserts of facts items (FACTS_FILTER); returns the table."""
+    who = f.who
+    ep = t.props(e_logical)
+    ga = getatt_of(ep.get("EventSourceArn"))
+    table = ga[0] if ga and ga[0] in t.tables else None
+    if table is None:
+        t.err(f"{who}: event source {e_logical} is not the stream of one of the template's tables")
+        return None
+    on = f"event source mapping on {table}'s stream"
+    if ep.get("FunctionResponseTypes") != ["ReportBatchItemFailures"]:
+        t.err(f"{who}: {on} must have FunctionResponseTypes [ReportBatchItemFailures]")
+    if ep.get("StartingPosition") != "TRIM_HORIZON":
+        t.err(f"{who}: {on} must start at TRIM_HORIZON (a new mapping must not skip the facts already on the stream)")
+    if not isinstance(ep.get("BatchSize"), int) or not 1 <= ep["BatchSize"] <= 10000:
+        t.err(f"{who}: {on} must set BatchSize between 1 and 10000")
+    if ep.get("BisectBatchOnFunctionError") is not True:
+        t.err(f"{who}: {on} must set BisectBatchOnFunctionError true (a failing record is isolated)")
+    retries = ep.get("MaximumRetryAttempts")
+    if not isinstance(retries, int) or not 0 <= retries <= 10000:
+        t.err(f"{who}: {on} must bound MaximumRetryAttempts (0..10000; unbounded blocks the shard for a day)")
+    dest = getatt_of(ep.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination"))
+    if not dest or dest[1] != "Arn" or dest[0] not in t.queues:
+        t.err(f"{who}: {on} must have DestinationConfig.OnFailure on one of the template's queues (batches given up on)")
+    else:
+        f.on_failure = dest[0]
+    filters = ep.get("FilterCriteria", {}).get("Filters", [])
+    try:
+        patterns = [json.loads(x.get("Pattern", "")) for x in filters]
+    except (ValueError, AttributeError, TypeError):
+        patterns = None
+    if patterns != [FACTS_FILTER]:
+        t.err(f"{who}: {on} must filter on exactly {json.dumps(FACTS_FILTER, separators=(',', ':'))} (inserts of facts items), has {show(filters)}")
+    return table
 
 
 def check_role(t: _Template, f: _Function, fn_by_bin: dict[str, str]) -> list[dict] | None:
@@ -325,6 +374,10 @@ def expected_actions(t: _Template, f: _Function) -> set[str] | None:
         expected |= set(EXPANSION.get(c, [c]))
     if f.own_queue:
         expected |= set(SQS_CONSUMER_ACTIONS)
+    if f.stream_table:
+        expected |= set(STREAM_CONSUMER_ACTIONS)
+    if f.on_failure:
+        expected.add("sqs:SendMessage")
     return expected
 
 
@@ -369,6 +422,8 @@ def check_iam_resources(t: _Template, f: _Function, granted: dict[str, set[tuple
         svc = a.split(":", 1)[0]
         if a in LOGS_ACTIONS:
             allowed = {("log-streams", f.own_log_group)}
+        elif a in STREAM_CONSUMER_ACTIONS and f.stream_table:
+            allowed = {("stream", f.stream_table)}
         elif a == "dynamodb:Query":
             # The table, and an index only for a function whose manifest says it queries that index.
             queried = getattr(t.manifests.get(f.binary), "indexes", [])
@@ -378,7 +433,9 @@ def check_iam_resources(t: _Template, f: _Function, granted: dict[str, set[tuple
         elif a in OWN_QUEUE_ACTIONS and f.own_queue:
             allowed = {("arn", f.own_queue)}
         elif a == "sqs:SendMessage":
-            allowed = {("arn", q) for q in f.send_queues}
+            allowed = {("arn", q) for q in f.send_queues | ({f.on_failure} if f.on_failure else set())}
+        elif a == "firehose:PutRecordBatch":
+            allowed = {("arn", f.firehose)} if f.firehose else set()
         elif a == "secretsmanager:GetSecretValue":
             allowed = {("arn", s) for s in f.env_secrets}
         elif a == "scheduler:CreateSchedule":

@@ -20,6 +20,8 @@ TEMPLATE = ROOT / "infra" / "template.yaml"
 TABLE_JSON = ROOT / "infra" / "table.json"
 FUNCTION_ENV = ROOT / "infra" / "function-env.json"
 FUNCTIONS_DIR = ROOT / "functions"
+SALES_MD = ROOT / "docs" / "sales.md"
+ATHENA_DIR = ROOT / "infra" / "athena"
 
 # --------------------------------------------------------------------------------------------------------
 # IAM: from the operations a function's code calls (its aws-calls.json) to the IAM actions it needs.
@@ -67,6 +69,20 @@ CONSUMERS = {
 }
 NO_BATCHING_WINDOW = {"DeadlineQueue", "RefundQueue"}
 
+# Who reads which table's stream (logical ids), what the mapping's poller needs for it (with the function's
+# role, on the table's stream ARN), and the one filter: inserts of facts items (docs/sales.md; the store
+# writes them as pk = facts#{session}#{version}). Everything else on the stream -- sessions, devices,
+# refunds, and the TTL's removals of expired facts items -- must not invoke the function.
+STREAM_CONSUMERS = {"analytics-export": "Table"}
+STREAM_CONSUMER_ACTIONS = [
+    "dynamodb:DescribeStream",
+    "dynamodb:GetRecords",
+    "dynamodb:GetShardIterator",
+    "dynamodb:ListStreams",
+]
+STREAM_VIEW = {"StreamViewType": "NEW_IMAGE"}
+FACTS_FILTER = {"eventName": ["INSERT"], "dynamodb": {"Keys": {"pk": {"S": [{"prefix": "facts#"}]}}}}
+
 # Permanent failures the functions log as `alert = "<name>"` (tracing field -> $.fields.alert in JSON logs).
 # Every alert found in a function crate's code (ALERT_IN_CODE) needs a metric filter and an alarm; these are
 # the ones the scan must at least find, so a scan that silently finds nothing fails too.
@@ -88,8 +104,28 @@ ALERTS = {
     # deadline_failed is logged by the sweep in vendpay-app, which the deadline function runs.
     # ... and unreadable_row by the stores when the sweep lists pending refunds.
     "deadline": {"deadline_message_refused", "deadline_failed", "unreadable_row"},
+    # A facts item whose facts cannot be read: skipped, so the report misses them.
+    "analytics-export": {"unreadable_fact"},
 }
 ALERT_IN_CODE = re.compile(r'\balert\s*[:=]\s*"([a-z0-9_]+)"')
+
+
+def documented_fact_columns(text: str) -> list[tuple[str, str]]:
+    """(column, type) of the facts table of docs/sales.md ("## Facts"), in order; a row may name several."""
+    section = next((s for s in text.split("\n## ") if s.startswith("Facts")), "")
+    out = []
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [c.strip() for c in line.split("|")]
+        for name in cells[1].split(","):
+            out.append((name.strip().strip("`"), cells[2]))
+    return out
+
+
+def report_sections(text: str) -> list[tuple[int, str]]:
+    """(number, name) of the report's sections in docs/sales.md ("### 1. `machines`" ...)."""
+    return [(int(n), name) for n, name in re.findall(r"^### (\d+)\. `([a-z_]+)`", text, re.M)]
 
 
 def code_alerts(crates: dict[str, Path] | None) -> dict[str, set[str]]:
@@ -130,6 +166,9 @@ REQUIRED_OUTPUTS = [
     "DeviceEventsQueueUrl",
     "AlipaySecretArn",
     "DeviceKeySecretArn",
+    "AnalyticsBucketName",
+    "AnalyticsWorkGroupName",
+    "AnalyticsDatabaseName",
 ]
 
 SWEEP_INPUT = {"action": "sweep", "scheduled_time": "<aws.scheduler.scheduled-time>"}
@@ -265,11 +304,13 @@ def show(v) -> str:
 
 
 def classify_resource(v) -> tuple:
-    """An IAM Resource value -> what it names: ('arn', Logical) | ('index', Table, name) |
+    """An IAM Resource value -> what it names: ('arn', Logical) | ('stream', Table) | ('index', Table, name) |
     ('schedules', Group) | ('log-streams', LogGroup) | ('bad', reason)."""
     ga = getatt_of(v)
     if ga and ga[1] == "Arn":
         return ("arn", ga[0])
+    if ga and ga[1] == "StreamArn":
+        return ("stream", ga[0])
     r = ref_of(v)
     if r:
         return ("arn", r)  # Ref of a secret is its ARN (the only Ref the checks accept as a resource)
@@ -296,6 +337,7 @@ def classify_resource(v) -> tuple:
 def fmt_res(r: tuple) -> str:
     return {
         "arn": lambda: r[1],
+        "stream": lambda: f"{r[1]} stream",
         "index": lambda: f"{r[1]}/index/{r[2]}",
         "schedules": lambda: f"schedule/{r[1]}/*",
         "log-streams": lambda: f"{r[1]}:log-stream:*",
@@ -356,6 +398,7 @@ class _Template:
         self.roles = self.of_type("AWS::IAM::Role")
         self.esms = self.of_type("AWS::Lambda::EventSourceMapping")
         self.alarms = self.of_type("AWS::CloudWatch::Alarm")
+        self.firehoses = self.of_type("AWS::KinesisFirehose::DeliveryStream")
 
     def of_type(self, t: str) -> dict:
         return {k: v for k, v in self.res.items() if v.get("Type") == t}
@@ -379,6 +422,9 @@ class _Function:
     group: str | None = None
     scheduler_role: str | None = None
     own_queue: str | None = None
+    stream_table: str | None = None  # the table whose stream it reads
+    on_failure: str | None = None  # the queue its stream mapping gives failed batches to
+    firehose: str | None = None  # the delivery stream of FIREHOSE_STREAM_NAME
 
     @property
     def who(self) -> str:

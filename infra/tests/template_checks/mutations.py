@@ -28,6 +28,18 @@ def _append_action(st, action):
     st["Action"] = as_list(st["Action"]) + [action]
 
 
+def _facts_events(t):
+    return _fn(t, "AnalyticsExportFunction")["Events"]["Facts"]["Properties"]
+
+
+def _delivery(t):
+    return t["Resources"]["AnalyticsDeliveryStream"]["Properties"]["ExtendedS3DestinationConfiguration"]
+
+
+def _columns(t):
+    return t["Resources"]["FactsTable"]["Properties"]["TableInput"]["StorageDescriptor"]["Columns"]
+
+
 MUTATIONS = [
     (
         "an extra IAM action",
@@ -36,7 +48,7 @@ MUTATIONS = [
     ),
     (
         "an action the manifest gained but the role lacks",
-        lambda t, m: m["deadline"].append("secretsmanager:GetSecretValue"),
+        lambda t, m: m["analytics-export"].append("secretsmanager:GetSecretValue"),
         "missing ['secretsmanager:GetSecretValue']",
     ),
     (
@@ -120,8 +132,13 @@ MUTATIONS = [
     ),
     (
         "a common variable dropped from Globals",
-        lambda t, m: t["Globals"]["Function"]["Environment"]["Variables"].pop("ORDER_PAYMENT_WINDOW_SECS"),
-        "deadline: environment lacks ['ORDER_PAYMENT_WINDOW_SECS']",
+        lambda t, m: t["Globals"]["Function"]["Environment"]["Variables"].pop("RUST_LOG"),
+        "deadline: environment lacks ['RUST_LOG']",
+    ),
+    (
+        "a ledger setting given to the function that reads no table",
+        lambda t, m: _fn(t, "AnalyticsExportFunction")["Environment"]["Variables"].__setitem__("TABLE_NAME", {"Ref": "Table"}),
+        "analytics-export: environment has ['TABLE_NAME'], not in infra/function-env.json",
     ),
     (
         "a secret given as a value",
@@ -131,7 +148,7 @@ MUTATIONS = [
     (
         "a secret referenced without the permission to read it",
         lambda t, m: _stmt(t, "QrProvisionRole", "Secrets").__setitem__("Resource", {"Ref": "AlipaySecret"}),
-        "qr-provision: secretsmanager:GetSecretValue on ['AlipaySecret'], must be exactly ['AlipaySecret', 'DeviceKeySecret']",
+        "qr-provision: secretsmanager:GetSecretValue on ['AlipaySecret'], must be exactly ['AlipaySecret', 'AnalyticsKeySecret', 'DeviceKeySecret']",
     ),
     (
         "a DEVICE_KEY alphabet wider than hex",
@@ -175,10 +192,147 @@ MUTATIONS = [
         lambda t, m: t["Resources"].pop("RefundMessageRefusedFilter"),
         'refund-executor: no metric filter on RefundExecutorLogGroup for { $.fields.alert = "refund_message_refused" }',
     ),
+    # ---- the sales facts: stream, mapping, Firehose, Glue, Athena
+    (
+        "the table's stream without the new image",
+        lambda t, m: t["Resources"]["Table"]["Properties"].__setitem__("StreamSpecification", {"StreamViewType": "KEYS_ONLY"}),
+        "Table: StreamSpecification must be {StreamViewType: NEW_IMAGE}",
+    ),
+    (
+        "the table without its stream",
+        lambda t, m: t["Resources"]["Table"]["Properties"].pop("StreamSpecification"),
+        "Table: StreamSpecification must be {StreamViewType: NEW_IMAGE}",
+    ),
+    (
+        "the facts filter dropped",
+        lambda t, m: _facts_events(t).pop("FilterCriteria"),
+        "analytics-export: event source mapping on Table's stream must filter on exactly",
+    ),
+    (
+        "the filter letting modifications through",
+        lambda t, m: _facts_events(t)["FilterCriteria"]["Filters"][0].__setitem__(
+            "Pattern", '{"eventName":["INSERT","MODIFY"],"dynamodb":{"Keys":{"pk":{"S":[{"prefix":"facts#"}]}}}}'
+        ),
+        "analytics-export: event source mapping on Table's stream must filter on exactly",
+    ),
+    (
+        "a stream mapping without partial batch failures",
+        lambda t, m: _facts_events(t).pop("FunctionResponseTypes"),
+        "analytics-export: event source mapping on Table's stream must have FunctionResponseTypes",
+    ),
+    (
+        "a stream mapping without an on-failure destination",
+        lambda t, m: _facts_events(t).pop("DestinationConfig"),
+        "analytics-export: event source mapping on Table's stream must have DestinationConfig.OnFailure",
+    ),
+    (
+        "a stream mapping retrying a poison record for a day",
+        lambda t, m: _facts_events(t).__setitem__("MaximumRetryAttempts", -1),
+        "analytics-export: event source mapping on Table's stream must bound MaximumRetryAttempts",
+    ),
+    (
+        "the on-failure queue without an alarm",
+        lambda t, m: t["Resources"].pop("AnalyticsExportDLQAlarm"),
+        "AnalyticsExportDLQ (dead-letter queue of AnalyticsExportFunctionFacts): no alarm",
+    ),
+    (
+        "the stream read on the table instead of its stream",
+        lambda t, m: _stmt(t, "AnalyticsExportRole", "TableStream").__setitem__("Resource", {"Fn::GetAtt": ["Table", "Arn"]}),
+        "analytics-export: dynamodb:DescribeStream on ['Table'], must be exactly ['Table stream']",
+    ),
+    (
+        "PutRecordBatch on another delivery stream",
+        lambda t, m: _stmt(t, "AnalyticsExportRole", "Facts").__setitem__("Resource", {"Fn::GetAtt": ["AnalyticsBucket", "Arn"]}),
+        "analytics-export: firehose:PutRecordBatch on ['AnalyticsBucket'], must be exactly ['AnalyticsDeliveryStream']",
+    ),
+    (
+        "a Firehose call the manifest gained but the role lacks",
+        lambda t, m: m["analytics-export"].append("firehose:PutRecord"),
+        "analytics-export: IAM actions differ from expansion(aws-calls.json) + logs/consumer extras — missing ['firehose:PutRecord']",
+    ),
+    (
+        "Firehose writing JSON, not Parquet",
+        lambda t, m: _delivery(t)["DataFormatConversionConfiguration"].__setitem__("Enabled", False),
+        "AnalyticsDeliveryStream: must convert to Parquet",
+    ),
+    (
+        "Firehose converting against another table",
+        lambda t, m: _delivery(t)["DataFormatConversionConfiguration"]["SchemaConfiguration"].__setitem__("TableName", "sales"),
+        "AnalyticsDeliveryStream: SchemaConfiguration must name the Glue table",
+    ),
+    (
+        "Firehose writing outside the table's partitions",
+        lambda t, m: _delivery(t).__setitem__("Prefix", "facts/!{timestamp:yyyy/MM/dd}/"),
+        "AnalyticsDeliveryStream: Prefix must be 'facts/dt=!{timestamp:yyyy-MM-dd}/'",
+    ),
+    (
+        "Firehose's role reading every table of the database",
+        lambda t, m: _stmt(t, "AnalyticsDeliveryRole", "Schema")["Resource"].append(
+            {"Fn::Sub": "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:table/${AnalyticsDatabase}/*"}
+        ),
+        "AnalyticsDeliveryRole: must allow exactly glue:GetTable*",
+    ),
+    (
+        "Firehose's role writing the whole bucket",
+        lambda t, m: _stmt(t, "AnalyticsDeliveryRole", "Objects").__setitem__("Resource", {"Fn::Sub": "${AnalyticsBucket.Arn}/*"}),
+        "AnalyticsDeliveryRole: must allow exactly",
+    ),
+    (
+        "a fact column missing from the Glue table",
+        lambda t, m: _columns(t).pop(5),
+        "FactsTable: columns differ from docs/sales.md's facts table",
+    ),
+    (
+        "a fact column of another type",
+        lambda t, m: _columns(t)[2].__setitem__("Type", "string"),
+        "FactsTable: columns differ from docs/sales.md's facts table",
+    ),
+    (
+        "a second partition key",
+        lambda t, m: t["Resources"]["FactsTable"]["Properties"]["TableInput"]["PartitionKeys"].append({"Name": "device", "Type": "string"}),
+        "FactsTable: PartitionKeys must be exactly [dt string]",
+    ),
+    (
+        "partitions that need a crawler",
+        lambda t, m: t["Resources"]["FactsTable"]["Properties"]["TableInput"]["Parameters"].pop("projection.enabled"),
+        "FactsTable: partition projection needs Parameters projection.enabled",
+    ),
+    (
+        "a public analytics bucket",
+        lambda t, m: t["Resources"]["AnalyticsBucket"]["Properties"]["PublicAccessBlockConfiguration"].__setitem__("BlockPublicPolicy", False),
+        "AnalyticsBucket: PublicAccessBlockConfiguration must block",
+    ),
+    (
+        "a workgroup whose settings a query may override",
+        lambda t, m: t["Resources"]["AnalyticsWorkGroup"]["Properties"]["WorkGroupConfiguration"].__setitem__("EnforceWorkGroupConfiguration", False),
+        "AnalyticsWorkGroup: EnforceWorkGroupConfiguration must be true",
+    ),
+    (
+        "a named query outside the workgroup",
+        lambda t, m: t["Resources"]["AthenaMachinesQuery"]["Properties"].pop("WorkGroup"),
+        "AthenaMachinesQuery: must be in the workgroup",
+    ),
+    (
+        "a named query edited in the template, not in its file",
+        lambda t, m: t["Resources"]["AthenaItemsQuery"]["Properties"].__setitem__(
+            "QueryString", t["Resources"]["AthenaItemsQuery"]["Properties"]["QueryString"] + "-- edited\n"
+        ),
+        "AthenaItemsQuery: QueryString differs from infra/athena/03-items.sql",
+    ),
+    (
+        "a report section without its named query",
+        lambda t, m: t["Resources"].pop("AthenaTagsQuery"),
+        "no AWS::Athena::NamedQuery for infra/athena/06-tags.sql",
+    ),
     (
         "an alert filter on the wrong field",
         lambda t, m: t["Resources"]["RefundFailedPermanentlyFilter"]["Properties"].__setitem__("FilterPattern", '{ $.alert = "refund_failed_permanently" }'),
         "refund-executor: no metric filter on RefundExecutorLogGroup",
+    ),
+    (
+        "the unreadable-fact alert without its filter",
+        lambda t, m: t["Resources"].pop("UnreadableFactFilter"),
+        'analytics-export: no metric filter on AnalyticsExportLogGroup for { $.fields.alert = "unreadable_fact" }',
     ),
 ]
 

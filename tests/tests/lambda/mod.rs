@@ -1,5 +1,7 @@
-//! The five Lambda functions' handlers, run in-process against moto (DynamoDB, SQS, Scheduler, Secrets
-//! Manager — started by `scripts/with-moto`) and the Alipay sandbox, fed the fixtures of `events/`.
+//! The Lambda functions' handlers, run in-process against moto (DynamoDB, SQS, Scheduler, Secrets
+//! Manager, Firehose and S3 — started by `scripts/with-moto`) and the Alipay sandbox, fed the fixtures
+//! of `events/`. [`World::functions`] builds the five that share the ledger; analytics-export, which
+//! touches neither the table nor Alipay, is built alone by [`analytics_export`].
 //!
 //! Each function gets its own SDK configuration whose endpoint is a small recording proxy in front of
 //! moto: every AWS operation a function's code really calls is recorded (from `X-Amz-Target`, or the
@@ -11,7 +13,7 @@
 //! grants `dynamodb:Query` on an index only to those functions). The proxy also keeps every request in
 //! order ([`Proxy::log`]), to count the requests of one route.
 //!
-//! One file on purpose: it is the harness of all five functions on moto (resources, settings, the
+//! One file on purpose: it is the harness of all six functions on moto (resources, settings, the
 //! recording proxy, invocation helpers), shared by the test binaries that include it.
 
 #![allow(dead_code)] // each test binary uses a different part
@@ -98,6 +100,7 @@ fn action(method: &str, path: &str, target: Option<&str>) -> String {
             "AmazonSQS" => "sqs",
             "secretsmanager" => "secretsmanager",
             "AmazonSSM" => "ssm",
+            "Firehose_20150804" => "firehose",
             other => other,
         };
         return format!("{prefix}:{op}");
@@ -388,6 +391,8 @@ impl World {
             ("REFUND_QUEUE_URL", refund_queue.clone()),
             ("DEVICE_EVENTS_QUEUE_URL", device_queue.clone()),
             ("DEVICE_KEY", format!("secretsmanager:{device_secret}")),
+            // Any ≥ 32-byte hex key; a secret reference like the template's.
+            ("ANALYTICS_KEY", format!("secretsmanager:{device_secret}")),
             (
                 "PUBLIC_BASE_URL",
                 "https://abc123.execute-api.us-east-1.amazonaws.com".to_owned(),
@@ -652,6 +657,21 @@ impl Functions {
     }
 }
 
+/// analytics-export built as its `main.rs` builds it, sending to the delivery stream `stream`, behind
+/// its own recording proxy.
+pub async fn analytics_export(
+    stream: &str,
+) -> (
+    analytics_export::Exporter<analytics_export::FirehoseSink>,
+    Proxy,
+) {
+    let proxy = Proxy::start(&moto::endpoint()).await;
+    let sdk = moto::sdk_for(&proxy.url).await;
+    let env = Env::from_pairs([(analytics_export::FIREHOSE_STREAM_NAME, stream)]);
+    let exporter = analytics_export::build(&sdk, &env).expect("analytics-export builds");
+    (exporter, proxy)
+}
+
 pub fn failures(r: SqsBatchResponse) -> Vec<String> {
     r.batch_item_failures
         .into_iter()
@@ -689,8 +709,13 @@ fn manifest_list(function: &str, key: &str) -> BTreeSet<String> {
 /// Each function's manifest holds every operation it called (the IAM policies are checked against
 /// the manifests by scripts/check-infra). Prints what each called, then fails naming every gap.
 pub fn assert_calls_listed(f: &Functions) {
+    assert_proxies_listed(f.proxies.iter().map(|(name, proxy)| (*name, proxy)));
+}
+
+/// [`assert_calls_listed`] for the functions behind `proxies` (name, its recording proxy).
+pub fn assert_proxies_listed<'a>(proxies: impl IntoIterator<Item = (&'a str, &'a Proxy)>) {
     let mut gaps = Vec::new();
-    for (name, proxy) in &f.proxies {
+    for (name, proxy) in proxies {
         let called = proxy.calls();
         let allowed = manifest(name);
         eprintln!(

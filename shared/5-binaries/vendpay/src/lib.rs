@@ -19,6 +19,8 @@
 //!
 //! - [`report`]: `vendpay report` — the sales report (`docs/sales.md`) over a store's facts, as text,
 //!   JSON or HTML, and the campaign CSV.
+//! - [`simulate`]: `vendpay simulate` — a fleet's realistic traffic through the real ledger on a
+//!   simulated clock into a SQLite store (the data `vendpay report` is timed on), reproducible per seed.
 //!
 //! The binary (`src/main.rs`) only parses the command line, sets up logging and calls these.
 
@@ -33,6 +35,7 @@ pub mod report;
 pub mod respond;
 pub mod sandbox;
 pub mod server;
+pub mod simulate;
 
 pub use config::{Config, ConfigError};
 pub use error::ServeError;

@@ -1,4 +1,4 @@
-//! The `vendpay` command: `vendpay serve`, `vendpay demo` and `vendpay load` (see the crate's library for the parts).
+//! The `vendpay` command: `vendpay serve`, `vendpay demo`, `vendpay load`, `vendpay simulate` and `vendpay report` (see the crate's library for the parts).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -28,6 +28,20 @@ usage:
                                    reports events/s, latency and CPU, checks the money of every session;
                                    --planogram: each machine gets a slot map (capacity 1000), filled,
                                    and buys from it without a price (stock checked at the end)
+  vendpay simulate [--machines N] [--days D] [--seed S] [--db FILE] [--start YYYY-MM-DD] [--append]
+                   [--list-buyers]
+                                   fill a SQLite store (--db, default VENDPAY_DB) with N machines (50)
+                                   x D days (30) of realistic traffic from 2026-11-01 through the real
+                                   ledger on a simulated clock; the same seed (7) writes the same facts
+                                   (under one ANALYTICS_KEY or DEVICE_KEY, as serve); refuses a db that
+                                   has sessions unless --append; --list-buyers prints the buyer ids it
+                                   would use and stops
+  vendpay report --from YYYY-MM-DD --to YYYY-MM-DD [--format text|json|html] [--out FILE]
+                 [--campaign FILE.csv] [--db FILE]
+                                   the sales report (docs/sales.md) over the store's facts (--db,
+                                   default VENDPAY_DB), days at REPORT_TZ (+08:00); --campaign writes
+                                   district,buyer_key,tags of the hottest districts; exit 2 for a bad
+                                   period
   vendpay help
 
 Settings come from the environment (docs/contract.md): VENDPAY_LISTEN, VENDPAY_DB, ADMIN_TOKEN,
@@ -47,6 +61,8 @@ enum Command {
         real_time: bool,
     },
     Load(vendpay::load::Options),
+    Simulate(vendpay::simulate::Options),
+    Report(vendpay::report::Options),
     AwsSetup,
     Help,
 }
@@ -91,6 +107,12 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         ["demo"] => Ok(Command::Demo { real_time: false }),
         ["demo", "--real-time"] => Ok(Command::Demo { real_time: true }),
         ["load", flags @ ..] => Ok(Command::Load(vendpay::load::Options::parse(flags)?)),
+        ["simulate", flags @ ..] => Ok(Command::Simulate(vendpay::simulate::Options::parse(
+            flags,
+        )?)),
+        ["report", flags @ ..] => vendpay::report::Options::parse(flags)
+            .map(Command::Report)
+            .map_err(|e| e.to_string()),
         _ => Err(format!("unknown command {:?}\n\n{USAGE}", rest.join(" "))),
     }
 }
@@ -170,6 +192,29 @@ fn main() -> ExitCode {
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => {
                     eprintln!("vendpay load: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Report(options) => {
+            init_logging("warn");
+            match runtime.block_on(vendpay::report::run(&options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vendpay report: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
+        Command::Simulate(options) => {
+            // The summary goes to stdout, progress to stderr. The ledger's own alerts (anomalies,
+            // refused refunds) are what the simulation makes on purpose and the summary counts them.
+            init_logging("warn,vendpay_app=off");
+            match runtime.block_on(vendpay::simulate::cli(options)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("vendpay simulate: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -1,0 +1,108 @@
+-- vendpay sales report, section 3 "items" (docs/sales.md). Athena engine v3 (Trino SQL).
+-- Parameters (Athena execution parameters, in this order, each a quoted string; infra/athena/README.md):
+--   1 from: the period's first day, 'YYYY-MM-DD'   2 to: its last day (included), 'YYYY-MM-DD'
+--   3 REPORT_TZ: the fixed UTC offset the days are in, '+08:00' (±HH:MM, or 'Z')
+--   e.g. aws athena start-query-execution ... --execution-parameters "'2026-11-01'" "'2026-11-30'" "'+08:00'"
+-- One row per (item, currency) with a sale in the period: the item is the sku, or the slot when a sale
+-- had no sku (then `sku` is null; `slot` is null when `sku` is set). Money as revenue_minor in `currency`.
+WITH digits AS (
+    SELECT d FROM (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9)) AS t (d)
+),
+day_numbers AS (
+    -- 0 .. 99999: days since 1970-01-01 (through the year 2243).
+    SELECT CAST(a.d * 10000 + b.d * 1000 + c.d * 100 + e.d * 10 + g.d AS BIGINT) AS n
+    FROM digits a CROSS JOIN digits b CROSS JOIN digits c CROSS JOIN digits e CROSS JOIN digits g
+),
+offsets AS (
+    -- Every UTC offset ±HH:MM up to ±14:59, and Z, with its minutes east of UTC.
+    SELECT s.sgn || lpad(CAST(h.hh AS VARCHAR), 2, '0') || ':' || lpad(CAST(m.mm AS VARCHAR), 2, '0') AS label,
+           CAST(s.factor * (h.hh * 60 + m.mm) AS BIGINT) AS minutes
+    FROM (VALUES ('+', 1), ('-', -1)) AS s (sgn, factor)
+    CROSS JOIN (SELECT a.d * 10 + b.d AS hh FROM digits a CROSS JOIN digits b WHERE a.d * 10 + b.d <= 14) h
+    CROSS JOIN (SELECT a.d * 10 + b.d AS mm FROM digits a CROSS JOIN digits b WHERE a.d * 10 + b.d <= 59) m
+    UNION ALL
+    SELECT 'Z', CAST(0 AS BIGINT)
+),
+params AS (
+    -- The three parameters, each bound once. Athena takes `?` in WHERE clauses only, so each picks its
+    -- row out of a relation of every value it can take. A malformed or reversed period, or one longer
+    -- than 366 days, selects no row: every section then comes back empty.
+    SELECT f.n AS from_day, t.n - f.n + 1 AS days, o.minutes AS offset_min
+    FROM day_numbers f CROSS JOIN day_numbers t CROSS JOIN offsets o
+    WHERE f.n = date_diff('day', DATE '1970-01-01', CAST(? AS DATE))
+      AND t.n = date_diff('day', DATE '1970-01-01', CAST(? AS DATE))
+      AND o.label = ?
+      AND t.n >= f.n AND t.n - f.n < 366
+),
+bounds AS (
+    -- The period [start_ms, end_ms) and the previous one [prev_ms, start_ms), Unix ms: midnights at the offset.
+    SELECT p.days, p.offset_min,
+           p.from_day * 86400000 - p.offset_min * 60000 AS start_ms,
+           (p.from_day + p.days) * 86400000 - p.offset_min * 60000 AS end_ms,
+           (p.from_day - p.days) * 86400000 - p.offset_min * 60000 AS prev_ms
+    FROM params p
+),
+partitions AS (
+    -- The partitions that can hold the facts of [prev_ms, end_ms): `dt` is the UTC day Firehose delivered
+    -- on, from the day before the previous period starts to the day after the period ends. Joined on
+    -- `dt` (an equi-join), so Trino prunes the partitions by this list (dynamic partition pruning).
+    SELECT CAST(CAST(date_add('day', n.n, DATE '1970-01-01') AS DATE) AS VARCHAR) AS dt
+    FROM day_numbers n CROSS JOIN bounds b
+    WHERE n.n >= CAST(floor(CAST(b.prev_ms AS DOUBLE) / 86400000) AS BIGINT) - 1
+      AND n.n <= CAST(floor(CAST(b.end_ms AS DOUBLE) / 86400000) AS BIGINT) + 1
+),
+once AS (
+    -- Each fact once: Firehose may deliver a record twice.
+    SELECT * FROM (
+        SELECT f.*, row_number() OVER (PARTITION BY f.id ORDER BY f.dt) AS copy_no
+        FROM facts f JOIN partitions p ON p.dt = f.dt
+    ) WHERE copy_no = 1
+),
+cur AS (
+    SELECT o.* FROM once o CROSS JOIN bounds b WHERE o."at" >= b.start_ms AND o."at" < b.end_ms
+),
+sales AS (
+    SELECT c.*, CASE WHEN c.sku IS NULL THEN c.slot END AS item_slot
+    FROM cur c
+    WHERE c.kind = 'sale'
+),
+marked AS (
+    SELECT s.*,
+           -- The slot's next sale in the period, any item (ordered by time, then id).
+           lead(s."at") OVER (PARTITION BY s.device, s.slot ORDER BY s."at", s.id) AS next_at,
+           -- 1 on the item's latest sale (ties: greatest id): it names the product.
+           row_number() OVER (PARTITION BY s.sku, s.item_slot, s.currency
+                              ORDER BY s."at" DESC, s.id DESC) AS recent,
+           -- 1 on the first sale of each (device, slot) of the item: counts the slots.
+           row_number() OVER (PARTITION BY s.sku, s.item_slot, s.currency, s.device, s.slot
+                              ORDER BY s."at", s.id) AS slot_first
+    FROM sales s
+),
+agg AS (
+    SELECT m.sku, m.item_slot, m.currency,
+           max(CASE WHEN m.recent = 1 THEN m.product END) AS product,
+           count(*) AS units,
+           sum(m.amount) AS revenue,
+           sum(CASE WHEN m.slot_first = 1 THEN 1 ELSE 0 END) AS slots,
+           -- A sale that left the slot empty counts until the slot's next sale or the period's end.
+           sum(CASE WHEN m.stock_after = 0 THEN coalesce(m.next_at, b.end_ms) - m."at" ELSE 0 END) AS sold_out_ms
+    FROM marked m CROSS JOIN bounds b
+    GROUP BY m.sku, m.item_slot, m.currency
+)
+SELECT a.sku,
+       a.item_slot AS slot,
+       a.product,
+       a.currency,
+       a.units,
+       a.revenue AS revenue_minor,
+       a.slots,
+       -- units / (slots × days), half away from zero, 2 decimals: floor((2·units·100 + q) / 2q) / 100
+       -- in exact integers (README, "Rounding").
+       CAST(CAST(floor(CAST(2 * a.units * 100 + a.slots * b.days AS DOUBLE) / (2 * a.slots * b.days)) AS DOUBLE)
+            / 100 AS DECIMAL(20, 2)) AS units_per_slot_day,
+       -- hours, half away from zero, 1 decimal: floor((20·ms + 3600000) / 7200000) / 10.
+       CAST(CAST(floor(CAST(20 * a.sold_out_ms + 3600000 AS DOUBLE) / 7200000) AS DOUBLE)
+            / 10 AS DECIMAL(20, 1)) AS hours_sold_out
+FROM agg a CROSS JOIN bounds b
+ORDER BY a.currency, a.revenue DESC, a.units DESC, coalesce(a.sku, a.item_slot),
+         CASE WHEN a.sku IS NULL THEN 1 ELSE 0 END
