@@ -839,3 +839,125 @@ fn every_fixture_is_run_here() {
         );
     }
 }
+
+/// The same numbers both ways (docs/sales.md): ten simulated days of six machines through the real
+/// ledger; their facts, written as the DynamoDB store writes them (items of facts), are streamed through
+/// analytics-export to moto's Firehose and S3; the delivered rows are turned into Parquet with the Glue
+/// table's schema and every named query of the template — parsed as Trino SQL and transpiled by sqlglot
+/// — runs on DuckDB over them (`tests/athena/crosscheck.py`); each section must equal `vendpay report
+/// --format json` on the same store, to the minor unit. moto does not run Athena; this is how the SQL
+/// is proven here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn athena_named_queries_equal_vendpay_report_on_exported_facts() {
+    use vendpay_app::FactStore;
+    use vendpay_domain::facts::AnalyticsKey;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("sim.sqlite");
+    let options = vendpay::simulate::Options {
+        machines: 6,
+        days: 10,
+        seed: 11,
+        db: Some(db.clone()),
+        analytics_key: Some(AnalyticsKey::new(b"cross-check analytics key".to_vec())),
+        ..vendpay::simulate::Options::default()
+    };
+    let summary = vendpay::simulate::run(&options).await.expect("simulate");
+    assert!(summary.ok(), "the simulation settled everything");
+
+    let store = vendpay_store_sqlite::SqliteStore::open(&db)
+        .await
+        .expect("the simulated store");
+    let facts = store
+        .facts(
+            vendpay_domain::Timestamp::from_millis(0),
+            vendpay_domain::Timestamp::FAR_FUTURE,
+        )
+        .await
+        .expect("facts");
+    assert!(facts.len() > 1000, "a real data set: {} facts", facts.len());
+
+    // As the table's stream carries them: one INSERT per facts item (a decision's facts; here up to 20
+    // per item), in order, a hundred records per invocation.
+    let bucket = moto_bucket("vp-athena").await;
+    let stream = moto_delivery_stream(&bucket).await;
+    let (exporter, _proxy) = analytics_export(&stream).await;
+    let records: Vec<Value> = facts
+        .chunks(20)
+        .enumerate()
+        .map(|(n, chunk)| {
+            let pk = format!("facts#{}#{n}", chunk[0].session);
+            let body = serde_json::to_string(chunk).expect("facts JSON");
+            json!({
+                "eventID": format!("{n:032x}"),
+                "eventName": "INSERT",
+                "eventVersion": "1.1",
+                "eventSource": "aws:dynamodb",
+                "awsRegion": "us-east-1",
+                "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/vendpay/stream/2026-11-01T00:00:00.000",
+                "dynamodb": {
+                    "Keys": {"pk": {"S": pk}, "sk": {"S": "facts"}},
+                    "NewImage": {
+                        "pk": {"S": pk},
+                        "sk": {"S": "facts"},
+                        "facts": {"S": body},
+                        "expires_at": {"N": "1900000000"}
+                    },
+                    "SequenceNumber": format!("{:025}", n + 1),
+                    "SizeBytes": body.len(),
+                    "StreamViewType": "NEW_IMAGE"
+                }
+            })
+        })
+        .collect();
+    for batch in records.chunks(100) {
+        let event = json!({ "Records": batch });
+        let answer = analytics_export::handler::handle(&exporter, &stream_event(&event)).await;
+        assert_eq!(stream_failures(&answer), Vec::<String>::new());
+    }
+    let rows = delivered_rows(&bucket).await;
+    assert_eq!(rows.len(), facts.len(), "every fact delivered once");
+    let records_dir = dir.path().join("records");
+    std::fs::create_dir_all(&records_dir).expect("records dir");
+    let lines: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(records_dir.join("delivered.json"), lines).expect("records");
+
+    let (from, to) = ("2026-11-06", "2026-11-10");
+    let report = dir.path().join("report.json");
+    vendpay::report::run(&vendpay::report::Options {
+        from: from.into(),
+        to: to.into(),
+        format: vendpay::report::Format::Json,
+        out: Some(report.clone()),
+        campaign: None,
+        db: Some(db.clone()),
+    })
+    .await
+    .expect("vendpay report");
+
+    let athena = root().join("tests").join("athena");
+    let venv = std::process::Command::new(athena.join("venv"))
+        .output()
+        .expect("tests/athena/venv runs");
+    assert!(
+        venv.status.success(),
+        "the cross-check's virtualenv: {}",
+        String::from_utf8_lossy(&venv.stderr)
+    );
+    let python = String::from_utf8_lossy(&venv.stdout).trim().to_owned();
+    let out = std::process::Command::new(python)
+        .arg(athena.join("crosscheck.py"))
+        .args(["--records", &records_dir.display().to_string()])
+        .args(["--report", &report.display().to_string()])
+        .args(["--from", from, "--to", to, "--tz=+08:00"])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("crosscheck.py runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(out.status.success(), "the named queries and vendpay report differ:\n{text}");
+}

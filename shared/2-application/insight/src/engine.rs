@@ -1,9 +1,14 @@
 //! The report computed from facts (`docs/sales.md`, “The report”).
 //!
 //! One pass over the facts folds each into aggregates keyed by small interned indices (devices,
-//! districts, sessions, items, buyers) so a year of millions of facts allocates no String per fact;
-//! the sections' rules — floors, ranks, ties — are applied afterwards to the few thousand aggregates.
+//! districts, items, buyers) so a year of millions of facts allocates no String per fact; the
+//! sections' rules — floors, ranks, ties — are applied afterwards to the few thousand aggregates.
 //! Ties on "latest" compare the fact id only when the instants are equal.
+//!
+//! Millions of distinct ids and sessions would make hash tables the bottleneck (a cache miss per
+//! fact), so both are counted by sorting `(hash, fact)` pairs instead and comparing the strings
+//! only where hashes meet: exact, and sequential in memory. Repeated ids are found on a second
+//! thread while the fold runs; only when there are some (rare) is the fold run again without them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -75,7 +80,7 @@ impl Hasher for Fx {
     #[inline]
     fn finish(&self) -> u64 {
         // The multiply leaves the low bits weak and hashbrown indexes with them (and tags with the
-        // top 7): murmur3's finaliser spreads every bit over both.
+        // top 7 bits): murmur3's finaliser spreads every input bit over both.
         let mut h = self.0;
         h ^= h >> 33;
         h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -150,6 +155,8 @@ struct MachineAgg {
     revenue: i64,
     gross: i64,
     refunds: i64,
+    /// The districts it had facts in (almost always one).
+    districts: Vec<u32>,
 }
 
 #[derive(Default)]
@@ -185,12 +192,24 @@ struct DayAgg {
 
 /// A sale of a slot in the period, for `hours_sold_out`.
 struct SlotSale {
-    device: u32,
-    slot: u32,
     at: i64,
     idx: u32,
     /// The item row it sold out, or `NONE` when the slot still had stock.
     sold_out_item: u32,
+}
+
+/// The sales of one (device, slot) in the period.
+#[derive(Default)]
+struct SlotRun {
+    sales: Vec<SlotSale>,
+    sold_out: bool,
+}
+
+/// A session seen in a group (a machine row's sales, a flow row's payments), for distinct counts.
+struct SessionRef {
+    group: u32,
+    hash: u64,
+    idx: u32,
 }
 
 struct BuyerAgg {
@@ -231,6 +250,56 @@ fn flow_order(flow: Flow) -> u8 {
     }
 }
 
+fn hash_str(s: &str) -> u64 {
+    let mut h = Fx::default();
+    h.write(s.as_bytes());
+    h.finish()
+}
+
+/// Distinct sessions per group. Equal hashes are rare, so comparing every pair within a run of them
+/// costs nothing and keeps the count exact.
+fn distinct_sessions(facts: &[Fact], mut refs: Vec<SessionRef>, groups: usize) -> Vec<u64> {
+    refs.sort_unstable_by_key(|r| (r.group, r.hash));
+    let mut counts = vec![0u64; groups];
+    let session = |r: &SessionRef| facts[r.idx as usize].session.as_str();
+    for run in refs.chunk_by(|a, b| a.group == b.group && a.hash == b.hash) {
+        let distinct = run
+            .iter()
+            .enumerate()
+            .filter(|(k, r)| !run[..*k].iter().any(|e| session(e) == session(r)))
+            .count();
+        if let Some(c) = run.first().and_then(|r| counts.get_mut(r.group as usize)) {
+            *c += distinct as u64;
+        }
+    }
+    counts
+}
+
+/// Indices of facts whose id an earlier fact (lower index) already has, ascending.
+fn repeated_ids(facts: &[Fact]) -> Vec<u32> {
+    let mut keys: Vec<(u64, u32)> = facts
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (hash_str(&f.id), i as u32))
+        .collect();
+    keys.sort_unstable();
+    let mut repeated = Vec::new();
+    for run in keys.chunk_by(|a, b| a.0 == b.0) {
+        for (k, (_, i)) in run.iter().enumerate().skip(1) {
+            let id = &facts[*i as usize].id;
+            if run[..k].iter().any(|(_, e)| facts[*e as usize].id == *id) {
+                repeated.push(*i);
+            }
+        }
+    }
+    repeated.sort_unstable();
+    repeated
+}
+
+fn pair(group: usize, member: u32) -> u64 {
+    ((group as u64) << 32) | u64::from(member)
+}
+
 /// Counts, for each group, the distinct second halves of `(group, member)` pairs.
 fn distinct_per_group(mut pairs: Vec<u64>, groups: usize) -> Vec<u64> {
     pairs.sort_unstable();
@@ -244,27 +313,51 @@ fn distinct_per_group(mut pairs: Vec<u64>, groups: usize) -> Vec<u64> {
     counts
 }
 
-fn pair(group: usize, member: u32) -> u64 {
-    ((group as u64) << 32) | u64::from(member)
+/// Everything one pass over the facts learns.
+struct Fold<'a> {
+    devices: Interner<'a>,
+    district_names: Interner<'a>,
+    skus: Interner<'a>,
+    slots: Interner<'a>,
+    buyer_keys: Interner<'a>,
+    device_latest: Vec<Latest>,
+    machines: Vec<MachineAgg>,
+    baskets: Vec<SessionRef>,
+    district_of: FxMap<(u32, Currency), DistrictAgg>,
+    item_of: FxMap<(u32, Currency), usize>,
+    items: Vec<ItemAgg>,
+    item_slots: FxSet<(u32, u32, u32)>,
+    slot_runs: Vec<SlotRun>,
+    district_items: FxMap<(u32, Currency, u32), u64>,
+    hours: [u64; 168],
+    daily: Vec<DayAgg>,
+    currencies_seen: [bool; Currency::ALL.len()],
+    flows: FxMap<(Flow, Currency), FlowAgg>,
+    flow_index: FxMap<(Flow, Currency), usize>,
+    flow_sessions: Vec<SessionRef>,
+    exceptions_refused: BTreeMap<&'a str, u64>,
+    exceptions_anomalies: BTreeMap<&'a str, u64>,
+    failed_vends: u64,
+    unconfirmed_holds: u64,
+    refunds_failed: u64,
+    buyers: Vec<BuyerAgg>,
+    buyer_days: Vec<u64>,
+    spend: FxMap<(u32, Currency), i64>,
 }
 
 /// The report of `period`. `facts`: every fact with `previous_start <= at < end`, in any order, ids
 /// possibly repeated (each id counts once; earlier sales are used only for the buyers' first and
 /// latest sale). `history`: buyers with a sale before `period.start()`.
-pub fn build(period: &Period, facts: &[Fact], history: &[BuyerHistory]) -> SalesReport {
-    let __t = std::time::Instant::now();
+/// Folds the facts (but those at `skip`, ascending) into aggregates.
+fn fold<'a>(period: &Period, facts: &'a [Fact], skip: &[u32]) -> Fold<'a> {
     let start = period.start().millis();
     let end = period.end().millis();
     let previous_start = period.previous_start().millis();
-    let days = i64::from(period.days());
     let offset = period.offset_secs();
     let first_weekday = ((start.div_euclid(1000) + offset).div_euclid(86_400) + 3).rem_euclid(7);
 
-    let mut seen: FxSet<&str> = FxSet::default();
-    seen.reserve(facts.len());
     let mut devices = Interner::default();
     let mut district_names = Interner::default();
-    let mut sessions = Interner::default();
     let mut skus = Interner::default();
     let mut slots = Interner::default();
     let mut buyer_keys = Interner::default();
@@ -272,16 +365,15 @@ pub fn build(period: &Period, facts: &[Fact], history: &[BuyerHistory]) -> Sales
     let mut device_latest: Vec<Latest> = Vec::new();
     let mut machine_of: FxMap<(u32, Currency), usize> = FxMap::default();
     let mut machines: Vec<MachineAgg> = Vec::new();
-    let mut baskets: Vec<u64> = Vec::new();
+    let mut baskets: Vec<SessionRef> = Vec::new();
 
     let mut district_of: FxMap<(u32, Currency), DistrictAgg> = FxMap::default();
-    let mut district_devices: FxSet<(u32, Currency, u32)> = FxSet::default();
 
     let mut item_of: FxMap<(u32, Currency), usize> = FxMap::default();
     let mut items: Vec<ItemAgg> = Vec::new();
     let mut item_slots: FxSet<(u32, u32, u32)> = FxSet::default();
-    let mut slot_sales: Vec<SlotSale> = Vec::new();
-    let mut sold_out_slots: FxSet<(u32, u32)> = FxSet::default();
+    let mut slot_of: FxMap<(u32, u32), usize> = FxMap::default();
+    let mut slot_runs: Vec<SlotRun> = Vec::new();
     let mut district_items: FxMap<(u32, Currency, u32), u64> = FxMap::default();
 
     let mut hours = [0u64; 168];
@@ -290,7 +382,7 @@ pub fn build(period: &Period, facts: &[Fact], history: &[BuyerHistory]) -> Sales
 
     let mut flows: FxMap<(Flow, Currency), FlowAgg> = FxMap::default();
     let mut flow_index: FxMap<(Flow, Currency), usize> = FxMap::default();
-    let mut flow_sessions: Vec<u64> = Vec::new();
+    let mut flow_sessions: Vec<SessionRef> = Vec::new();
     let mut exceptions_refused: BTreeMap<&str, u64> = BTreeMap::new();
     let mut exceptions_anomalies: BTreeMap<&str, u64> = BTreeMap::new();
     let mut failed_vends = 0u64;
@@ -301,12 +393,16 @@ pub fn build(period: &Period, facts: &[Fact], history: &[BuyerHistory]) -> Sales
     let mut buyer_days: Vec<u64> = Vec::new();
     let mut spend: FxMap<(u32, Currency), i64> = FxMap::default();
 
+    let mut skip = skip.iter().peekable();
     for (i, f) in facts.iter().enumerate() {
-        let at = f.at.millis();
-        if at >= end || !seen.insert(f.id.as_str()) {
+        let idx = i as u32;
+        if skip.next_if(|s| **s == idx).is_some() {
             continue;
         }
-        let idx = i as u32;
+        let at = f.at.millis();
+        if at >= end {
+            continue;
+        }
         let amount = minor(f.amount);
         let issued = f.kind == FactKind::Refund && f.status.as_deref() == Some("issued");
         if at < start {
@@ -349,13 +445,16 @@ pub fn build(period: &Period, facts: &[Fact], history: &[BuyerHistory]) -> Sales
                 revenue: 0,
                 gross: 0,
                 refunds: 0,
+                districts: Vec::new(),
             });
             machines.len() - 1
         });
         let machine = &mut machines[m];
         let d_agg = district_of.entry((district, cur)).or_default();
         d_agg.in_period = true;
-        district_devices.insert((district, cur, device));
+        if !machine.districts.contains(&district) {
+            machine.districts.push(district);
+        }
 
         match f.kind {
             FactKind::Payment => {
@@ -367,7 +466,11 @@ pub fn build(period: &Period, facts: &[Fact], history: &[BuyerHistory]) -> Sales
                 fl.paid += amount;
                 let next = flow_index.len();
                 let g = *flow_index.entry((f.flow, cur)).or_insert(next);
-                flow_sessions.push(pair(g, sessions.get(f.session.as_str())));
+                flow_sessions.push(SessionRef {
+                    group: g as u32,
+                    hash: hash_str(f.session.as_str()),
+                    idx,
+                });
             }
             FactKind::Refund => {
                 if issued {
@@ -396,8 +499,11 @@ pub fn build(period: &Period, facts: &[Fact], history: &[BuyerHistory]) -> Sales
                 machine.revenue += amount;
                 day_agg.sales += 1;
                 day_agg.revenue += amount;
-                let session = sessions.get(f.session.as_str());
-                baskets.push(pair(m, session));
+                baskets.push(SessionRef {
+                    group: m as u32,
+                    hash: hash_str(f.session.as_str()),
+                    idx,
+                });
                 flows.entry((f.flow, cur)).or_default().spent += amount;
                 let hour = (rel % DAY_MS) / HOUR_MS;
                 let weekday = (first_weekday + day) % 7;
@@ -426,12 +532,13 @@ pub fn build(period: &Period, facts: &[Fact], history: &[BuyerHistory]) -> Sales
                 item_slots.insert((it as u32, device, slot));
                 *district_items.entry((district, cur, item)).or_default() += 1;
                 let sold_out = f.stock_after == Some(0);
-                if sold_out {
-                    sold_out_slots.insert((device, slot));
-                }
-                slot_sales.push(SlotSale {
-                    device,
-                    slot,
+                let run = *slot_of.entry((device, slot)).or_insert_with(|| {
+                    slot_runs.push(SlotRun::default());
+                    slot_runs.len() - 1
+                });
+                let run = &mut slot_runs[run];
+                run.sold_out |= sold_out;
+                run.sales.push(SlotSale {
                     at,
                     idx,
                     sold_out_item: if sold_out { it as u32 } else { NONE },
@@ -452,7 +559,85 @@ pub fn build(period: &Period, facts: &[Fact], history: &[BuyerHistory]) -> Sales
             }
         }
     }
-    eprintln!("history at {:?}", __t.elapsed());
+    Fold {
+        devices,
+        district_names,
+        skus,
+        slots,
+        buyer_keys,
+        device_latest,
+        machines,
+        baskets,
+        district_of,
+        item_of,
+        items,
+        item_slots,
+        slot_runs,
+        district_items,
+        hours,
+        daily,
+        currencies_seen,
+        flows,
+        flow_index,
+        flow_sessions,
+        exceptions_refused,
+        exceptions_anomalies,
+        failed_vends,
+        unconfirmed_holds,
+        refunds_failed,
+        buyers,
+        buyer_days,
+        spend,
+    }
+}
+
+pub fn build(period: &Period, facts: &[Fact], history: &[BuyerHistory]) -> SalesReport {
+    let start = period.start().millis();
+    let end = period.end().millis();
+    let days = i64::from(period.days());
+
+    let (repeated, first) = std::thread::scope(|s| {
+        let finder = s.spawn(|| repeated_ids(facts));
+        let first = fold(period, facts, &[]);
+        (finder.join().unwrap_or_else(|_| repeated_ids(facts)), first)
+    });
+    let folded = if repeated.is_empty() {
+        first
+    } else {
+        drop(first);
+        fold(period, facts, &repeated)
+    };
+    let Fold {
+        devices,
+        mut district_names,
+        skus,
+        slots,
+        buyer_keys: mut buyer_keys,
+        device_latest,
+        machines,
+        baskets,
+        district_of,
+        item_of,
+        mut items,
+        item_slots,
+        slot_runs,
+        district_items,
+        hours,
+        daily,
+        currencies_seen,
+        flows,
+        flow_index,
+        flow_sessions,
+        exceptions_refused,
+        exceptions_anomalies,
+        failed_vends,
+        unconfirmed_holds,
+        refunds_failed,
+        mut buyers,
+        buyer_days,
+        spend,
+    } = folded;
+
     for h in history {
         let b = buyer_keys.get(h.buyer_key.as_str());
         if b as usize == buyers.len() {
@@ -470,9 +655,8 @@ pub fn build(period: &Period, facts: &[Fact], history: &[BuyerHistory]) -> Sales
         });
     }
 
-    eprintln!("// §1 machines. at {:?}", __t.elapsed());
     // §1 machines.
-    let basket_counts = distinct_per_group(baskets, machines.len());
+    let basket_counts = distinct_sessions(facts, baskets, machines.len());
     let mut machine_rows: Vec<MachineRow> = machines
         .iter()
         .zip(&basket_counts)
@@ -504,11 +688,12 @@ pub fn build(period: &Period, facts: &[Fact], history: &[BuyerHistory]) -> Sales
         (a.device.as_str(), a.currency.code()).cmp(&(b.device.as_str(), b.currency.code()))
     });
 
-    eprintln!("// §2 districts. at {:?}", __t.elapsed());
     // §2 districts.
     let mut machine_counts: FxMap<(u32, Currency), u64> = FxMap::default();
-    for (d, c, _) in &district_devices {
-        *machine_counts.entry((*d, *c)).or_default() += 1;
+    for m in &machines {
+        for d in &m.districts {
+            *machine_counts.entry((*d, m.currency)).or_default() += 1;
+        }
     }
     let mut district_rows: Vec<(u32, DistrictRow)> = district_of
         .iter()
@@ -553,27 +738,21 @@ pub fn build(period: &Period, facts: &[Fact], history: &[BuyerHistory]) -> Sales
         row.rank = rank;
     }
 
-    eprintln!("// §3 items. at {:?}", __t.elapsed());
     // §3 items.
-    let mut slot_sales: Vec<SlotSale> = slot_sales
-        .into_iter()
-        .filter(|s| sold_out_slots.contains(&(s.device, s.slot)))
-        .collect();
-    slot_sales.sort_unstable_by(|a, b| {
-        (a.device, a.slot, a.at)
-            .cmp(&(b.device, b.slot, b.at))
-            .then_with(|| facts[a.idx as usize].id.cmp(&facts[b.idx as usize].id))
-    });
-    for (k, s) in slot_sales.iter().enumerate() {
-        if s.sold_out_item == NONE {
-            continue;
-        }
-        let until = match slot_sales.get(k + 1) {
-            Some(n) if n.device == s.device && n.slot == s.slot => n.at,
-            _ => end,
-        };
-        if let Some(agg) = items.get_mut(s.sold_out_item as usize) {
-            agg.sold_out_ms += until - s.at;
+    for run in slot_runs.into_iter().filter(|r| r.sold_out) {
+        let mut sales = run.sales;
+        sales.sort_unstable_by(|a, b| {
+            a.at.cmp(&b.at)
+                .then_with(|| facts[a.idx as usize].id.cmp(&facts[b.idx as usize].id))
+        });
+        for (k, s) in sales.iter().enumerate() {
+            if s.sold_out_item == NONE {
+                continue;
+            }
+            let until = sales.get(k + 1).map_or(end, |n| n.at);
+            if let Some(agg) = items.get_mut(s.sold_out_item as usize) {
+                agg.sold_out_ms += until - s.at;
+            }
         }
     }
     let mut slot_counts = vec![0u64; items.len()];
@@ -630,7 +809,6 @@ pub fn build(period: &Period, facts: &[Fact], history: &[BuyerHistory]) -> Sales
         })
         .collect();
 
-    eprintln!("// §4 hours. at {:?}", __t.elapsed());
     // §4 hours.
     let cells: Vec<HourCell> = (0..168)
         .map(|k| HourCell {
@@ -648,9 +826,8 @@ pub fn build(period: &Period, facts: &[Fact], history: &[BuyerHistory]) -> Sales
     });
     peak.truncate(3);
 
-    eprintln!("// §5 flows. at {:?}", __t.elapsed());
     // §5 flows.
-    let session_counts = distinct_per_group(flow_sessions, flow_index.len());
+    let session_counts = distinct_sessions(facts, flow_sessions, flow_index.len());
     let mut flow_rows: Vec<FlowRow> = flow_index
         .iter()
         .filter_map(|(&(flow, c), &g)| {
@@ -684,7 +861,6 @@ pub fn build(period: &Period, facts: &[Fact], history: &[BuyerHistory]) -> Sales
             .collect(),
     };
 
-    eprintln!("// §6 tags. at {:?}", __t.elapsed());
     // §6 tags.
     let day_counts = distinct_per_group(buyer_days, buyers.len());
     let mut big: FxSet<u32> = FxSet::default();
@@ -771,7 +947,6 @@ pub fn build(period: &Period, facts: &[Fact], history: &[BuyerHistory]) -> Sales
         districts: tag_districts,
     };
 
-    eprintln!("// §7 targets. at {:?}", __t.elapsed());
     // §7 targets.
     let mut best: Vec<&(u32, DistrictRow)> = district_rows.iter().collect();
     best.sort_by(|(_, a), (_, b)| {
@@ -840,7 +1015,6 @@ pub fn build(period: &Period, facts: &[Fact], history: &[BuyerHistory]) -> Sales
         campaign.extend(rows);
     }
 
-    eprintln!("// Daily. at {:?}", __t.elapsed());
     // Daily.
     let mut daily_rows = Vec::new();
     for day in 0..period.days() as usize {

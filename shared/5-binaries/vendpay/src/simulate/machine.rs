@@ -24,7 +24,7 @@ use vendpay_domain::{
 use vendpay_store_sqlite::Backoff;
 
 use super::model::{
-    appeal, MachineSpec, PlannedVisit, World, DAY_MS, DISTRICTS, LOCAL_OFFSET_SECS,
+    appeal, MachineSpec, PlannedVisit, World, DAY_MS, DISTRICTS, LOCAL_OFFSET_SECS, TAG_RESTOCK,
 };
 use super::ports::{Audited, Outbox, SandboxGateway, SimClock};
 use super::rng::Rng;
@@ -217,9 +217,13 @@ impl MachineSim {
             self.push(at, Event::Visit(Box::new(visit)));
         }
         let day_start = self.world.day_start(day);
-        if day > 0 && day % self.spec.restock_every == 0 {
-            let mut rng =
-                Rng::keyed(&[self.world.seed, 99, self.spec.index as u64, u64::from(day)]);
+        if day > 0 && day.is_multiple_of(self.spec.restock_every) {
+            let mut rng = Rng::keyed(&[
+                self.world.seed,
+                TAG_RESTOCK,
+                self.spec.index as u64,
+                u64::from(day),
+            ]);
             let at = day_start.millis() + 3 * 3_600_000 + rng.between(0, 2 * 3_600_000);
             self.push(Timestamp::from_millis(at), Event::Restock);
         }

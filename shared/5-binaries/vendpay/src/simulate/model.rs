@@ -20,6 +20,7 @@ pub(crate) const TAG_WEATHER: u64 = 4;
 pub(crate) const TAG_VISIT: u64 = 5;
 pub(crate) const TAG_REFUND: u64 = 6;
 pub(crate) const TAG_ONE_OFF: u64 = 7;
+pub(crate) const TAG_RESTOCK: u64 = 99;
 
 /// China Standard Time: days, hours and restocks are local.
 pub(crate) const LOCAL_OFFSET_SECS: i64 = 8 * 3600;

@@ -95,7 +95,8 @@ impl Rng {
 
     /// A Poisson count with mean `lambda` (Knuth below 30, a rounded normal above).
     pub(crate) fn poisson(&mut self, lambda: f64) -> u32 {
-        if !(lambda > 0.0) {
+        // NaN and non-positive means both give nothing.
+        if lambda.is_nan() || lambda <= 0.0 {
             return 0;
         }
         if lambda < 30.0 {
