@@ -959,5 +959,8 @@ async fn athena_named_queries_equal_vendpay_report_on_exported_facts() {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("{text}");
-    assert!(out.status.success(), "the named queries and vendpay report differ:\n{text}");
+    assert!(
+        out.status.success(),
+        "the named queries and vendpay report differ:\n{text}"
+    );
 }

@@ -66,3 +66,12 @@ pub struct Device {
     pub mode: Mode,
     pub currency: Currency,
 }
+
+/// Where a machine stood when a session opened: its district and location (kept with the session, so
+/// every later fact of it carries them without a read).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Place {
+    pub district: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+}

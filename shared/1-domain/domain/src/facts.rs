@@ -24,6 +24,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+pub use crate::device::Place;
 use crate::ids::{BuyerId, DeviceId, RefundId, RequestId, SessionId, Sku, Slot, TradeNo};
 use crate::money::Currency;
 use crate::session::{
@@ -103,15 +104,6 @@ impl Flow {
     }
 }
 
-/// Where a machine stood when a session opened: its district and location (kept with the session, so
-/// every later fact of it carries them without a read).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Place {
-    pub district: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub location: Option<String>,
-}
-
 /// The key buyer ids are hashed with (`ANALYTICS_KEY`). Its bytes never leave this type.
 #[derive(Clone)]
 pub struct AnalyticsKey(Vec<u8>);
@@ -153,8 +145,10 @@ pub struct BuyerKey(String);
 impl BuyerKey {
     /// Accepts exactly 16 lowercase hex digits (a stored or exported key).
     pub fn parse(s: &str) -> Option<BuyerKey> {
-        (s.len() == 16 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-            .then(|| BuyerKey(s.to_owned()))
+        (s.len() == 16
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| BuyerKey(s.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {

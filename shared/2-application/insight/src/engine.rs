@@ -275,20 +275,37 @@ fn distinct_sessions(facts: &[Fact], mut refs: Vec<SessionRef>, groups: usize) -
     counts
 }
 
-/// Indices of facts whose id an earlier fact (lower index) already has, ascending.
+/// Indices of facts whose id an earlier fact (lower index) already has, ascending. The `(hash,
+/// index)` pairs are bucketed by their hash's top bits in one counting pass, then each bucket (a
+/// few dozen pairs) is sorted in cache: equal ids end up side by side.
 fn repeated_ids(facts: &[Fact]) -> Vec<u32> {
-    let mut keys: Vec<(u64, u32)> = facts
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (hash_str(&f.id), i as u32))
-        .collect();
-    keys.sort_unstable();
+    let hashes: Vec<u64> = facts.iter().map(|f| hash_str(&f.id)).collect();
+    let bits = (usize::BITS - (facts.len() / 32).leading_zeros()).clamp(1, 20);
+    let shift = 64 - bits;
+    let mut starts = vec![0usize; (1 << bits) + 1];
+    for h in &hashes {
+        starts[(h >> shift) as usize + 1] += 1;
+    }
+    for k in 1..starts.len() {
+        starts[k] += starts[k - 1];
+    }
+    let mut next = starts.clone();
+    let mut pairs = vec![(0u64, 0u32); hashes.len()];
+    for (i, h) in hashes.iter().enumerate() {
+        let slot = &mut next[(h >> shift) as usize];
+        pairs[*slot] = (*h, i as u32);
+        *slot += 1;
+    }
     let mut repeated = Vec::new();
-    for run in keys.chunk_by(|a, b| a.0 == b.0) {
-        for (k, (_, i)) in run.iter().enumerate().skip(1) {
-            let id = &facts[*i as usize].id;
-            if run[..k].iter().any(|(_, e)| facts[*e as usize].id == *id) {
-                repeated.push(*i);
+    for bucket in starts.windows(2) {
+        let bucket = &mut pairs[bucket[0]..bucket[1]];
+        bucket.sort_unstable();
+        for run in bucket.chunk_by(|a, b| a.0 == b.0) {
+            for (k, (_, i)) in run.iter().enumerate().skip(1) {
+                let id = &facts[*i as usize].id;
+                if run[..k].iter().any(|(_, e)| facts[*e as usize].id == *id) {
+                    repeated.push(*i);
+                }
             }
         }
     }
@@ -612,7 +629,7 @@ pub fn build(period: &Period, facts: &[Fact], history: &[BuyerHistory]) -> Sales
         mut district_names,
         skus,
         slots,
-        buyer_keys: mut buyer_keys,
+        mut buyer_keys,
         device_latest,
         machines,
         baskets,
@@ -722,7 +739,11 @@ pub fn build(period: &Period, facts: &[Fact], history: &[BuyerHistory]) -> Sales
         a.currency
             .code()
             .cmp(b.currency.code())
-            .then(b.net_per_machine_day.minor.cmp(&a.net_per_machine_day.minor))
+            .then(
+                b.net_per_machine_day
+                    .minor
+                    .cmp(&a.net_per_machine_day.minor),
+            )
             .then(b.net.minor.cmp(&a.net.minor))
             .then(a.district.cmp(&b.district))
     });
@@ -1055,5 +1076,29 @@ pub fn build(period: &Period, facts: &[Fact], history: &[BuyerHistory]) -> Sales
         targets,
         daily: daily_rows,
         campaign,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn currency_index_is_its_place_in_all() {
+        for (k, c) in Currency::ALL.iter().enumerate() {
+            assert_eq!(cur_index(*c), k, "{c}");
+        }
+    }
+
+    #[test]
+    fn repeated_ids_keep_the_first_copy() {
+        let p = Period::parse("2026-11-01", "2026-11-30", "+08:00").unwrap();
+        let (mut facts, _) =
+            crate::synthetic::generate(&p, crate::synthetic::Shape::SMALL).unwrap();
+        let n = facts.len() as u32;
+        facts.push(facts[3].clone());
+        facts.push(facts[0].clone());
+        facts.push(facts[3].clone());
+        assert_eq!(repeated_ids(&facts), vec![n, n + 1, n + 2]);
     }
 }

@@ -138,9 +138,9 @@ impl SalesReport {
              <title>vendpay · {}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n",
             esc(&title)
         );
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<header><h1>{}</h1><p class=\"sub\">{} days at UTC{} · compared with the previous period {} – {}</p></header>\n",
+            "<header><h1>{}</h1><p class=\"sub\">{} days at UTC{} · compared with the previous period {} – {}</p></header>",
             esc(&title),
             self.days,
             esc(&self.tz),
@@ -149,7 +149,11 @@ impl SalesReport {
         );
         self.headline(&mut h, &totals, &palette);
 
-        section(&mut h, "Sales per day", "Stacked by currency; hover a bar for revenue and net.");
+        section(
+            &mut h,
+            "Sales per day",
+            "Stacked by currency; hover a bar for revenue and net.",
+        );
         self.daily_chart(&mut h, &palette);
         h.push_str("</section>\n");
 
@@ -162,7 +166,11 @@ impl SalesReport {
         self.districts_table(&mut h);
         h.push_str("</section>\n");
 
-        section(&mut h, "When machines sell", "Sales by weekday and hour; the three peak hours are outlined.");
+        section(
+            &mut h,
+            "When machines sell",
+            "Sales by weekday and hour; the three peak hours are outlined.",
+        );
         self.heatmap(&mut h);
         h.push_str("</section>\n");
 
@@ -180,7 +188,11 @@ impl SalesReport {
         self.tags_table(&mut h);
         h.push_str("</section>\n");
 
-        section(&mut h, "Targets", "The five best district rows, their buyers and their best sellers.");
+        section(
+            &mut h,
+            "Targets",
+            "The five best district rows, their buyers and their best sellers.",
+        );
         self.targets_table(&mut h);
         h.push_str("</section>\n");
 
@@ -406,9 +418,9 @@ impl SalesReport {
         }
         h.push_str("</svg>\n");
         if self.districts.len() > SHOWN {
-            let _ = write!(
+            let _ = writeln!(
                 h,
-                "<p class=\"note\">The chart shows the first {SHOWN} of {} district rows; the table lists all.</p>\n",
+                "<p class=\"note\">The chart shows the first {SHOWN} of {} district rows; the table lists all.</p>",
                 self.districts.len()
             );
         }
@@ -448,7 +460,10 @@ impl SalesReport {
             );
         }
         for c in &self.hours.cells {
-            let (wd, hr) = (f64::from(c.weekday.clamp(1, 7) - 1), f64::from(c.hour.min(23)));
+            let (wd, hr) = (
+                f64::from(c.weekday.clamp(1, 7) - 1),
+                f64::from(c.hour.min(23)),
+            );
             let (x, y) = (ml + hr * cw, mt + wd * ch);
             let t = (c.sales as f64 / max as f64).sqrt();
             let fill = if c.sales == 0 {
@@ -514,7 +529,7 @@ impl SalesReport {
                 )
             })
             .collect();
-        let _ = write!(h, "<p class=\"note\">Peak hours: {}.</p>\n", peak.join(", "));
+        let _ = writeln!(h, "<p class=\"note\">Peak hours: {}.</p>", peak.join(", "));
     }
 
     fn items_chart(&self, h: &mut String, palette: &Palette) {
@@ -617,9 +632,9 @@ impl SalesReport {
         }
         h.push_str("<details><summary>All districts</summary><table><thead><tr><th class=\"n\">rank</th><th>district</th><th>currency</th><th class=\"n\">machines</th><th class=\"n\">net</th><th class=\"n\">net / machine-day</th><th class=\"n\">previous net</th><th class=\"n\">change</th></tr></thead><tbody>\n");
         for d in &self.districts {
-            let _ = write!(
+            let _ = writeln!(
                 h,
-                "<tr><td class=\"n\">{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n {}\">{}</td></tr>\n",
+                "<tr><td class=\"n\">{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n {}\">{}</td></tr>",
                 d.rank,
                 esc(&d.district),
                 d.currency,
@@ -640,9 +655,9 @@ impl SalesReport {
         }
         h.push_str("<details><summary>All items</summary><table><thead><tr><th>item</th><th>product</th><th class=\"n\">units</th><th class=\"n\">revenue</th><th class=\"n\">slots</th><th class=\"n\">units / slot-day</th><th class=\"n\">hours sold out</th></tr></thead><tbody>\n");
         for i in &self.items {
-            let _ = write!(
+            let _ = writeln!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.2}</td><td class=\"n\">{:.1}</td></tr>\n",
+                "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.2}</td><td class=\"n\">{:.1}</td></tr>",
                 esc(&item_name(i)),
                 esc(i.product.as_deref().unwrap_or("–")),
                 count(i.units),
@@ -705,7 +720,7 @@ impl SalesReport {
                     format!("{} ({})", esc(&name), count(i.units))
                 })
                 .collect();
-            let _ = write!(h, "<td>{}</td></tr>\n", top.join(", "));
+            let _ = writeln!(h, "<td>{}</td></tr>", top.join(", "));
         }
         let _ = write!(
             h,
@@ -720,9 +735,9 @@ impl SalesReport {
         }
         h.push_str("<table><thead><tr><th>device</th><th>district</th><th>location</th><th class=\"n\">sales</th><th class=\"n\">revenue</th><th class=\"n\">gross</th><th class=\"n\">refunds</th><th class=\"n\">net</th><th class=\"n\">average basket</th></tr></thead><tbody>\n");
         for m in &self.machines {
-            let _ = write!(
+            let _ = writeln!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>\n",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
                 esc(&m.device),
                 esc(&m.district),
                 esc(m.location.as_deref().unwrap_or("–")),
@@ -743,9 +758,9 @@ impl SalesReport {
         } else {
             h.push_str("<table><thead><tr><th>flow</th><th>currency</th><th class=\"n\">sessions</th><th class=\"n\">payments</th><th class=\"n\">average payment</th><th class=\"n\">average spent</th><th class=\"n\">refund share</th></tr></thead><tbody>\n");
             for f in &self.flows.flows {
-                let _ = write!(
+                let _ = writeln!(
                     h,
-                    "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.2}%</td></tr>\n",
+                    "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.2}%</td></tr>",
                     f.flow.as_str().replace('_', " "),
                     f.currency,
                     count(f.sessions),
@@ -768,9 +783,9 @@ impl SalesReport {
                     .join(", ")
             }
         };
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<table class=\"kv\"><tbody><tr><th>failed vends</th><td class=\"n\">{}</td></tr><tr><th>unconfirmed holds</th><td class=\"n\">{}</td></tr><tr><th>refused payments</th><td>{}</td></tr><tr><th>failed refunds</th><td class=\"n\">{}</td></tr><tr><th>anomalies</th><td>{}</td></tr></tbody></table>\n",
+            "<table class=\"kv\"><tbody><tr><th>failed vends</th><td class=\"n\">{}</td></tr><tr><th>unconfirmed holds</th><td class=\"n\">{}</td></tr><tr><th>refused payments</th><td>{}</td></tr><tr><th>failed refunds</th><td class=\"n\">{}</td></tr><tr><th>anomalies</th><td>{}</td></tr></tbody></table>",
             count(e.failed_vends),
             count(e.unconfirmed_holds),
             map(&e.refused_payments),
@@ -872,10 +887,10 @@ body{margin:0;background:var(--bg);color:var(--ink);font:14px/1.45 system-ui,-ap
 main{max-width:1040px;margin:0 auto;padding:24px 20px 40px}
 header h1{margin:0;font-size:26px}
 .sub{margin:4px 0 18px;color:var(--muted)}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(180px,1fr));gap:12px;margin-bottom:18px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(140px,1fr));gap:12px;margin-bottom:18px}
 .card{background:var(--card);border:1px solid var(--line);border-top:4px solid var(--accent);border-radius:8px;padding:10px 14px}
 .card .k{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
-.card .v{font-size:24px;font-weight:650;font-variant-numeric:tabular-nums}
+.card .v{font-size:22px;font-weight:650;font-variant-numeric:tabular-nums}
 .card .s{color:var(--muted);font-size:12px}
 section{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:14px 18px;margin:14px 0}
 h2{font-size:17px;margin:0 0 2px}

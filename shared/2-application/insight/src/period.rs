@@ -18,11 +18,15 @@ pub enum PeriodError {
         value: String,
         why: &'static str,
     },
-    #[error("`to` ({to}) is before `from` ({from}): the period runs from `from` to `to`, both included")]
+    #[error(
+        "`to` ({to}) is before `from` ({from}): the period runs from `from` to `to`, both included"
+    )]
     Reversed { from: String, to: String },
     #[error("the period {from} … {to} spans {days} days; at most {MAX_DAYS} are allowed")]
     TooLong { from: String, to: String, days: i64 },
-    #[error("`tz` is {value:?}, not a fixed UTC offset: {why}; expected ±HH:MM (e.g. +08:00) or Z")]
+    #[error(
+        "`tz` is {value:?}, not a fixed UTC offset: {why}; expected ±HH:MM (e.g. +08:00) or Z"
+    )]
     BadTz { value: String, why: &'static str },
 }
 
@@ -59,14 +63,15 @@ impl Period {
             });
         }
         let days = (last.millis() - start.millis()) / DAY_MS + 1;
-        let days = u32::try_from(days)
-            .ok()
-            .filter(|d| *d <= MAX_DAYS)
-            .ok_or(PeriodError::TooLong {
-                from: from.to_owned(),
-                to: to.to_owned(),
-                days,
-            })?;
+        let days =
+            u32::try_from(days)
+                .ok()
+                .filter(|d| *d <= MAX_DAYS)
+                .ok_or(PeriodError::TooLong {
+                    from: from.to_owned(),
+                    to: to.to_owned(),
+                    days,
+                })?;
         Ok(Period {
             from: from_date,
             to: to_date,
@@ -227,7 +232,12 @@ mod tests {
 
     #[test]
     fn one_day_and_a_leap_year() {
-        assert_eq!(Period::parse("2026-11-01", "2026-11-01", "Z").unwrap().days(), 1);
+        assert_eq!(
+            Period::parse("2026-11-01", "2026-11-01", "Z")
+                .unwrap()
+                .days(),
+            1
+        );
         let leap = Period::parse("2028-01-01", "2028-12-31", "-05:30").unwrap();
         assert_eq!(leap.days(), 366);
         assert_eq!(leap.offset_secs(), -(5 * 3600 + 1800));
@@ -241,7 +251,9 @@ mod tests {
         assert_eq!(parse_offset("+00:00"), Ok(0));
         assert_eq!(parse_offset("-03:30"), Ok(-12_600));
         assert_eq!(parse_offset("+14:00"), Ok(50_400));
-        for bad in ["", "8", "+8:00", "+08", "+0800", "08:00", "+15:00", "+08:60", "UTC", "+0a:00", "z"] {
+        for bad in [
+            "", "8", "+8:00", "+08", "+0800", "08:00", "+15:00", "+08:60", "UTC", "+0a:00", "z",
+        ] {
             assert!(
                 matches!(parse_offset(bad), Err(PeriodError::BadTz { .. })),
                 "{bad:?}"
@@ -252,7 +264,10 @@ mod tests {
     #[test]
     fn refusals_say_which_field_and_what_was_expected() {
         let e = err("2026-13-01", "2026-12-31", "+08:00");
-        assert!(e.contains("`from`") && e.contains("month is not 01–12"), "{e}");
+        assert!(
+            e.contains("`from`") && e.contains("month is not 01–12"),
+            "{e}"
+        );
         let e = err("2026-02-01", "2026-02-30", "+08:00");
         assert!(e.contains("`to`") && e.contains("no such day"), "{e}");
         let e = err("yesterday", "2026-02-03", "+08:00");
@@ -260,7 +275,10 @@ mod tests {
         let e = err("2026-1-01", "2026-02-03", "+08:00");
         assert!(e.contains("4 digits"), "{e}");
         let e = err("2026-11-30", "2026-11-01", "+08:00");
-        assert!(e.contains("`to` (2026-11-01) is before `from` (2026-11-30)"), "{e}");
+        assert!(
+            e.contains("`to` (2026-11-01) is before `from` (2026-11-30)"),
+            "{e}"
+        );
         let e = err("2026-01-01", "2027-01-02", "+08:00");
         assert!(e.contains("367 days") && e.contains("at most 366"), "{e}");
         assert!(Period::parse("2026-01-01", "2027-01-01", "+08:00").is_ok());

@@ -320,7 +320,10 @@ mod tests {
         assert_eq!(decimal(-5, Currency::Cny), "-0.05");
         assert_eq!(decimal(-1050, Currency::Jpy), "-1050");
         assert_eq!(decimal(0, Currency::Usd), "0.00");
-        assert_eq!(Amount::new(-123_456, Currency::Cny).to_decimal(), "-1234.56 CNY");
+        assert_eq!(
+            Amount::new(-123_456, Currency::Cny).to_decimal(),
+            "-1234.56 CNY"
+        );
     }
 
     #[test]

@@ -12,15 +12,48 @@ const DAY_MS: i64 = 86_400_000;
 
 /// Twenty districts; one apostrophe keeps escaping honest.
 const DISTRICTS: [&str; 20] = [
-    "Huangpu", "Xuhui", "Changning", "Jing'an", "Putuo", "Hongkou", "Yangpu", "Minhang", "Baoshan",
-    "Jiading", "Pudong", "Jinshan", "Songjiang", "Qingpu", "Fengxian", "Chongming", "Lujiazui",
-    "Zhangjiang", "Hongqiao", "Wujiaochang",
+    "Huangpu",
+    "Xuhui",
+    "Changning",
+    "Jing'an",
+    "Putuo",
+    "Hongkou",
+    "Yangpu",
+    "Minhang",
+    "Baoshan",
+    "Jiading",
+    "Pudong",
+    "Jinshan",
+    "Songjiang",
+    "Qingpu",
+    "Fengxian",
+    "Chongming",
+    "Lujiazui",
+    "Zhangjiang",
+    "Hongqiao",
+    "Wujiaochang",
 ];
 
 const PRODUCTS: [&str; 20] = [
-    "Cola", "Green tea", "Oolong tea", "Mineral water", "Orange juice", "Iced coffee", "Soy milk",
-    "Sparkling water", "Lemon tea", "Energy drink", "Salt & Vinegar <crisps>", "Chocolate bar",
-    "Peanuts", "Instant noodles", "Rice crackers", "Yogurt", "Sandwich", "Gum", "Sponge cake",
+    "Cola",
+    "Green tea",
+    "Oolong tea",
+    "Mineral water",
+    "Orange juice",
+    "Iced coffee",
+    "Soy milk",
+    "Sparkling water",
+    "Lemon tea",
+    "Energy drink",
+    "Salt & Vinegar <crisps>",
+    "Chocolate bar",
+    "Peanuts",
+    "Instant noodles",
+    "Rice crackers",
+    "Yogurt",
+    "Sandwich",
+    "Gum",
+    "Sponge cake",
     "乌龙茶 (Oolong)",
 ];
 
@@ -39,6 +72,8 @@ pub struct Shape {
     pub sessions: u64,
     /// Distinct buyers in the pool.
     pub buyers: u32,
+    /// The share of sessions (percent) that fall in the previous period instead.
+    pub previous_percent: u64,
     pub seed: u64,
 }
 
@@ -50,6 +85,7 @@ impl Shape {
         skus: 40,
         sessions: 950_000,
         buyers: 60_000,
+        previous_percent: 5,
         seed: 42,
     };
 
@@ -60,6 +96,7 @@ impl Shape {
         skus: 24,
         sessions: 3_500,
         buyers: 900,
+        previous_percent: 45,
         seed: 7,
     };
 }
@@ -99,8 +136,8 @@ struct Machine {
     slots: Vec<(Slot, Option<Sku>, Option<String>, u64)>,
 }
 
-/// Facts of `period` and its previous period (one session in twenty lies in the previous one), and
-/// the history of the buyers who bought before the previous period.
+/// Facts of `period` and its previous period (`previous_percent` of the sessions), and the history
+/// of the buyers who bought before the previous period.
 pub fn generate(period: &Period, shape: Shape) -> Result<(Vec<Fact>, Vec<BuyerHistory>), IdError> {
     let mut rng = Lcg(shape.seed ^ 0x5eed);
     let district_count = (shape.districts as usize).clamp(1, DISTRICTS.len());
@@ -153,10 +190,15 @@ pub fn generate(period: &Period, shape: Shape) -> Result<(Vec<Fact>, Vec<BuyerHi
     for n in 0..shape.sessions {
         let m = &machines[rng.below(u64::from(shape.machines)) as usize];
         // Busier machines: the first districts sell more (a ranking worth reading).
-        let day_base = if rng.chance(5) { previous_start } else { start };
+        let day_base = if rng.chance(shape.previous_percent) {
+            previous_start
+        } else {
+            start
+        };
         let mut day = rng.below(days as u64) as i64;
         // Weekends are a little busier: redraw a weekday once in five.
-        let weekday = ((day_base + period.offset_secs() * 1000).div_euclid(DAY_MS) + day + 3).rem_euclid(7);
+        let weekday =
+            ((day_base + period.offset_secs() * 1000).div_euclid(DAY_MS) + day + 3).rem_euclid(7);
         if weekday < 5 && rng.chance(20) {
             day = rng.below(days as u64) as i64;
         }
@@ -179,7 +221,7 @@ pub fn generate(period: &Period, shape: Shape) -> Result<(Vec<Fact>, Vec<BuyerHi
         let buyer = if rng.chance(85) {
             // Squaring a uniform draw favours low numbers: some buyers come back often.
             let u = rng.below(1 << 16);
-            buyer_key(u * u * u64::from(shape.buyers) >> 32)
+            buyer_key((u * u * u64::from(shape.buyers)) >> 32)
         } else {
             None
         };
@@ -208,7 +250,13 @@ pub fn generate(period: &Period, shape: Shape) -> Result<(Vec<Fact>, Vec<BuyerHi
         let at = |ms: i64| Timestamp::from_millis(at0 + ms);
         let mut refund = |facts: &mut Vec<Fact>, amount: u64, reason: String, ms: i64| {
             seq += 1;
-            for (status, later) in [("issued", 0), ("succeeded", 2_000)] {
+            // One refund in fifty fails at Alipay.
+            let last = if seq.is_multiple_of(50) {
+                "failed"
+            } else {
+                "succeeded"
+            };
+            for (status, later) in [("issued", 0), (last, 2_000)] {
                 facts.push(Fact {
                     id: format!("refund:R{seq}:{status}"),
                     kind: FactKind::Refund,
@@ -243,7 +291,11 @@ pub fn generate(period: &Period, shape: Shape) -> Result<(Vec<Fact>, Vec<BuyerHi
         match flow {
             Flow::Refused => {
                 pay(&mut facts, *price);
-                let why = if rng.chance(70) { "device_offline" } else { "currency" };
+                let why = if rng.chance(70) {
+                    "device_offline"
+                } else {
+                    "currency"
+                };
                 refund(&mut facts, *price, format!("refused:{why}"), 1_000);
             }
             Flow::PurchaseFirst => {
@@ -267,13 +319,22 @@ pub fn generate(period: &Period, shape: Shape) -> Result<(Vec<Fact>, Vec<BuyerHi
                 pay(&mut facts, paid);
                 for r in 0..items as u32 {
                     let stock = if rng.chance(6) { 0 } else { 1 + rng.below(9) };
-                    facts.push(sale(FactKind::Sale, r, 20_000 + i64::from(r) * 15_000, stock));
+                    facts.push(sale(
+                        FactKind::Sale,
+                        r,
+                        20_000 + i64::from(r) * 15_000,
+                        stock,
+                    ));
                 }
                 if paid > spent {
                     refund(&mut facts, paid - spent, "remainder".to_owned(), 300_000);
                 }
                 if rng.chance(1) {
-                    let kind = if rng.chance(70) { "unconfirmed_vend" } else { "late_vend_report" };
+                    let kind = if rng.chance(70) {
+                        "unconfirmed_vend"
+                    } else {
+                        "late_vend_report"
+                    };
                     facts.push(Fact {
                         id: format!("anomaly:{session}:{kind}:q9"),
                         kind: FactKind::Anomaly,

@@ -31,12 +31,28 @@ fn machines_sum_per_device_and_currency() {
         pay("p3", "2026-11-05 09:00", "m1", "s3", 1).flow(Flow::PurchaseFirst),
         sale("s3:r1", "2026-11-05 09:00", "m1", "s3", 1).flow(Flow::PurchaseFirst),
         // The machine's latest facts tie on time: the greater id ("vend_failed:…") names the place.
-        anomaly("s9:late_vend_report:a", "late_vend_report", "2026-11-20 12:00", "m1")
-            .location("Gate 2"),
-        fact(FactKind::VendFailed, "vend_failed:s9:r1", "2026-11-20 12:00", "m1", "s9")
-            .district("Jingan"),
+        anomaly(
+            "s9:late_vend_report:a",
+            "late_vend_report",
+            "2026-11-20 12:00",
+            "m1",
+        )
+        .location("Gate 2"),
+        fact(
+            FactKind::VendFailed,
+            "vend_failed:s9:r1",
+            "2026-11-20 12:00",
+            "m1",
+            "s9",
+        )
+        .district("Jingan"),
         // A machine with only an anomaly still has a row.
-        anomaly("s0:unconfirmed_vend:x", "unconfirmed_vend", "2026-11-01 00:00", "m0"),
+        anomaly(
+            "s0:unconfirmed_vend:x",
+            "unconfirmed_vend",
+            "2026-11-01 00:00",
+            "m0",
+        ),
         // Previous period and the period's end: no rows.
         pay("p4", "2026-10-31 23:59", "m2", "s4", 100),
         pay("p5", "2026-12-01 00:00", "m2", "s5", 100),
@@ -45,15 +61,24 @@ fn machines_sum_per_device_and_currency() {
     assert_eq!(r.machines.len(), 2);
     let m0 = &r.machines[0];
     assert_eq!((m0.device.as_str(), m0.sales), ("m0", 0));
-    assert_eq!((m0.gross, m0.net, m0.average_basket), (cny(0), cny(0), cny(0)));
+    assert_eq!(
+        (m0.gross, m0.net, m0.average_basket),
+        (cny(0), cny(0), cny(0))
+    );
     let m1 = &r.machines[1];
     assert_eq!(m1.device, "m1");
-    assert_eq!((m1.district.as_str(), m1.location.as_deref()), ("Jingan", None));
+    assert_eq!(
+        (m1.district.as_str(), m1.location.as_deref()),
+        ("Jingan", None)
+    );
     assert_eq!(m1.currency, Currency::Cny);
     // 350 + 300 + 500 + 1
     assert_eq!((m1.sales, m1.revenue), (4, cny(1151)));
     // 1000 + 500 + 1; refunds: the issued 350 only.
-    assert_eq!((m1.gross, m1.refunds, m1.net), (cny(1501), cny(350), cny(1151)));
+    assert_eq!(
+        (m1.gross, m1.refunds, m1.net),
+        (cny(1501), cny(350), cny(1151))
+    );
     // floor(1151 / 3 sessions) = 383
     assert_eq!(m1.average_basket, cny(383));
 }
@@ -254,22 +279,60 @@ fn flows_and_exceptions() {
         pf(refund("f2", "failed", "2026-11-04 10:30", "m1", "o1", 1)),
         // refused: everything refunded.
         rf(pay("t6", "2026-11-05 10:00", "m1", "x1", 100)),
-        rf(refund("f3", "issued", "2026-11-05 10:00", "m1", "x1", 100).reason("refused:device_offline")),
+        rf(refund("f3", "issued", "2026-11-05 10:00", "m1", "x1", 100)
+            .reason("refused:device_offline")),
         rf(pay("t7", "2026-11-05 11:00", "m1", "x2", 50)),
-        rf(refund("f4", "issued", "2026-11-05 11:00", "m1", "x2", 50).reason("refused:device_offline")),
+        rf(refund("f4", "issued", "2026-11-05 11:00", "m1", "x2", 50)
+            .reason("refused:device_offline")),
         rf(pay("t8", "2026-11-05 12:00", "m1", "x3", 70)),
         rf(refund("f5", "issued", "2026-11-05 12:00", "m1", "x3", 70).reason("refused:currency")),
         // A refused refund's final status is not a second refused payment.
-        rf(refund("f5", "succeeded", "2026-11-05 12:01", "m1", "x3", 70).reason("refused:currency")),
+        rf(
+            refund("f5", "succeeded", "2026-11-05 12:01", "m1", "x3", 70)
+                .reason("refused:currency"),
+        ),
         // A JPY sale without a payment in the period: no row.
         sale("j1:r1", "2026-11-05 10:00", "m9", "j1", 100).currency(Currency::Jpy),
-        fact(FactKind::VendFailed, "vend_failed:s1:r9", "2026-11-03 10:03", "m1", "s1"),
-        fact(FactKind::VendFailed, "vend_failed:s2:r9", "2026-11-03 11:03", "m1", "s2"),
-        anomaly("s1:unconfirmed_vend:r7", "unconfirmed_vend", "2026-11-03 10:04", "m1"),
-        anomaly("s2:unconfirmed_vend:r7", "unconfirmed_vend", "2026-11-03 11:04", "m1"),
-        anomaly("s2:late_vend_report:r7:true", "late_vend_report", "2026-11-03 11:05", "m1"),
+        fact(
+            FactKind::VendFailed,
+            "vend_failed:s1:r9",
+            "2026-11-03 10:03",
+            "m1",
+            "s1",
+        ),
+        fact(
+            FactKind::VendFailed,
+            "vend_failed:s2:r9",
+            "2026-11-03 11:03",
+            "m1",
+            "s2",
+        ),
+        anomaly(
+            "s1:unconfirmed_vend:r7",
+            "unconfirmed_vend",
+            "2026-11-03 10:04",
+            "m1",
+        ),
+        anomaly(
+            "s2:unconfirmed_vend:r7",
+            "unconfirmed_vend",
+            "2026-11-03 11:04",
+            "m1",
+        ),
+        anomaly(
+            "s2:late_vend_report:r7:true",
+            "late_vend_report",
+            "2026-11-03 11:05",
+            "m1",
+        ),
         // Previous period: not counted.
-        fact(FactKind::VendFailed, "vend_failed:s0:r1", "2026-10-20 10:00", "m1", "s0"),
+        fact(
+            FactKind::VendFailed,
+            "vend_failed:s0:r1",
+            "2026-10-20 10:00",
+            "m1",
+            "s0",
+        ),
     ];
     let r = build(&november(), &facts, &[]);
     let got: Vec<_> = r
@@ -301,7 +364,10 @@ fn flows_and_exceptions() {
         ]
     );
     let e = &r.flows.exceptions;
-    assert_eq!((e.failed_vends, e.unconfirmed_holds, e.refunds_failed), (2, 2, 1));
+    assert_eq!(
+        (e.failed_vends, e.unconfirmed_holds, e.refunds_failed),
+        (2, 2, 1)
+    );
     let map = |pairs: &[(&str, u64)]| {
         pairs
             .iter()
@@ -366,9 +432,15 @@ fn tags_combine_history_and_both_periods() {
     // b2: new, 8 days (2 … 9 November) -> regular and loyal, and nothing since 17 November -> lapsed.
     for d in 2..=9 {
         facts.push(
-            sale(&format!("b2:{d}"), &format!("2026-11-{d:02} 12:00"), "j1", &format!("s2{d}"), 10)
-                .buyer(2)
-                .district("Jingan"),
+            sale(
+                &format!("b2:{d}"),
+                &format!("2026-11-{d:02} 12:00"),
+                "j1",
+                &format!("s2{d}"),
+                10,
+            )
+            .buyer(2)
+            .district("Jingan"),
         );
     }
     let history = vec![
@@ -429,7 +501,16 @@ fn targets_and_the_campaign() {
     // Six CNY districts P1 … P6 (net 600 … 100, one machine each) and one USD district.
     for n in 1..=6u64 {
         let d = format!("P{n}");
-        facts.push(pay(&format!("p{n}"), "2026-11-02 10:00", &format!("m{n}"), "s", (7 - n) * 100).district(&d));
+        facts.push(
+            pay(
+                &format!("p{n}"),
+                "2026-11-02 10:00",
+                &format!("m{n}"),
+                "s",
+                (7 - n) * 100,
+            )
+            .district(&d),
+        );
     }
     facts.push(
         pay("u", "2026-11-02 10:00", "u1", "su", 100)
@@ -449,10 +530,16 @@ fn targets_and_the_campaign() {
     .into_iter()
     .enumerate()
     {
-        let mut f = sale(&format!("x{n}"), "2026-11-03 10:00", "m1", &format!("sx{n}"), 10)
-            .district("P1")
-            .slot(slot)
-            .buyer(100 - n as u32);
+        let mut f = sale(
+            &format!("x{n}"),
+            "2026-11-03 10:00",
+            "m1",
+            &format!("sx{n}"),
+            10,
+        )
+        .district("P1")
+        .slot(slot)
+        .buyer(100 - n as u32);
         if let Some(sku) = sku {
             f = f.sku(sku, Some(&sku.to_uppercase()));
         }
@@ -477,7 +564,14 @@ fn targets_and_the_campaign() {
     let top: Vec<_> = r.targets[0]
         .top_items
         .iter()
-        .map(|i| (i.sku.as_deref(), i.slot.as_deref(), i.product.as_deref(), i.units))
+        .map(|i| {
+            (
+                i.sku.as_deref(),
+                i.slot.as_deref(),
+                i.product.as_deref(),
+                i.units,
+            )
+        })
         .collect();
     assert_eq!(
         top,
@@ -497,7 +591,10 @@ fn targets_and_the_campaign() {
     let csv = r.campaign_csv();
     let mut lines = csv.lines();
     assert_eq!(lines.next(), Some("district,buyer_key,tags"));
-    assert_eq!(lines.next(), Some("P1,000000000000005e,new;big_spender;lapsed"));
+    assert_eq!(
+        lines.next(),
+        Some("P1,000000000000005e,new;big_spender;lapsed")
+    );
     assert_eq!(lines.next(), Some("P1,000000000000005f,new;lapsed"));
     assert_eq!(csv.lines().count(), 8);
     assert!(csv.ends_with("P1,0000000000000064,new;lapsed\n"));
@@ -527,7 +624,12 @@ fn duplicate_ids_count_once_everywhere() {
             .sku("cola", Some("Cola"))
             .stock(0),
         refund("f1", "issued", "2026-11-02 10:02", "m1", "s1", 200),
-        anomaly("s1:unconfirmed_vend:r2", "unconfirmed_vend", "2026-11-02 10:03", "m1"),
+        anomaly(
+            "s1:unconfirmed_vend:r2",
+            "unconfirmed_vend",
+            "2026-11-02 10:03",
+            "m1",
+        ),
     ];
     let mut twice = once.clone();
     twice.extend(once.iter().rev().cloned());
@@ -552,7 +654,15 @@ fn daily_rows_cover_every_date_and_currency() {
     let got: Vec<_> = r
         .daily
         .iter()
-        .map(|d| (d.date.as_str(), d.currency, d.sales, d.revenue.minor, d.net.minor))
+        .map(|d| {
+            (
+                d.date.as_str(),
+                d.currency,
+                d.sales,
+                d.revenue.minor,
+                d.net.minor,
+            )
+        })
         .collect();
     use Currency::{Cny, Usd};
     assert_eq!(
@@ -609,8 +719,19 @@ fn json_field_order_is_the_documents() {
     ];
     let json = serde_json::to_string(&build(&november(), &facts, &[])).unwrap();
     let order = [
-        "\"from\"", "\"to\"", "\"tz\"", "\"days\"", "\"previous\"", "\"machines\"", "\"districts\"",
-        "\"items\"", "\"hours\"", "\"flows\"", "\"tags\"", "\"targets\"", "\"daily\"",
+        "\"from\"",
+        "\"to\"",
+        "\"tz\"",
+        "\"days\"",
+        "\"previous\"",
+        "\"machines\"",
+        "\"districts\"",
+        "\"items\"",
+        "\"hours\"",
+        "\"flows\"",
+        "\"tags\"",
+        "\"targets\"",
+        "\"daily\"",
     ];
     let places: Vec<usize> = order.iter().map(|k| json.find(k).unwrap()).collect();
     assert!(places.windows(2).all(|w| w[0] < w[1]), "{json}");
@@ -621,4 +742,74 @@ fn json_field_order_is_the_documents() {
     let back: vendpay_insight::SalesReport = serde_json::from_str(&json).unwrap();
     assert_eq!(back.machines.len(), 1);
     let _ = Tag::ALL;
+}
+
+#[test]
+fn html_escapes_operator_text_and_stays_self_contained() {
+    let evil = "<script>alert('x')</script> & \"Co\"";
+    let facts = vec![
+        pay("t1", "2026-11-02 10:00", "m1", "s1", 500)
+            .district(evil)
+            .location("<b>gate</b>"),
+        sale("s1:r1", "2026-11-02 10:01", "m1", "s1", 300)
+            .district(evil)
+            .location("<b>gate</b>")
+            .sku("x", Some("<img src=x onerror=alert(1)>"))
+            .buyer(1),
+    ];
+    let html = build(&november(), &facts, &[]).to_html();
+    assert!(!html.contains("<script"), "{html}");
+    assert!(!html.contains("<img"), "{html}");
+    assert!(!html.contains("<b>gate"), "{html}");
+    assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;Co&quot;"));
+    assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
+    // Self-contained: no URL to fetch, no script, no web font.
+    for banned in [
+        "http://",
+        "https://",
+        "<script",
+        "@font-face",
+        "<link",
+        "src=\"",
+    ] {
+        let rest = html.replace("http://www.w3.org/2000/svg", "");
+        assert!(!rest.contains(banned), "{banned}");
+    }
+    for chart in ["daily", "districts", "heatmap", "items", "tags"] {
+        let tag = format!("data-chart=\"{chart}\"");
+        let at = html.find(&tag).unwrap_or_else(|| panic!("{chart} missing"));
+        let open = &html[html[..at].rfind("<svg").unwrap()..];
+        let open = &open[..open.find('>').unwrap()];
+        assert!(open.contains("viewBox=\"0 0 "), "{open}");
+        assert!(open.contains("role=\"img\""), "{open}");
+        assert!(open.contains("aria-label=\""), "{open}");
+    }
+    assert!(html.contains("<title>"));
+}
+
+#[test]
+fn text_report_has_every_section() {
+    let facts = vec![
+        pay("t1", "2026-11-02 10:00", "m1", "s1", 123_456),
+        sale("s1:r1", "2026-11-02 10:01", "m1", "s1", 300)
+            .sku("cola", Some("可乐 Cola"))
+            .buyer(1),
+        refund("f1", "issued", "2026-11-02 10:02", "m1", "s1", 100),
+    ];
+    let text = build(&november(), &facts, &[]).to_text();
+    for heading in [
+        "1. Machines",
+        "2. Districts",
+        "3. Items",
+        "4. Hours",
+        "5. Flows",
+        "6. Tags",
+        "7. Targets",
+    ] {
+        assert!(text.contains(heading), "{heading}\n{text}");
+    }
+    // 123 456 − 100 minor units, with the currency's two decimals.
+    assert!(text.contains("1,233.56"), "{text}");
+    assert!(text.contains("可乐 Cola"), "{text}");
+    assert!(text.contains("peak: Mon 10:00 (1 sales)"), "{text}");
 }

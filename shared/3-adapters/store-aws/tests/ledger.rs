@@ -278,9 +278,7 @@ async fn one_unreadable_refund_item_does_not_hide_the_others() {
 }
 
 /// The facts items of the table (`facts#…` / `facts`), each decoded: (pk, facts, expires_at).
-async fn facts_items(
-    store: &DynamoStore,
-) -> Vec<(String, Vec<vendpay_domain::facts::Fact>, i64)> {
+async fn facts_items(store: &DynamoStore) -> Vec<(String, Vec<vendpay_domain::facts::Fact>, i64)> {
     use aws_sdk_dynamodb::types::AttributeValue;
     let client = aws_sdk_dynamodb::Client::new(&moto::sdk().await);
     let page = client
@@ -342,7 +340,12 @@ async fn facts_ride_in_each_decisions_transaction_as_one_item() {
     }
     f.clock.advance(Duration::from_secs(301));
     assert!(f.ledger.deadline(&outcome.session).await.expect("deadline"));
-    let refunds = f.recorder.refunds.lock().map(|r| r.clone()).unwrap_or_default();
+    let refunds = f
+        .recorder
+        .refunds
+        .lock()
+        .map(|r| r.clone())
+        .unwrap_or_default();
     f.ledger
         .refund_result(&refunds[0].refund_id, RefundOutcome::Succeeded)
         .await
@@ -371,8 +374,16 @@ async fn facts_ride_in_each_decisions_transaction_as_one_item() {
         .await
         .expect("read")
         .expect("session");
-    let all: Vec<_> = items.iter().flat_map(|(_, facts, _)| facts.iter()).collect();
-    let sum = |k: FactKind| all.iter().filter(|x| x.kind == k).map(|x| x.amount).sum::<u64>();
+    let all: Vec<_> = items
+        .iter()
+        .flat_map(|(_, facts, _)| facts.iter())
+        .collect();
+    let sum = |k: FactKind| {
+        all.iter()
+            .filter(|x| x.kind == k)
+            .map(|x| x.amount)
+            .sum::<u64>()
+    };
     assert_eq!(sum(FactKind::Sale), s.spent.minor());
     assert_eq!(sum(FactKind::Payment), 1000);
     assert_eq!(
@@ -385,7 +396,10 @@ async fn facts_ride_in_each_decisions_transaction_as_one_item() {
     let key = AnalyticsKey::new(b"moto analytics key".to_vec())
         .buyer_key(&"2088000000000042".parse().expect("buyer"));
     for (pk, facts, expires) in &items {
-        assert!(pk.starts_with(&format!("facts#{}#", outcome.session)), "{pk}");
+        assert!(
+            pk.starts_with(&format!("facts#{}#", outcome.session)),
+            "{pk}"
+        );
         let latest = facts.iter().map(|x| x.at.secs()).max().expect("a fact");
         assert_eq!(*expires, latest + 7 * 24 * 3600, "a week's TTL");
         for x in facts {
@@ -394,5 +408,8 @@ async fn facts_ride_in_each_decisions_transaction_as_one_item() {
         }
     }
     let raw = format!("{items:?}");
-    assert!(!raw.contains("2088000000000042"), "a raw buyer id in the facts items");
+    assert!(
+        !raw.contains("2088000000000042"),
+        "a raw buyer id in the facts items"
+    );
 }

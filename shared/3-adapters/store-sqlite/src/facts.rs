@@ -88,7 +88,11 @@ pub(crate) fn insert(conn: &Connection, facts: &[Fact]) -> Result<(), StoreError
 }
 
 /// Facts with `from <= at < to`, ordered by time then id.
-pub(crate) fn read(conn: &Connection, from: Timestamp, to: Timestamp) -> Result<Vec<Fact>, StoreError> {
+pub(crate) fn read(
+    conn: &Connection,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Vec<Fact>, StoreError> {
     let what = "reading facts";
     let mut stmt = conn
         .prepare_cached(&format!(
@@ -110,7 +114,11 @@ pub(crate) fn read(conn: &Connection, from: Timestamp, to: Timestamp) -> Result<
         }
     }
     if unreadable > 10 {
-        tracing::error!(alert = "unreadable_fact", count = unreadable, "fact rows left out of the report");
+        tracing::error!(
+            alert = "unreadable_fact",
+            count = unreadable,
+            "fact rows left out of the report"
+        );
     }
     Ok(out)
 }
@@ -161,7 +169,8 @@ fn decode(row: &Row<'_>) -> Result<Fact, String> {
     where
         T::Error: std::fmt::Display,
     {
-        v.map(|s| T::try_from(s).map_err(|e| e.to_string())).transpose()
+        v.map(|s| T::try_from(s).map_err(|e| e.to_string()))
+            .transpose()
     }
     let fact_id = text(row, 0)?;
     let bad = |field: &str, v: &str| format!("fact {fact_id}: bad {field} {v:?}");

@@ -89,11 +89,11 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use vendpay_domain::facts::{BuyerHistory, Fact};
-use vendpay_app::{FactStore, 
-    Commit, DeadlineMessage, DeviceRecord, DeviceStore, Failure, InventoryStore, Machine, QrCode,
-    RefundRecord, RequestRecord, SessionStore, StoreError,
+use vendpay_app::{
+    Commit, DeadlineMessage, DeviceRecord, DeviceStore, FactStore, Failure, InventoryStore,
+    Machine, QrCode, RefundRecord, RequestRecord, SessionStore, StoreError,
 };
+use vendpay_domain::facts::{BuyerHistory, Fact};
 use vendpay_domain::{
     Clock, DeviceId, PaymentOutcome, Product, RefundId, RequestId, Session, SessionId, Sku, Slot,
     SlotStock, SlotWrites, SystemClock, Timestamp, TradeNo,
@@ -188,6 +188,18 @@ impl SqliteStore {
 
     pub fn location(&self) -> &Location {
         &self.inner.location
+    }
+
+    /// Stops fsyncing each group of commits (`synchronous = OFF`): only for a store whose loss costs
+    /// nothing — `vendpay simulate`'s synthetic data, a load test — never one that holds money, where
+    /// an answered payment must survive a power cut (see "Durability" above).
+    pub async fn without_fsync(&self) -> Result<(), StoreError> {
+        self.write(|w, _| {
+            w.conn
+                .pragma_update(None, "synchronous", "OFF")
+                .ctx("turning off fsync")
+        })
+        .await
     }
 
     /// Runs `f` on the writer connection on a blocking thread, with the store's current time.

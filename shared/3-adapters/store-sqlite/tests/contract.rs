@@ -65,7 +65,9 @@ async fn facts_contract_on_files() {
     let dir = tempfile::tempdir().expect("temp dir");
     let n = AtomicUsize::new(0);
     contract::run_facts(|| {
-        let path = dir.path().join(format!("facts-{}.sqlite", n.fetch_add(1, Ordering::SeqCst)));
+        let path = dir
+            .path()
+            .join(format!("facts-{}.sqlite", n.fetch_add(1, Ordering::SeqCst)));
         async move {
             Arc::new(
                 SqliteStore::open_with_clock(Location::File(path), clock())

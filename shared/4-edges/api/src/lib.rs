@@ -11,12 +11,12 @@
 
 pub mod alipay;
 pub mod auth;
-pub mod reports;
 pub mod error;
 pub mod input;
 pub mod label;
 pub mod notify;
 pub mod queued;
+pub mod reports;
 pub mod settings;
 pub mod views;
 

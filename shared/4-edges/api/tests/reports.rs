@@ -52,7 +52,10 @@ async fn a_sale_shows_in_the_report_with_its_money() {
 
     let (s, b) = report(&h, &format!("from={DAY}&to={DAY}")).await;
     assert_eq!(s, 200, "{b}");
-    assert_eq!((b["from"].as_str(), b["days"].as_u64()), (Some(DAY), Some(1)));
+    assert_eq!(
+        (b["from"].as_str(), b["days"].as_u64()),
+        (Some(DAY), Some(1))
+    );
     let m = &b["machines"][0];
     assert_eq!(m["device"], "vm-1");
     assert_eq!(m["district"], "Xuhui");
@@ -108,15 +111,26 @@ async fn malformed_periods_are_refused_precisely() {
         ("from=yesterday&to=2026-03-01", "bad_period", "yesterday"),
         ("from=2026-03-02&to=2026-03-01", "bad_period", "before"),
         ("from=2025-01-01&to=2026-01-02", "bad_period", "366"),
-        ("from=2026-01-01&to=2026-01-02&from=2026-01-01", "bad_period", "more than once"),
+        (
+            "from=2026-01-01&to=2026-01-02&from=2026-01-01",
+            "bad_period",
+            "more than once",
+        ),
         ("from=2026-01-01&to=2026-01-02&tz=Z", "bad_period", "tz"),
-        ("from=2026-01-01&to=2026-01-02&format=pdf", "bad_format", "pdf"),
+        (
+            "from=2026-01-01&to=2026-01-02&format=pdf",
+            "bad_format",
+            "pdf",
+        ),
     ] {
         let (s, b) = report(&h, query).await;
         assert_eq!(s, 400, "{query}: {b}");
         assert_eq!(b["error"]["code"], code, "{query}: {b}");
         let message = b["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains(says), "{query}: {message:?} should name {says:?}");
+        assert!(
+            message.contains(says),
+            "{query}: {message:?} should name {says:?}"
+        );
     }
     let res = h
         .api
@@ -130,7 +144,11 @@ async fn malformed_periods_are_refused_precisely() {
     assert_eq!(res.status(), 401, "without the admin token");
     let (s, _) = send(
         &h.api,
-        admin("POST", "/admin/reports/sales?from=2026-01-01&to=2026-01-01", Value::Null),
+        admin(
+            "POST",
+            "/admin/reports/sales?from=2026-01-01&to=2026-01-01",
+            Value::Null,
+        ),
     )
     .await;
     assert_eq!(s, 405);

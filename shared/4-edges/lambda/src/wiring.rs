@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use aws_config::{BehaviorVersion, SdkConfig};
 use vendpay_alipay::{AlipayConfig, HttpGateway, MerchantProfile, PartnerId, Verifier};
 use vendpay_api::alipay::{Alipay, NotifyCheck};
-use vendpay_api::notify::NotifySettings;
 use vendpay_api::auth::{analytics_key_from_hex, DeviceKey};
+use vendpay_api::notify::NotifySettings;
 use vendpay_api::settings;
 use vendpay_app::inventory::Inventory;
 use vendpay_app::{
@@ -119,7 +119,8 @@ pub fn ledger(
     env: &Env,
 ) -> Result<Ledger, StartError> {
     let windows = settings::windows(&env.lookup())?;
-    Ok(Ledger::new(store, deadlines, refunds, clock, windows).with_analytics_key(analytics_key(env)?))
+    Ok(Ledger::new(store, deadlines, refunds, clock, windows)
+        .with_analytics_key(analytics_key(env)?))
 }
 
 /// The key of the facts' buyer keys: `ANALYTICS_KEY`, else derived from `DEVICE_KEY`. Every function

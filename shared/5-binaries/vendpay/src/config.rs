@@ -197,7 +197,10 @@ impl fmt::Debug for Config {
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("public_base_url", &self.public_base_url)
             .field("device_key", &self.device_key.as_ref().map(|_| "<set>"))
-            .field("analytics_key", &self.analytics_key.as_ref().map(|_| "<set>"))
+            .field(
+                "analytics_key",
+                &self.analytics_key.as_ref().map(|_| "<set>"),
+            )
             .field("report_tz", &self.report_tz)
             .field("notify_verify", &self.notify_verify)
             .field("alipay", &mode)
@@ -260,7 +263,8 @@ impl Config {
             .transpose()?;
 
         let report_tz = opt("REPORT_TZ").unwrap_or_else(|| DEFAULT_REPORT_TZ.to_owned());
-        vendpay_insight::parse_offset(&report_tz).map_err(|e| invalid("REPORT_TZ", e.to_string()))?;
+        vendpay_insight::parse_offset(&report_tz)
+            .map_err(|e| invalid("REPORT_TZ", e.to_string()))?;
 
         let notify_verify = settings::notify_verify(&get)?;
 

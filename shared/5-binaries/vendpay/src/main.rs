@@ -29,12 +29,13 @@ usage:
                                    --planogram: each machine gets a slot map (capacity 1000), filled,
                                    and buys from it without a price (stock checked at the end)
   vendpay simulate [--machines N] [--days D] [--seed S] [--db FILE] [--start YYYY-MM-DD] [--append]
-                   [--list-buyers]
+                   [--demand F] [--list-buyers]
                                    fill a SQLite store (--db, default VENDPAY_DB) with N machines (50)
                                    x D days (30) of realistic traffic from 2026-11-01 through the real
                                    ledger on a simulated clock; the same seed (7) writes the same facts
                                    (under one ANALYTICS_KEY or DEVICE_KEY, as serve); refuses a db that
-                                   has sessions unless --append; --list-buyers prints the buyer ids it
+                                   has sessions unless --append; --demand scales every machine's visits (1.0: ~32 sales a machine a day);
+                                   the store is written without fsync (synthetic data); --list-buyers prints the buyer ids it
                                    would use and stops
   vendpay report --from YYYY-MM-DD --to YYYY-MM-DD [--format text|json|html] [--out FILE]
                  [--campaign FILE.csv] [--db FILE]
@@ -107,9 +108,9 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         ["demo"] => Ok(Command::Demo { real_time: false }),
         ["demo", "--real-time"] => Ok(Command::Demo { real_time: true }),
         ["load", flags @ ..] => Ok(Command::Load(vendpay::load::Options::parse(flags)?)),
-        ["simulate", flags @ ..] => Ok(Command::Simulate(vendpay::simulate::Options::parse(
-            flags,
-        )?)),
+        ["simulate", flags @ ..] => {
+            Ok(Command::Simulate(vendpay::simulate::Options::parse(flags)?))
+        }
         ["report", flags @ ..] => vendpay::report::Options::parse(flags)
             .map(Command::Report)
             .map_err(|e| e.to_string()),

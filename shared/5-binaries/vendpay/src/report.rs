@@ -74,10 +74,9 @@ impl Options {
                 Some(v) => v.to_owned(),
                 None => {
                     i += 1;
-                    flags
-                        .get(i)
-                        .map(|v| (*v).to_owned())
-                        .ok_or_else(|| ReportError::Usage(format!("{name} needs a value\n{USAGE}")))?
+                    flags.get(i).map(|v| (*v).to_owned()).ok_or_else(|| {
+                        ReportError::Usage(format!("{name} needs a value\n{USAGE}"))
+                    })?
                 }
             };
             match name {
@@ -147,10 +146,12 @@ pub async fn run(options: &Options) -> Result<(), ReportError> {
         period.to_date(),
         period.days()
     );
-    let store = SqliteStore::open(&db).await.map_err(|e| ReportError::Store {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
+    let store = SqliteStore::open(&db)
+        .await
+        .map_err(|e| ReportError::Store {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
     let report = sales(&store, &period)
         .await
         .map_err(|e| ReportError::Store {

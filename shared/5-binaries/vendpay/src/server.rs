@@ -31,9 +31,9 @@ use vendpay_alipay_sandbox::{
 use vendpay_api::alipay::{Alipay, NotifyCheck};
 use vendpay_api::auth::DeviceKey;
 use vendpay_api::notify::NotifySettings;
+use vendpay_api::reports::Reports;
 use vendpay_api::{AdminAuth, Api, ApiParts};
 use vendpay_app::inventory::Inventory;
-use vendpay_api::reports::Reports;
 use vendpay_app::{DeviceStore, FactStore, Ledger, RefundGateway};
 use vendpay_domain::facts::AnalyticsKey;
 use vendpay_domain::{Clock, SystemClock};

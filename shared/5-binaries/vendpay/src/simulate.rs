@@ -40,9 +40,10 @@ mod machine;
 mod model;
 mod ports;
 mod rng;
+mod summary;
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -57,10 +58,12 @@ use vendpay_domain::{
 use vendpay_store_sqlite::{Location, SqliteStore};
 
 use machine::{MachineSim, Parts, Stats};
-use model::{World, CATALOGUE, DISTRICTS, LOCAL_OFFSET_SECS};
+use model::{World, CATALOGUE, DISTRICTS};
 use ports::{Audit, Audited, Outbox, Sandbox, SimClock};
+pub use summary::report;
+use summary::Progress;
 
-pub const USAGE: &str = "vendpay simulate [--machines N] [--days D] [--seed S] [--db FILE] [--start YYYY-MM-DD] [--append] [--list-buyers]";
+pub const USAGE: &str = "vendpay simulate [--machines N] [--days D] [--seed S] [--demand F] [--db FILE] [--start YYYY-MM-DD] [--append] [--list-buyers]";
 
 /// The first day when `--start` is not given: fixed, so a seed's output is the same whenever it runs.
 pub const DEFAULT_START: &str = "2026-11-01";
@@ -86,6 +89,8 @@ pub struct Options {
     pub analytics_key: Option<AnalyticsKey>,
     /// A progress line on stderr per simulated day.
     pub progress: bool,
+    /// Scales the visits of every machine (1.0: about 32 sales a machine a day).
+    pub demand: f64,
 }
 
 impl Default for Options {
@@ -100,6 +105,7 @@ impl Default for Options {
             list_buyers: false,
             analytics_key: None,
             progress: false,
+            demand: 1.0,
         }
     }
 }
@@ -141,6 +147,15 @@ impl Options {
                                 .ok_or_else(|| format!("--days: 1 to {MAX_DAYS}"))?
                         }
                         "--seed" => o.seed = number()?,
+                        "--demand" => {
+                            o.demand = value
+                                .parse::<f64>()
+                                .ok()
+                                .filter(|d| (0.01..=10.0).contains(d))
+                                .ok_or_else(|| {
+                                    format!("--demand {value:?}: a multiplier from 0.01 to 10")
+                                })?
+                        }
                         "--db" => o.db = Some(PathBuf::from(value)),
                         "--start" => {
                             start_day(value)?;
@@ -260,6 +275,7 @@ pub fn buyer_ids(options: &Options) -> Result<Vec<String>, SimError> {
 fn world(o: &Options) -> Result<World, SimError> {
     let day = start_day(&o.start).map_err(SimError::Options)?;
     World::new(o.seed, o.machines, o.days, day)
+        .map(|w| w.with_demand(o.demand))
         .ok_or_else(|| SimError::Options(format!("--start {}: out of range", o.start)))
 }
 
@@ -304,6 +320,8 @@ pub async fn run(options: &Options) -> Result<Summary, SimError> {
     let store = SqliteStore::open_with_clock(Location::File(db.clone()), store_clock.clone())
         .await
         .map_err(store_err)?;
+    // Synthetic data: a crash mid-run loses a simulation, never money, so no fsync per group.
+    store.without_fsync().await.map_err(store_err)?;
     refuse_overlap(&store, &world, options, &path).await?;
     let device_key = match &config.device_key {
         Some(k) => k.clone(),
@@ -598,146 +616,5 @@ fn summarise(machines: &[MachineSim], options: &Options, db: &Path) -> Summary {
         pending_refunds: pending,
         problems: audit.problems.clone(),
         elapsed_secs: 0.0,
-    }
-}
-
-fn yuan(minor: u64) -> String {
-    let whole = minor / 100;
-    let mut digits = whole.to_string();
-    let mut grouped = String::new();
-    while digits.len() > 3 {
-        let tail = digits.split_off(digits.len() - 3);
-        grouped = format!(",{tail}{grouped}");
-    }
-    format!("CNY {digits}{grouped}.{:02}", minor % 100)
-}
-
-fn map(m: &BTreeMap<String, u64>) -> String {
-    if m.is_empty() {
-        return "none".into();
-    }
-    m.iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The summary as printed (no buyer ids: nothing here ever names one).
-pub fn report(s: &Summary, o: &Options) -> String {
-    let per_day = s.sales as f64 / (s.machines.max(1) as f64 * f64::from(s.days.max(1)));
-    let mut out = format!(
-        "vendpay simulate: {} machines x {} days from {} (seed {}) into {}\n",
-        s.machines,
-        s.days,
-        o.start,
-        o.seed,
-        s.db.display()
-    );
-    out += &format!(
-        "  visits     {} ({} walked away with change, {} orders never paid)\n",
-        s.visits, s.walked_away, s.orders_abandoned
-    );
-    out += &format!(
-        "  sessions   {} pay first, {} orders, {} refused payments ({})\n",
-        s.sessions,
-        s.orders,
-        s.refused_payments,
-        map(&s.refused)
-    );
-    out += &format!(
-        "  payments   {}; sales {} ({:.1} a machine a day), revenue {}\n",
-        s.payments,
-        s.sales,
-        per_day,
-        yuan(s.revenue_minor)
-    );
-    out += &format!(
-        "  vends      {} failed; purchases declined: {}\n",
-        s.vend_failed,
-        map(&s.declined)
-    );
-    out += &format!(
-        "  refunds    {} issued ({}), {} refused by Alipay\n",
-        s.refunds_issued,
-        yuan(s.refunded_minor),
-        s.refunds_failed
-    );
-    out += &format!("  anomalies  {}\n", map(&s.anomalies));
-    out += &format!(
-        "  facts      {} written ({}); digest {}\n",
-        s.facts,
-        map(&s.facts_by_kind),
-        s.digest
-    );
-    out += &format!("  restocks   {}\n", s.restocks);
-    if s.ok() {
-        out += "  check      ok: every session closed, every refund final, every commit's facts match its money\n";
-    } else {
-        out += &format!(
-            "  check      FAILED: {} sessions open, {} refunds pending, {} problems\n",
-            s.open_sessions,
-            s.pending_refunds,
-            s.problems.len()
-        );
-        for p in &s.problems {
-            out += &format!("    {p}\n");
-        }
-    }
-    out += &format!("  elapsed    {:.1} s wall\n", s.elapsed_secs);
-    out
-}
-
-/// The progress line on stderr: rewritten in place on a terminal, one line a day otherwise.
-struct Progress {
-    on: bool,
-    tty: bool,
-}
-
-impl Progress {
-    fn new(on: bool) -> Progress {
-        Progress {
-            on,
-            tty: std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn day(
-        &mut self,
-        world: &World,
-        day: u32,
-        days: u32,
-        machines: &[MachineSim],
-        started: Instant,
-    ) {
-        if !self.on {
-            return;
-        }
-        let sales: u64 = machines
-            .iter()
-            .map(|m| m.audited.audit().facts.get("sale").copied().unwrap_or(0))
-            .sum();
-        let elapsed = started.elapsed().as_secs_f64();
-        let done = f64::from(day + 1);
-        let eta = elapsed / done * (f64::from(days) - done);
-        let (y, m, d, ..) = world.day_start(day).civil_at_offset(LOCAL_OFFSET_SECS);
-        let line = format!(
-            "simulate: day {}/{days} ({y:04}-{m:02}-{d:02}): {sales} sales, {:.0} s elapsed, ETA {:.0} s",
-            day + 1,
-            elapsed,
-            eta
-        );
-        let mut err = std::io::stderr().lock();
-        let _ = if self.tty {
-            write!(err, "\r{line}\x1b[K")
-        } else {
-            writeln!(err, "{line}")
-        };
-        let _ = err.flush();
-    }
-
-    fn done(&mut self) {
-        if self.on && self.tty {
-            eprintln!();
-        }
     }
 }

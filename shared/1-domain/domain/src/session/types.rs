@@ -318,7 +318,7 @@ pub struct Session {
     /// Where the machine stood when the session opened (stamped by the service from the machine's
     /// record; the rules never read it): every fact of the session carries it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub place: Option<crate::facts::Place>,
+    pub place: Option<crate::device::Place>,
     /// Bumped by every transition; storage writes conditionally on the version it read.
     pub version: u64,
 }

@@ -34,7 +34,10 @@ impl Totals {
             (FactKind::VendFailed, _) => self.vend_failed += f.amount,
             (FactKind::Refund, Some("issued")) => self.refunds_issued += f.amount,
             (FactKind::Refund, Some("succeeded" | "failed")) => {
-                let id = f.refund_id.clone().ok_or("a final refund fact names no refund")?;
+                let id = f
+                    .refund_id
+                    .clone()
+                    .ok_or("a final refund fact names no refund")?;
                 self.refunds_final.insert(id);
             }
             (FactKind::Refund, other) => return Err(format!("refund fact with status {other:?}")),
@@ -69,7 +72,8 @@ impl Totals {
         self.sales += other.sales;
         self.refunds_issued += other.refunds_issued;
         self.vend_failed += other.vend_failed;
-        self.refunds_final.extend(other.refunds_final.iter().cloned());
+        self.refunds_final
+            .extend(other.refunds_final.iter().cloned());
     }
 }
 
@@ -132,8 +136,11 @@ impl FactBook {
             if f.buyer_key != buyer.map(|b| self.key.buyer_key(b)) {
                 return Err(format!("fact {} carries buyer key {:?}", f.id, f.buyer_key));
             }
-            if buyer.is_some_and(|b| f.buyer_key.as_ref().is_some_and(|k| k.as_str() == b.as_str()))
-            {
+            if buyer.is_some_and(|b| {
+                f.buyer_key
+                    .as_ref()
+                    .is_some_and(|k| k.as_str() == b.as_str())
+            }) {
                 return Err(format!("fact {} carries a raw buyer id", f.id));
             }
             *self
@@ -141,7 +148,10 @@ impl FactBook {
                 .entry(format!(
                     "fact {}{}",
                     f.kind.as_str(),
-                    f.status.as_deref().map(|s| format!(" {s}")).unwrap_or_default()
+                    f.status
+                        .as_deref()
+                        .map(|s| format!(" {s}"))
+                        .unwrap_or_default()
                 ))
                 .or_default() += 1;
             self.sessions.entry(s.id.clone()).or_default().add(&f)?;

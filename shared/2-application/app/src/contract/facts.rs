@@ -109,7 +109,10 @@ pub(super) async fn facts_ride_with_their_commit_and_are_kept_once<S: Store + Fa
     store
         .commit(&Commit {
             sessions: vec![next.clone()],
-            facts: vec![fact(1, FactKind::Sale, T0), fact(2, FactKind::Payment, T0 + 5)],
+            facts: vec![
+                fact(1, FactKind::Sale, T0),
+                fact(2, FactKind::Payment, T0 + 5),
+            ],
             ..Commit::default()
         })
         .await
@@ -129,13 +132,23 @@ pub(super) async fn facts_ride_with_their_commit_and_are_kept_once<S: Store + Fa
         .expect("commit repeating a fact id");
     let facts = all_facts(&*store).await;
     assert_eq!(
-        facts.iter().map(|f| (f.id.as_str(), f.amount)).collect::<Vec<_>>(),
+        facts
+            .iter()
+            .map(|f| (f.id.as_str(), f.amount))
+            .collect::<Vec<_>>(),
         vec![("test:1", 1), ("test:2", 2)],
         "each fact once, as first written, in time order"
     );
-    assert_eq!(facts[0], fact(1, FactKind::Sale, T0), "a fact reads back as written");
+    assert_eq!(
+        facts[0],
+        fact(1, FactKind::Sale, T0),
+        "a fact reads back as written"
+    );
     let window = store
-        .facts(Timestamp::from_millis(T0 + 1), Timestamp::from_millis(T0 + 5))
+        .facts(
+            Timestamp::from_millis(T0 + 1),
+            Timestamp::from_millis(T0 + 5),
+        )
         .await
         .expect("window");
     assert!(window.is_empty(), "the period is [from, to): {window:?}");
@@ -173,10 +186,7 @@ pub(super) async fn a_pay_first_story_is_told_by_its_facts<S: Store + FactStore>
         .expect("verdict");
 
     let facts = all_facts(&*store).await;
-    let kinds: Vec<_> = facts
-        .iter()
-        .map(|f| (f.kind, f.status.clone()))
-        .collect();
+    let kinds: Vec<_> = facts.iter().map(|f| (f.kind, f.status.clone())).collect();
     assert_eq!(
         kinds,
         vec![
@@ -210,7 +220,9 @@ pub(super) async fn a_pay_first_story_is_told_by_its_facts<S: Store + FactStore>
         assert_eq!(f.flow, Flow::PayFirst);
         assert_eq!(f.session, outcome.session);
         assert!(
-            !serde_json::to_string(f).expect("json").contains("2088000000000001"),
+            !serde_json::to_string(f)
+                .expect("json")
+                .contains("2088000000000001"),
             "a raw buyer id in {f:?}"
         );
     }
@@ -262,7 +274,10 @@ pub(super) async fn an_order_story_is_told_by_its_facts<S: Store + FactStore>(st
     assert_eq!(rec.refunds.lock().map(|r| r.len()).unwrap_or(0), 1);
     let sale = &facts[2];
     assert_eq!(
-        (sale.slot.as_ref().map(|s| s.as_str()), sale.request_id.as_ref().map(|r| r.as_str())),
+        (
+            sale.slot.as_ref().map(|s| s.as_str()),
+            sale.request_id.as_ref().map(|r| r.as_str())
+        ),
         (Some("B2"), Some("o1"))
     );
 }
@@ -285,9 +300,7 @@ pub(super) async fn a_duplicate_notification_adds_no_fact<S: Store + FactStore>(
     assert_eq!(facts[0].id, "payment:T1");
 }
 
-pub(super) async fn buyers_before_gives_each_buyers_first_and_latest_sale<
-    S: Store + FactStore,
->(
+pub(super) async fn buyers_before_gives_each_buyers_first_and_latest_sale<S: Store + FactStore>(
     store: Arc<S>,
 ) {
     store

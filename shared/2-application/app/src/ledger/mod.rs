@@ -87,8 +87,11 @@ pub struct Ledger {
     /// Hashes buyer ids into the facts' `buyer_key`; without it facts name no buyer.
     analytics: Option<AnalyticsKey>,
     /// Product names by sku for sale facts, each kept [`NAME_TTL`] (a rename shows within that).
-    names: Arc<Mutex<HashMap<vendpay_domain::Sku, (Option<String>, Timestamp)>>>,
+    names: Arc<Mutex<ProductNames>>,
 }
+
+/// Product names by sku as last read (`None`: not in the catalogue), each with when to read it again.
+type ProductNames = HashMap<vendpay_domain::Sku, (Option<String>, Timestamp)>;
 
 /// How long a product name read for sale facts is reused.
 const NAME_TTL: Duration = Duration::from_secs(300);

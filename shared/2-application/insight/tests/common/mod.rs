@@ -12,7 +12,14 @@ pub const TZ: i64 = 8 * 3600;
 pub fn at(s: &str) -> Timestamp {
     let n = |r: std::ops::Range<usize>| s[r].parse::<u32>().unwrap();
     Timestamp::from_civil(
-        (i64::from(n(0..4)), n(5..7), n(8..10), n(11..13), n(14..16), 0),
+        (
+            i64::from(n(0..4)),
+            n(5..7),
+            n(8..10),
+            n(11..13),
+            n(14..16),
+            0,
+        ),
         TZ,
     )
     .unwrap_or_else(|| panic!("bad time {s}"))
@@ -54,7 +61,13 @@ pub fn fact(kind: FactKind, id: &str, when: &str, device: &str, session: &str) -
 pub fn pay(id: &str, when: &str, device: &str, session: &str, amount: u64) -> Fact {
     Fact {
         amount,
-        ..fact(FactKind::Payment, &format!("payment:{id}"), when, device, session)
+        ..fact(
+            FactKind::Payment,
+            &format!("payment:{id}"),
+            when,
+            device,
+            session,
+        )
     }
 }
 
@@ -67,7 +80,14 @@ pub fn sale(id: &str, when: &str, device: &str, session: &str, amount: u64) -> F
     }
 }
 
-pub fn refund(id: &str, status: &str, when: &str, device: &str, session: &str, amount: u64) -> Fact {
+pub fn refund(
+    id: &str,
+    status: &str,
+    when: &str,
+    device: &str,
+    session: &str,
+    amount: u64,
+) -> Fact {
     Fact {
         amount,
         status: Some(status.to_owned()),
@@ -85,7 +105,13 @@ pub fn refund(id: &str, status: &str, when: &str, device: &str, session: &str, a
 pub fn anomaly(id: &str, kind: &str, when: &str, device: &str) -> Fact {
     Fact {
         reason: Some(kind.to_owned()),
-        ..fact(FactKind::Anomaly, &format!("anomaly:{id}"), when, device, "s0")
+        ..fact(
+            FactKind::Anomaly,
+            &format!("anomaly:{id}"),
+            when,
+            device,
+            "s0",
+        )
     }
 }
 

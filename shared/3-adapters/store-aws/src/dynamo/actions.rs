@@ -234,12 +234,7 @@ fn facts_item(commit: &Commit) -> Result<Option<Item>, StoreError> {
         Some(s) => format!("{FACTS_PREFIX}{}#{}", s.id, s.version),
         None => format!("{FACTS_PREFIX}{}", first.id),
     };
-    let latest = commit
-        .facts
-        .iter()
-        .map(|f| f.at)
-        .max()
-        .unwrap_or(first.at);
+    let latest = commit.facts.iter().map(|f| f.at).max().unwrap_or(first.at);
     let mut item = key(pk, SK_FACTS);
     item.insert(ATTR_FACTS.into(), json(&commit.facts)?);
     item.insert(

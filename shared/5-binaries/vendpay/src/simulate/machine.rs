@@ -8,7 +8,8 @@
 //! A customer is a small state machine ([`Visit`]) whose every step is one ledger call a real machine
 //! or Alipay would make: the payment notification, a purchase request, the vend result, the end button,
 //! a purchase-first order. Deadlines and refunds are the messages the ledger itself dispatched, run when
-//! they fall due; a refund Alipay did not answer is retried with the local worker's backoff.
+//! they fall due; a refund Alipay did not answer is retried with the local worker's backoff. One file:
+//! the event loop and the customer's steps are one state machine, each step scheduling the next.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -4,7 +4,9 @@
 //! Everything here is a pure function of the seed (and the fleet size and period): no ledger outcome
 //! feeds back into it, so the list of buyer ids (`simulate --list-buyers`) can be produced without
 //! running the ledger, and a day's plan does not depend on how the runtime interleaved the machines.
-//! The numbers are the traffic model the module header of `simulate.rs` describes.
+//! The numbers are the traffic model the module header of `simulate.rs` describes. One file because it
+//! is one model: most of its length is the tables (districts, catalogue, hourly profiles) beside the
+//! few functions that draw from them.
 
 use std::sync::Arc;
 
@@ -541,6 +543,8 @@ pub(crate) struct World {
     pub start: Timestamp,
     /// Days since 1970-01-01 of the first day (the weekday and ids come from it).
     pub start_day: i64,
+    /// The multiplier of every machine's visits (`--demand`).
+    demand: f64,
 }
 
 /// One arrival at a machine.
@@ -554,6 +558,12 @@ pub(crate) struct PlannedVisit {
 }
 
 impl World {
+    /// Scales every machine's visits by `demand` (1.0: the model's own rates).
+    pub(crate) fn with_demand(mut self, demand: f64) -> World {
+        self.demand = demand;
+        self
+    }
+
     pub(crate) fn new(seed: u64, machines: usize, days: u32, start_day: i64) -> Option<World> {
         let start = Timestamp::from_secs(start_day.checked_mul(86_400)? - LOCAL_OFFSET_SECS)?;
         let specs: Vec<Arc<MachineSpec>> = (0..machines)
@@ -567,6 +577,7 @@ impl World {
             pools,
             start,
             start_day,
+            demand: 1.0,
         })
     }
 
@@ -593,6 +604,7 @@ impl World {
             0.85 + 0.3 * w.unit()
         };
         let lambda = BASE_VISITS
+            * self.demand
             * district.demand
             * spec.demand
             * weekday_factor(district.kind, weekday)
