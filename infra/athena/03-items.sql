@@ -25,8 +25,9 @@ offsets AS (
 ),
 params AS (
     -- The three parameters, each bound once. Athena takes `?` in WHERE clauses only, so each picks its
-    -- row out of a relation of every value it can take. A malformed or reversed period, or one longer
-    -- than 366 days, selects no row: every section then comes back empty.
+    -- row out of a relation of every value it can take. A string that is not a date fails the query
+    -- (the CAST); a reversed period, one longer than 366 days or an unknown offset selects no row, and
+    -- every section then comes back empty.
     SELECT f.n AS from_day, t.n - f.n + 1 AS days, o.minutes AS offset_min
     FROM day_numbers f CROSS JOIN day_numbers t CROSS JOIN offsets o
     WHERE f.n = date_diff('day', DATE '1970-01-01', CAST(? AS DATE))

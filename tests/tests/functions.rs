@@ -935,6 +935,54 @@ async fn athena_named_queries_equal_vendpay_report_on_exported_facts() {
     .await
     .expect("vendpay report");
 
+    // Privacy: none of the simulated buyers' Alipay ids is in the exported rows, the report (JSON,
+    // HTML, text) or the campaign file — only their keys are.
+    let html = dir.path().join("report.html");
+    let text = dir.path().join("report.txt");
+    let campaign = dir.path().join("campaign.csv");
+    for (format, out) in [
+        (vendpay::report::Format::Html, &html),
+        (vendpay::report::Format::Text, &text),
+    ] {
+        vendpay::report::run(&vendpay::report::Options {
+            from: from.into(),
+            to: to.into(),
+            format,
+            out: Some(out.clone()),
+            campaign: Some(campaign.clone()),
+            db: Some(db.clone()),
+        })
+        .await
+        .expect("vendpay report");
+    }
+    let buyers = vendpay::simulate::buyer_ids(&options).expect("the simulated buyer ids");
+    assert!(buyers.len() > 100, "{} buyers", buyers.len());
+    let campaign_text = std::fs::read_to_string(&campaign).expect("campaign");
+    assert!(
+        campaign_text.lines().count() > 10
+            && campaign_text.starts_with("district,buyer_key,tags\n"),
+        "{campaign_text}"
+    );
+    let outputs = [
+        (
+            "the exported rows",
+            std::fs::read_to_string(records_dir.join("delivered.json")),
+        ),
+        ("the JSON report", std::fs::read_to_string(&report)),
+        ("the HTML report", std::fs::read_to_string(&html)),
+        ("the text report", std::fs::read_to_string(&text)),
+        ("the campaign CSV", Ok(campaign_text)),
+    ];
+    for (what, body) in outputs {
+        let body = body.expect("an output");
+        for buyer in &buyers {
+            assert!(
+                !body.contains(buyer.as_str()),
+                "{what} holds the raw buyer id {buyer}"
+            );
+        }
+    }
+
     let athena = root().join("tests").join("athena");
     let venv = std::process::Command::new(athena.join("venv"))
         .output()

@@ -42,9 +42,15 @@ fn check(
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || extra.contains(c)))
     {
+        // A buyer id is personal data and the error reaches logs: only its length is told.
+        let value = if kind == "buyer_id" {
+            format!("<{} characters>", s.chars().count())
+        } else {
+            s.chars().take(80).collect()
+        };
         return Err(IdError::BadChar {
             kind,
-            value: s.chars().take(80).collect(),
+            value,
             bad,
             allowed,
         });
@@ -220,6 +226,19 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_malformed_buyer_id_is_never_repeated_in_the_error() {
+        // Buyer ids are personal data: the error (which reaches logs) names the bad character only.
+        let e = BuyerId::parse("2088 0000 1234 5678").unwrap_err();
+        assert!(!e.to_string().contains("2088"), "{e}");
+        assert!(e.to_string().contains("buyer_id"), "{e}");
+        let e = DeviceId::parse("vm 1").unwrap_err();
+        assert!(
+            e.to_string().contains("\"vm 1\""),
+            "other ids are quoted: {e}"
+        );
     }
 
     #[test]

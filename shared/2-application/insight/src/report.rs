@@ -303,6 +303,15 @@ impl SalesReport {
 }
 
 fn csv_field(s: &str) -> String {
+    // A spreadsheet evaluates a cell starting with = + - @ (or a tab / CR) as a formula; district names
+    // come from operators' input, so such a cell is made text with a leading apostrophe.
+    let guarded;
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        guarded = format!("'{s}");
+        guarded.as_str()
+    } else {
+        s
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -330,5 +339,7 @@ mod tests {
     fn csv_quotes_what_needs_it() {
         assert_eq!(csv_field("Xuhui"), "Xuhui");
         assert_eq!(csv_field("A, \"B\""), "\"A, \"\"B\"\"\"");
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("@cmd"), "'@cmd");
     }
 }

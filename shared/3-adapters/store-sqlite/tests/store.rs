@@ -184,6 +184,7 @@ async fn a_version_1_database_gains_the_refund_send_schedule() {
                  CREATE INDEX refunds_pending ON refunds (issued_at, refund_id) WHERE status = 'pending';
                  DROP TABLE products;
                  DROP TABLE slots;
+                 DROP TABLE facts;
                  PRAGMA user_version = 1;",
             )
         })
@@ -266,6 +267,7 @@ async fn a_version_2_database_gains_the_catalogue_and_the_slot_rows() {
             c.execute_batch(
                 "DROP TABLE products;
                  DROP TABLE slots;
+                 DROP TABLE facts;
                  PRAGMA user_version = 2;",
             )
         })
@@ -274,6 +276,12 @@ async fn a_version_2_database_gains_the_catalogue_and_the_slot_rows() {
     assert_eq!(store.session(&session.id).await, Ok(Some(session)));
     assert_eq!(store.products().await, Ok(vec![]));
     assert_eq!(store.stocked_devices().await, Ok(vec![]));
+    // Version 4 too: the facts table, empty.
+    assert_eq!(
+        vendpay_app::FactStore::facts(&store, Timestamp::from_millis(0), Timestamp::FAR_FUTURE)
+            .await,
+        Ok(vec![])
+    );
     let product = Product {
         sku: id("cola"),
         name: "Cola".into(),

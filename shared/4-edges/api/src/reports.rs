@@ -16,6 +16,19 @@ use crate::error::ApiError;
 pub struct Reports {
     pub facts: Arc<dyn FactStore>,
     pub tz: String,
+    /// One report at a time: a year's report holds its facts in memory (about 1 GB for a million
+    /// sales), and the process serving it also takes payments.
+    pub one_at_a_time: Arc<tokio::sync::Semaphore>,
+}
+
+impl Reports {
+    pub fn new(facts: Arc<dyn FactStore>, tz: impl Into<String>) -> Reports {
+        Reports {
+            facts,
+            tz: tz.into(),
+            one_at_a_time: Arc::new(tokio::sync::Semaphore::new(1)),
+        }
+    }
 }
 
 /// The report over `period`: its facts and the previous period's, and the buyers seen before it.
@@ -24,7 +37,11 @@ pub async fn sales(facts: &dyn FactStore, period: &Period) -> Result<SalesReport
         facts.facts(period.previous_start(), period.end()),
         facts.buyers_before(period.start())
     );
-    Ok(build(period, &rows?, &history?))
+    let (rows, history, period) = (rows?, history?, *period);
+    // Building takes seconds on a big store: off the async workers, which serve the money routes.
+    tokio::task::spawn_blocking(move || build(&period, &rows, &history))
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("building the report: {e}").into()))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +106,11 @@ pub async fn route(
     };
     let period = Period::parse(&from, &to, &reports.tz)
         .map_err(|e| ApiError::bad_request("bad_period", e.to_string()))?;
+    let _turn = reports
+        .one_at_a_time
+        .acquire()
+        .await
+        .map_err(|e| ApiError::new(503, "unavailable", e.to_string()))?;
     let report = sales(reports.facts.as_ref(), &period)
         .await
         .map_err(vendpay_app::AppError::from)?;

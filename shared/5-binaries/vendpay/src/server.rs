@@ -178,10 +178,9 @@ impl Server {
                     .notify_verify
                     .then(|| alipay.clone() as Arc<dyn NotifyCheck>),
             },
-            reports: stores.facts.map(|facts| Reports {
-                facts,
-                tz: config.report_tz.clone(),
-            }),
+            reports: stores
+                .facts
+                .map(|facts| Reports::new(facts, config.report_tz.clone())),
         });
 
         // The sandbox's customer routes exist in sandbox mode only; everything else is the contract.

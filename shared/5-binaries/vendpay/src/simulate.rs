@@ -320,8 +320,11 @@ pub async fn run(options: &Options) -> Result<Summary, SimError> {
     let store = SqliteStore::open_with_clock(Location::File(db.clone()), store_clock.clone())
         .await
         .map_err(store_err)?;
-    // Synthetic data: a crash mid-run loses a simulation, never money, so no fsync per group.
-    store.without_fsync().await.map_err(store_err)?;
+    // A new store of synthetic data: a crash mid-run loses a simulation, never money, so no fsync
+    // per group. Appending to a store keeps its durability (it may hold more than simulations).
+    if !options.append {
+        store.without_fsync().await.map_err(store_err)?;
+    }
     refuse_overlap(&store, &world, options, &path).await?;
     let device_key = match &config.device_key {
         Some(k) => k.clone(),

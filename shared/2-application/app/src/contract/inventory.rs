@@ -934,8 +934,8 @@ pub(super) async fn ledger_the_biggest_decision_with_reserved_holds_fits_one_wri
     let largest = limited.largest.lock().map(|l| *l).unwrap_or(usize::MAX);
     assert_eq!(
         largest,
-        1 + MAX_PAYMENTS + MAX_RESERVED_HOLDS,
-        "the deadline wrote the session, {MAX_PAYMENTS} refunds and {MAX_RESERVED_HOLDS} slot rows"
+        1 + MAX_PAYMENTS + MAX_RESERVED_HOLDS + 1,
+        "the deadline wrote the session, {MAX_PAYMENTS} refunds, {MAX_RESERVED_HOLDS} slot rows and its facts"
     );
     assert!(largest <= MAX_WRITE_ACTIONS, "{largest} actions");
     for slot in &names {

@@ -511,7 +511,7 @@ impl Ledger {
                 s.place = Some(place.clone());
             }
         }
-        let facts = self.facts(t, &sessions, prior).await?;
+        let facts = self.facts(t, &sessions, prior).await;
         Ok(Commit {
             device: machine.map(|m| DeviceGuard {
                 device: m.record.device.id.clone(),
@@ -534,7 +534,7 @@ impl Ledger {
         t: &Transition,
         sessions: &[Session],
         prior: &HashMap<SessionId, &Session>,
-    ) -> Result<Vec<Fact>, AppError> {
+    ) -> Vec<Fact> {
         let stamped = Transition {
             sessions: sessions.to_vec(),
             current: t.current.clone(),
@@ -542,11 +542,15 @@ impl Ledger {
             reply: t.reply.clone(),
             stock: t.stock.clone(),
         };
-        // A session stored before places were kept: its machine's place now.
+        // A session stored before places were kept: its machine's place now (best effort: a failed
+        // read leaves the district empty rather than holding up the decision).
         let mut place = None;
         if let Some(s) = sessions.iter().find(|s| s.place.is_none()) {
-            if let Some(m) = self.store.machine(&s.device_id).await? {
-                place = Some(place_of(&m));
+            match self.store.machine(&s.device_id).await {
+                Ok(m) => place = m.as_ref().map(place_of),
+                Err(e) => {
+                    tracing::warn!(session = %s.id, error = %e, "machine not read for the facts' place")
+                }
             }
         }
         let mut names = BTreeMap::new();
@@ -562,7 +566,7 @@ impl Ledger {
         });
         if delivering {
             for row in &t.stock {
-                if let Some(name) = self.product_name(&row.sku).await? {
+                if let Some(name) = self.product_name(&row.sku).await {
                     names.insert(row.sku.clone(), name);
                 }
             }
@@ -580,24 +584,33 @@ impl Ledger {
                 f.buyer_key = None;
             }
         }
-        Ok(facts)
+        facts
     }
 
-    /// A product's name for sale facts, read at most once per [`NAME_TTL`].
-    async fn product_name(&self, sku: &vendpay_domain::Sku) -> Result<Option<String>, AppError> {
+    /// A product's name for sale facts, read at most once per [`NAME_TTL`]. A name is decoration: a
+    /// read that fails leaves the fact without it (logged) rather than holding up the sale's write.
+    async fn product_name(&self, sku: &vendpay_domain::Sku) -> Option<String> {
         let now = self.clock.now();
         if let Ok(names) = self.names.lock() {
             if let Some((name, until)) = names.get(sku) {
                 if now < *until {
-                    return Ok(name.clone());
+                    return name.clone();
                 }
             }
         }
-        let name = self.store.product(sku).await?.map(|p| p.name);
-        if let Ok(mut names) = self.names.lock() {
-            names.insert(sku.clone(), (name.clone(), now.plus(NAME_TTL)));
+        match self.store.product(sku).await {
+            Ok(product) => {
+                let name = product.map(|p| p.name);
+                if let Ok(mut names) = self.names.lock() {
+                    names.insert(sku.clone(), (name.clone(), now.plus(NAME_TTL)));
+                }
+                name
+            }
+            Err(e) => {
+                tracing::warn!(sku = %sku, error = %e, "product name not read; the sale's fact goes without it");
+                None
+            }
         }
-        Ok(name)
     }
 
     /// `true` when written, `false` when a condition failed (re-read and re-decide). A lost race

@@ -115,10 +115,7 @@ pub async fn harness_with(
             partner: PartnerId::parse(PARTNER).expect("partner"),
             notify_verify: notify_verify(clock.clone()),
         },
-        reports: Some(vendpay_api::reports::Reports {
-            facts,
-            tz: "+08:00".into(),
-        }),
+        reports: Some(vendpay_api::reports::Reports::new(facts, "+08:00")),
     });
     Harness {
         api,
