@@ -123,6 +123,21 @@ pub(crate) fn read(
     Ok(out)
 }
 
+/// The first and last `at` of the stored facts (none: no facts).
+pub(crate) fn time_range(
+    conn: &mut Connection,
+    _now: Timestamp,
+) -> Result<(Option<Timestamp>, Option<Timestamp>), StoreError> {
+    let what = "reading the facts' time range";
+    conn.query_row("SELECT MIN(at), MAX(at) FROM facts", [], |r| {
+        Ok((
+            r.get::<_, Option<i64>>(0)?.map(Timestamp::from_millis),
+            r.get::<_, Option<i64>>(1)?.map(Timestamp::from_millis),
+        ))
+    })
+    .ctx(what)
+}
+
 /// Every buyer with a sale before `before`: first and latest sale, and the latest one's district.
 pub(crate) fn buyers_before(
     conn: &Connection,

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use vendpay_api::reports::sales;
+use vendpay_app::FactStore;
 use vendpay_insight::Period;
 use vendpay_store_sqlite::SqliteStore;
 
@@ -152,12 +152,29 @@ pub async fn run(options: &Options) -> Result<(), ReportError> {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-    let report = sales(&store, &period)
-        .await
-        .map_err(|e| ReportError::Store {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+    let read_started = Instant::now();
+    let (facts, history) = tokio::join!(
+        store.facts(period.previous_start(), period.end()),
+        store.buyers_before(period.start())
+    );
+    let store_err = |e: vendpay_app::StoreError| ReportError::Store {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
+    let (facts, history) = (facts.map_err(store_err)?, history.map_err(store_err)?);
+    eprintln!(
+        "vendpay report: read {} facts and {} earlier buyers in {:.2} s",
+        facts.len(),
+        history.len(),
+        read_started.elapsed().as_secs_f64()
+    );
+    let built_started = Instant::now();
+    let report = vendpay_insight::build(&period, &facts, &history);
+    drop(facts);
+    eprintln!(
+        "vendpay report: built in {:.2} s",
+        built_started.elapsed().as_secs_f64()
+    );
     let body = match options.format {
         Format::Text => report.to_text(),
         Format::Json => serde_json::to_string_pretty(&report).map_err(|e| ReportError::Write {
