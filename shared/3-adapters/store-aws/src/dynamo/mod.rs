@@ -17,6 +17,7 @@
 //! | trade dedupe | `trade#{trade_no}` | `trade` | `body` (JSON `PaymentOutcome`); permanent |
 //! | request idempotency | `req#{device_id}#{request_id}` | `request` | `body` (JSON `RequestRecord`), `expires_at` (N, epoch s: the TTL attribute) |
 //! | refund | `ref#{refund_id}` | `refund` | `refund` (JSON `RefundRecord`); while pending: `gsi1pk` = `refund#pending`, `gsi1sk` = its next attempt (epoch ms; the issue time when written), `in_flight_until` (N, epoch ms, while a send holds it), `attempts` and `generation` (N; absent = 0) — the send schedule, read by `refund` only (the index projects the JSON) |
+//! | a decision's sales facts | `facts#{session_id}#{version}` (the first session it writes, at its new version) | `facts` | `facts` (JSON array of `Fact`, see `docs/sales.md`), `expires_at` (N, epoch s: a week, the TTL); written in the decision's `TransactWriteItems`, unconditionally (the key names the decision); the table's stream carries it to `analytics-export` |
 //!
 //! `gsi1` (`gsi1pk` HASH, `gsi1sk` N RANGE, projecting the keys and `refund`) is sparse and overloaded:
 //! a session is in it only while it is not closed and has a deadline; a refund only while pending.
@@ -50,6 +51,7 @@
 //! `Put`s (guarded by their session's version in the same transaction); a send-schedule change
 //! (`RefundSend`) is one `UpdateItem` of the refund item under its condition; each slot row a sale
 //! changes (`Commit.stock`) is a `Put` on `version = :prev` — a missing row fails it, as the port asks.
+//! A decision with facts adds one `Put` of its facts item (one action however many facts).
 //! A purchase that reserves an item is therefore one transaction of device guard, session, request
 //! row and slot row: stock and money move together or not at all, and two purchases racing for the
 //! last item of a slot cannot both pass the slot row's version.
