@@ -97,6 +97,14 @@ impl Env {
         }
     }
 
+    /// The same settings with `name` set to `value` unless it is set already.
+    pub fn or_with(mut self, name: &str, value: impl Into<String>) -> Env {
+        if self.get(name).is_none() {
+            self.values.insert(name.to_owned(), value.into());
+        }
+        self
+    }
+
     /// The value, trimmed; blank counts as absent.
     pub fn get(&self, name: &str) -> Option<String> {
         present(&|n: &str| self.values.get(n).cloned(), name)

@@ -79,9 +79,13 @@ pub(crate) async fn start(
     aws: &AwsConfig,
     clock: Arc<dyn Clock>,
     alipay: Arc<Alipay>,
+    device_key: &vendpay_api::DeviceKey,
 ) -> Result<Running, ServeError> {
     let sdk = wiring::sdk_config().await;
     let (env, resources) = ensure_resources(&sdk, &aws.env, aws.create_missing).await?;
+    // The facts' buyer keys: `ANALYTICS_KEY` when given, else derived from the server's device key
+    // (its setting or its key file), as on SQLite.
+    let env = env.or_with("DEVICE_KEY", device_key.to_hex());
 
     // The store and ledger the HTTP routes and the deadline function use (as `deadline::build`).
     let (store, ledger) = wiring::dispatching_ledger(&sdk, &env, clock.clone())?;

@@ -85,6 +85,7 @@ pub const AWS_SETTINGS: &[&str] = &[
     "PAY_FIRST_WINDOW_SECS",
     "PURCHASE_FIRST_WINDOW_SECS",
     "ORDER_PAYMENT_WINDOW_SECS",
+    "ANALYTICS_KEY",
 ];
 
 /// The table `--store aws` creates when `TABLE_NAME` is not set (only with `VENDPAY_AWS_CREATE=true`).

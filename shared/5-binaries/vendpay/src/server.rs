@@ -151,7 +151,8 @@ impl Server {
                 .await?
             }
             StoreConfig::Aws(aws) => {
-                let running = crate::aws::start(aws, clock.clone(), alipay.clone()).await?;
+                let running =
+                    crate::aws::start(aws, clock.clone(), alipay.clone(), &device_key).await?;
                 Stores {
                     ledger: running.ledger,
                     inventory: running.inventory,
