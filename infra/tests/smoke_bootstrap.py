@@ -73,6 +73,7 @@ def settings(binary):
         "SCHEDULER_ROLE_ARN": "",
         "SCHEDULE_GROUP_NAME": "",
         "DEVICE_KEY": "11" * 32,
+        "ANALYTICS_KEY": "22" * 32,
         "PUBLIC_BASE_URL": "https://abc123.execute-api.us-east-1.amazonaws.com",
         "ALIPAY_GATEWAY_URL": f"{closed}/gateway.do",
         "ALIPAY_PARTNER_ID": "2088101122136241",
