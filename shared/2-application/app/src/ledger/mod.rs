@@ -511,7 +511,7 @@ impl Ledger {
                 s.place = Some(place.clone());
             }
         }
-        let facts = self.facts(t, &sessions, prior).await;
+        let facts = self.facts(t, machine, prior).await;
         Ok(Commit {
             device: machine.map(|m| DeviceGuard {
                 device: m.record.device.id.clone(),
@@ -532,24 +532,20 @@ impl Ledger {
     async fn facts(
         &self,
         t: &Transition,
-        sessions: &[Session],
+        machine: Option<&Machine>,
         prior: &HashMap<SessionId, &Session>,
     ) -> Vec<Fact> {
-        let stamped = Transition {
-            sessions: sessions.to_vec(),
-            current: t.current.clone(),
-            effects: t.effects.clone(),
-            reply: t.reply.clone(),
-            stock: t.stock.clone(),
-        };
-        // A session stored before places were kept: its machine's place now (best effort: a failed
-        // read leaves the district empty rather than holding up the decision).
-        let mut place = None;
-        if let Some(s) = sessions.iter().find(|s| s.place.is_none()) {
-            match self.store.machine(&s.device_id).await {
-                Ok(m) => place = m.as_ref().map(place_of),
-                Err(e) => {
-                    tracing::warn!(session = %s.id, error = %e, "machine not read for the facts' place")
+        // A session without a place takes the machine's: a new one (the machine was read), or one
+        // stored before places were kept (read now, best effort: a failed read leaves the district
+        // empty rather than holding up the decision).
+        let mut place = machine.map(place_of);
+        if place.is_none() {
+            if let Some(s) = t.sessions.iter().find(|s| s.place.is_none()) {
+                match self.store.machine(&s.device_id).await {
+                    Ok(m) => place = m.as_ref().map(place_of),
+                    Err(e) => {
+                        tracing::warn!(session = %s.id, error = %e, "machine not read for the facts' place")
+                    }
                 }
             }
         }
@@ -578,7 +574,7 @@ impl Ledger {
             place: place.as_ref(),
             products: &names,
         };
-        let mut facts = facts_of(&stamped, prior, &ctx, self.clock.now());
+        let mut facts = facts_of(t, prior, &ctx, self.clock.now());
         if self.analytics.is_none() {
             for f in &mut facts {
                 f.buyer_key = None;
